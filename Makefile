@@ -1,0 +1,53 @@
+# Two set-up commands (README): `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORPUS ?= music21:oneills1850 music21:ryansMammoth
+NOTTINGHAM ?= ../shared/data/nottingham-melody
+
+.PHONY: run test lint train evaluate bench demo clean
+
+# runtime only: what `companion` needs
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# everything: training and tests too
+$(VENV)/.all: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,test]'
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	@$(VENV)/bin/companion live $(ARGS); rc=$$?; \
+	if [ $$rc -eq 2 ] && ! $(PY) -c 'import sys; from companion.ports import midi_system_problem as p; sys.exit(1 if p() else 0)'; then \
+	  echo "make run: no MIDI system on this machine, so here is 'companion demo' instead"; \
+	  $(VENV)/bin/companion demo; \
+	else exit $$rc; fi
+
+test: $(VENV)/.all
+	$(VENV)/bin/ruff check companion train tests
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(VENV)/.all
+	$(VENV)/bin/ruff check companion train tests
+
+# the default model, reproducibly; Nottingham is evaluated into the card when present
+train: $(VENV)/.all
+	$(PY) -m train --corpus $(CORPUS) --out models/default \
+	  $(if $(wildcard $(NOTTINGHAM)),--eval-corpus $(NOTTINGHAM))
+
+evaluate: $(VENV)/.all
+	$(PY) -m train.evaluate --model models/default --corpus $(NOTTINGHAM)
+
+bench: $(VENV)/.all
+	$(VENV)/bin/companion bench
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/companion demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

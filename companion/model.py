@@ -1,0 +1,120 @@
+"""A model package and its one-step ONNX model, run with onnxruntime.
+
+The LSTM state is explicit: the caller keeps it and advances it one note at a time,
+so listening costs one step per note and an answer never replays the call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from companion.curves import Vocabulary
+
+
+class ModelError(ValueError):
+    """A missing or broken model package (exit 2)."""
+
+
+INPUTS = {"token": "int64", "h": "float", "c": "float"}
+OUTPUTS = ("logits", "h_out", "c_out")
+
+
+@dataclass
+class State:
+    h: np.ndarray  # [L, 1, H] float32
+    c: np.ndarray
+
+    def copy(self) -> State:
+        return State(self.h.copy(), self.c.copy())
+
+
+class StepModel:
+    """One LSTM step of a package: ``step(token, state) -> logits``, the state advanced in place."""
+
+    def __init__(self, package: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        self.dir = Path(package)
+        if not self.dir.is_dir():
+            raise ModelError(
+                f"{self.dir}: no model package there (expected a folder with model.onnx)"
+            )
+        onnx_path = self.dir / "model.onnx"
+        if not onnx_path.is_file():
+            raise ModelError(f"{onnx_path}: missing (expected the ONNX step model)")
+        try:
+            self.vocab = Vocabulary.load(self.dir / "vocab.json")
+        except ValueError as e:
+            raise ModelError(str(e)) from e
+        so = ort.SessionOptions()
+        # One step is ~1 M multiply-adds: thread hand-offs cost more than they save.
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(onnx_path), so, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{onnx_path}: not a loadable ONNX model ({first[:160]})") from e
+        self._check_signature(onnx_path)
+        self.card = self._read_card()
+
+        self._tok = np.zeros(1, dtype=np.int64)
+        self._run_opts = ort.RunOptions()
+        self._binding = None
+
+    def _check_signature(self, path: Path) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = {o.name: o for o in self.session.get_outputs()}
+        if set(ins) != set(INPUTS) or not set(OUTPUTS) <= set(outs):
+            raise ModelError(
+                f"{path}: expected inputs token, h, c and outputs logits, h_out, c_out; "
+                f"found inputs {', '.join(sorted(ins))} and outputs {', '.join(sorted(outs))}"
+            )
+        if "int64" not in ins["token"].type or "float" not in ins["h"].type:
+            raise ModelError(f"{path}: expected token int64 and h, c float32 inputs")
+        shape = ins["h"].shape
+        if len(shape) != 3 or not all(isinstance(d, int) for d in (shape[0], shape[2])):
+            raise ModelError(f"{path}: expected h of shape [layers, batch, units], got {shape}")
+        self.layers, self.units = int(shape[0]), int(shape[2])
+        v = outs["logits"].shape[-1]
+        if not isinstance(v, int):
+            raise ModelError(f"{path}: logits have no fixed vocabulary size")
+        self.vocab_size = v
+        if v != self.vocab.size:
+            raise ModelError(
+                f"{self.dir / 'vocab.json'}: {self.vocab.size} tokens, "
+                f"but model.onnx outputs {v} logits"
+            )
+
+    def _read_card(self) -> dict:
+        p = self.dir / "card.json"
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{p}: not valid JSON ({e})") from e
+
+    def zero_state(self, batch: int = 1) -> State:
+        z = np.zeros((self.layers, batch, self.units), dtype=np.float32)
+        return State(z, z.copy())
+
+    def step(self, token: int, state: State) -> np.ndarray:
+        """Feed one token; ``state`` now holds the state after it. Returns logits ``[V]``."""
+        self._tok[0] = token
+        logits, h, c = self.session.run(OUTPUTS, {"token": self._tok, "h": state.h, "c": state.c})
+        state.h, state.c = h, c
+        return logits[0]
+
+    def run_batch(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """A batched step for evaluation: tokens ``[B]``, state ``[L, B, H]``."""
+        return self.session.run(OUTPUTS, {"token": tokens.astype(np.int64), "h": h, "c": c})

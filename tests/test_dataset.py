@@ -1,0 +1,45 @@
+"""Training windows and the song split: the tutorial's bugs must stay fixed."""
+
+import numpy as np
+
+from train.dataset import split_songs, windows
+
+
+def test_labels_are_the_next_token_one_step_ahead():
+    song = np.arange(100, 111)  # bos-like first token, then 10 more
+    x, y, w = windows([song], length=4)
+    real = w > 0
+    # every label is the input's successor in the song
+    for xi, yi, ri in zip(x, y, real, strict=True):
+        for a, b, r in zip(xi, yi, ri, strict=True):
+            if r:
+                assert b == a + 1
+    # every token after the first is a label exactly once
+    assert sorted(y[real].tolist()) == list(range(101, 111))
+
+
+def test_padding_carries_no_weight_and_no_real_label():
+    x, y, w = windows([np.array([7, 8, 9])], length=6)
+    assert w.tolist() == [[1, 1, 0, 0, 0, 0]]
+    assert y[0, :2].tolist() == [8, 9]
+    assert x[0, :2].tolist() == [7, 8]
+
+
+def test_windows_cover_long_songs_without_overlap():
+    song = np.arange(1, 302)
+    x, y, w = windows([song], length=128)
+    assert x.shape == (3, 128)
+    assert int(w.sum()) == len(song) - 1
+
+
+def test_split_is_deterministic_song_level_and_disjoint():
+    names = [f"tune{i}" for i in range(200)]
+    a = split_songs(names, seed=3)
+    b = split_songs(list(reversed(names)), seed=3)
+    rev = list(reversed(names))
+    assert {names[i] for i in a.test} == {rev[i] for i in b.test}  # by name, not by position
+    assert not set(a.train) & set(a.test) and not set(a.train) & set(a.val)
+    assert len(a.train) + len(a.val) + len(a.test) == 200
+    assert len(a.test) == 20 and len(a.val) == 10
+    c = split_songs(names, seed=4)
+    assert set(c.test) != set(a.test)

@@ -1,0 +1,168 @@
+"""Training end to end on a handful of real tunes: corpus -> curves -> LSTM -> ONNX -> figures."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from companion.curves import Vocabulary
+from companion.model import StepModel
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTTINGHAM = ROOT.parent / "shared" / "data" / "nottingham-melody"
+
+pytestmark = pytest.mark.skipif(
+    not NOTTINGHAM.is_dir() and not os.environ.get("CI"), reason="../shared data not present"
+)
+
+
+def run_module(*args, cwd=ROOT, env_extra=None, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    """Twelve Nottingham tunes, and two more held out, copied to a scratch folder."""
+    d = tmp_path_factory.mktemp("corpus")
+    files = sorted(NOTTINGHAM.glob("*.mid"))
+    (d / "train").mkdir()
+    (d / "held").mkdir()
+    for f in files[:12]:
+        (d / "train" / f.name).write_bytes(f.read_bytes())
+    for f in files[500:502]:
+        (d / "held" / f.name).write_bytes(f.read_bytes())
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    work = tmp_path_factory.mktemp("work")
+    r = run_module("train", "--corpus", str(small_corpus / "train"), "--out", str(out),
+                   "--work", str(work), "--eval-corpus", str(small_corpus / "held"),
+                   "--epochs", "3", "--units", "24", "--embed", "8", "--window", "32",
+                   "--batch", "8", "--seed", "7", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_package_has_contract_files(trained):
+    out, _ = trained
+    for f in ("model.onnx", "vocab.json", "card.json", "training_curves.png"):
+        assert (out / f).is_file(), f
+    assert not list(out.parent.glob(".tiny.*")), "staging folders left behind"
+
+
+def test_onnx_step_signature_and_vocab_size_agree(trained):
+    out, _ = trained
+    m = StepModel(out)
+    names = {i.name: i for i in m.session.get_inputs()}
+    assert set(names) == {"token", "h", "c"}
+    assert [o.name for o in m.session.get_outputs()] == ["logits", "h_out", "c_out"]
+    assert m.vocab_size == Vocabulary.load(out / "vocab.json").size
+    assert m.layers == 2 and m.units == 24
+
+
+def test_card_records_corpora_sizes_parity_and_baselines(trained, small_corpus):
+    out, _ = trained
+    card = json.loads((out / "card.json").read_text())
+    assert card["corpora"] == [str(small_corpus / "train")]
+    assert card["corpus_sizes"]["melodies"] == 12
+    assert card["onnx"]["parity_max_abs_diff"] <= 1e-4
+    assert card["training"]["epochs_run"] == 3
+    fig = card["held_out"]["test_split"]
+    assert set(fig["baselines"]) == {"unigram", "kn2", "kn3", "kn5"}
+    assert fig["lstm"]["nll"] > 0 and 0 <= fig["lstm"]["top1"] <= 1
+    held = card["held_out"][str(small_corpus / "held")]
+    assert held["songs"] == 2 and held["held_out"] == "whole corpus"
+
+
+def test_vocabulary_comes_from_training_songs_only(trained, small_corpus):
+    from train.corpus import load_corpus
+    from train.dataset import melody_curves, split_songs
+
+    out, _ = trained
+    card = json.loads((out / "card.json").read_text())
+    mels = load_corpus([str(small_corpus / "train")], progress=False).melodies
+    split = split_songs([m.name for m in mels], card["split"]["seed"], card["split"]["val_frac"],
+                        card["split"]["test_frac"])
+    train_curves = {(int(p), float(t)) for i in split.train for p, t in melody_curves(mels[i])}
+    vocab = Vocabulary.load(out / "vocab.json")
+    assert {(int(p), float(t)) for p, t in vocab.curves} == train_curves
+
+
+def test_evaluate_command_prints_figures_beside_baselines(trained, small_corpus):
+    out, _ = trained
+    r = run_module("train.evaluate", "--model", str(out), "--corpus", str(small_corpus / "held"),
+                   "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    fig = json.loads(r.stdout)
+    assert fig["songs"] == 2
+    assert {"unigram", "kn2", "kn3", "kn5"} <= set(fig["baselines"])
+    assert np.isfinite(fig["lstm"]["nll"])
+
+
+def test_onnx_step_reproduces_keras_over_whole_melodies(small_corpus):
+    """The exported step, fed token by token with its state, gives Keras's full-sequence logits."""
+    import keras
+
+    from train.corpus import load_corpus
+    from train.dataset import encode, melody_curves, tf_dataset, windows
+    from train.export import StepWeights, write_step
+    from train.model import ModelConfig, build, compile_model
+    from train.train import check_parity
+
+    mels = load_corpus([str(small_corpus / "train")], progress=False).melodies
+    curves = [melody_curves(m) for m in mels]
+    vocab = Vocabulary.build(curves)
+    seqs = encode(curves, vocab)
+    keras.utils.set_random_seed(1)
+    model = build(ModelConfig(vocab.size, embed=12, units=40, layers=3, dropout=0.1))
+    compile_model(model, 3e-3)
+    model.fit(tf_dataset(*windows(seqs, 64), batch=8, shuffle=True, seed=1), epochs=1, verbose=0)
+    pkg = small_corpus / "parity_pkg"
+    write_step(StepWeights.from_keras(model), pkg / "model.onnx")
+    vocab.save(pkg / "vocab.json")
+    worst = check_parity(model, StepModel(pkg), seqs[:4])  # whole songs, hundreds of steps
+    assert sum(len(s) for s in seqs[:4]) > 300
+    assert worst <= 1e-4
+
+
+def test_unreadable_file_is_skipped_named_and_counted(small_corpus, tmp_path):
+    from train.corpus import load_corpus
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for f in sorted((small_corpus / "train").glob("*.mid"))[:2]:
+        (d / f.name).write_bytes(f.read_bytes())
+    (d / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    (d / "notes.txt").write_text("not music, not read")
+    c = load_corpus([str(d)], progress=False, use_cache=False)
+    assert c.files == 3 and len(c.melodies) == 2
+    assert [Path(p).name for p, _ in c.failed] == ["broken.mid"]
+    assert "1 unreadable" in c.summary()
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("music21:noSuchCorpusHere", "music21:noSuchCorpusHere: no corpus of that name"),
+    ("EMPTY", "no music files"),
+    ("does/not/exist", "does/not/exist: no such file or folder"),
+])
+def test_bad_corpus_exits_2_with_one_line(tmp_path, spec, expected):
+    if spec == "EMPTY":
+        (tmp_path / "empty").mkdir()
+        spec = str(tmp_path / "empty")
+    r = run_module("train", "--corpus", spec, "--out", str(tmp_path / "m"), "--quiet",
+                   "--work", str(tmp_path / "w"))
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists()

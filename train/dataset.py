@@ -1,0 +1,79 @@
+"""Melodies to token sequences, the song-level split, and training windows.
+
+Windows hold a song's tokens with labels shifted by ONE step (the tutorial shifted by
+the window length). Short windows are padded, and the padded positions carry zero
+weight in the loss: no real token stands in for padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from companion.curves import Vocabulary, curves_from_notes
+from companion.melody import Melody
+
+
+def melody_curves(m: Melody) -> np.ndarray:
+    return curves_from_notes(m.pitches, m.onsets)
+
+
+@dataclass
+class Split:
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+
+def split_songs(
+    names: Sequence[str], seed: int, val_frac: float = 0.05, test_frac: float = 0.1
+) -> Split:
+    """A seeded song-level split; the same song names and seed give the same split."""
+    order = sorted(range(len(names)), key=lambda i: (names[i], i))
+    rng = np.random.default_rng(seed)
+    perm = [order[i] for i in rng.permutation(len(order))]
+    n_test = max(1, round(len(perm) * test_frac)) if len(perm) >= 3 else 0
+    n_val = max(1, round(len(perm) * val_frac)) if len(perm) >= 3 else 0
+    return Split(
+        train=sorted(perm[n_test + n_val :]),
+        val=sorted(perm[n_test : n_test + n_val]),
+        test=sorted(perm[:n_test]),
+    )
+
+
+def encode(songs: Sequence[np.ndarray], vocab: Vocabulary) -> list[np.ndarray]:
+    """Token sequences, each ``bos`` then one token per curve."""
+    return [vocab.encode(c) for c in songs]
+
+
+def windows(seqs: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(inputs, labels, weights)``, each ``[N, length]``: labels[t] = inputs[t+1] of the song.
+
+    A song longer than ``length`` + 1 tokens is cut into consecutive windows.
+    """
+    xs, ys, ws = [], [], []
+    for s in seqs:
+        for start in range(0, len(s) - 1, length):
+            x = s[start : start + length]
+            y = s[start + 1 : start + length + 1]
+            x = x[: len(y)]
+            n = len(y)
+            pad = length - n
+            xs.append(np.pad(x, (0, pad)))
+            ys.append(np.pad(y, (0, pad)))
+            ws.append(np.pad(np.ones(n, np.float32), (0, pad)))
+    if not xs:
+        return (np.zeros((0, length), np.int32),) * 2 + (np.zeros((0, length), np.float32),)
+    return np.array(xs, np.int32), np.array(ys, np.int32), np.array(ws, np.float32)
+
+
+def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int):
+    """A ``tf.data`` pipeline of ``(inputs, labels, weights)`` batches."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,172 @@
+"""One LSTM step as an ONNX graph, with the state as explicit inputs and outputs.
+
+The graph is written op by op from the Keras weights rather than converted: the
+live model must be exactly `token, h, c -> logits, h_out, c_out` (CONTRACT), and a
+converter would export the whole sequence loop with its state hidden inside.
+Keras gate order is i, f, c (candidate), o; one MatMul per layer over [x, h].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from companion.curves import write_atomic
+
+OPSET = 17
+
+
+@dataclass
+class StepWeights:
+    """Weights of Embedding -> LSTM x L -> Dense, as numpy arrays in Keras layout."""
+
+    embedding: np.ndarray  # [V, E]
+    #: per layer: kernel [in, 4H], recurrent kernel [H, 4H], bias [4H]
+    lstm: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    dense_kernel: np.ndarray  # [H, V]
+    dense_bias: np.ndarray  # [V]
+
+    @property
+    def units(self) -> int:
+        return self.lstm[0][1].shape[0]
+
+    @classmethod
+    def random(
+        cls, vocab_size: int, embed: int = 16, units: int = 32, layers: int = 2, seed: int = 0
+    ) -> StepWeights:
+        """Small random weights: test packages without TensorFlow."""
+        rng = np.random.default_rng(seed)
+        lstm = []
+        d_in = embed
+        for _ in range(layers):
+            lstm.append(
+                (
+                    rng.normal(0, 0.3, (d_in, 4 * units)).astype(np.float32),
+                    rng.normal(0, 0.3, (units, 4 * units)).astype(np.float32),
+                    rng.normal(0, 0.1, (4 * units,)).astype(np.float32),
+                )
+            )
+            d_in = units
+        return cls(
+            embedding=rng.normal(0, 1, (vocab_size, embed)).astype(np.float32),
+            lstm=lstm,
+            dense_kernel=rng.normal(0, 0.5, (units, vocab_size)).astype(np.float32),
+            dense_bias=rng.normal(0, 0.1, (vocab_size,)).astype(np.float32),
+        )
+
+    @classmethod
+    def from_keras(cls, model) -> StepWeights:
+        import keras
+
+        emb = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+        lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        if len(emb) != 1 or not lstms or len(dense) != 1:
+            raise ValueError("expected Embedding -> LSTM... -> Dense")
+        for layer in lstms:
+            cell = layer.cell
+            if cell.activation is not keras.activations.tanh or (
+                cell.recurrent_activation is not keras.activations.sigmoid
+            ):
+                raise ValueError("the ONNX step supports tanh/sigmoid LSTMs only")
+            if not cell.use_bias:
+                raise ValueError("the ONNX step expects LSTMs with a bias")
+        return cls(
+            embedding=np.asarray(emb[0].embeddings.numpy(), np.float32),
+            lstm=[
+                tuple(np.asarray(w.numpy(), np.float32) for w in
+                      (lay.cell.kernel, lay.cell.recurrent_kernel, lay.cell.bias))
+                for lay in lstms
+            ],
+            dense_kernel=np.asarray(dense[0].kernel.numpy(), np.float32),
+            dense_bias=np.asarray(dense[0].bias.numpy(), np.float32),
+        )
+
+
+def build_step(w: StepWeights):
+    """The ONNX ModelProto of one step."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    V, _ = w.embedding.shape
+    L, H = len(w.lstm), w.units
+    inits = [
+        numpy_helper.from_array(w.embedding, "embedding"),
+        numpy_helper.from_array(np.array([H, H, H, H], np.int64), "gate_split"),
+        numpy_helper.from_array(w.dense_kernel, "dense_kernel"),
+        numpy_helper.from_array(w.dense_bias, "dense_bias"),
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+    ]
+    nodes = [helper.make_node("Gather", ["embedding", "token"], ["x0"], axis=0)]
+    h_parts = [f"h{i}" for i in range(L)]
+    c_parts = [f"c{i}" for i in range(L)]
+    nodes += [
+        helper.make_node("Split", ["h", "layer_split"], [f"{p}_" for p in h_parts], axis=0),
+        helper.make_node("Split", ["c", "layer_split"], [f"{p}_" for p in c_parts], axis=0),
+    ]
+    inits.append(numpy_helper.from_array(np.ones(L, np.int64), "layer_split"))
+    x = "x0"
+    h_new, c_new = [], []
+    for i, (kernel, recurrent, bias) in enumerate(w.lstm):
+        inits += [
+            numpy_helper.from_array(np.concatenate([kernel, recurrent], 0), f"W{i}"),
+            numpy_helper.from_array(bias, f"b{i}"),
+        ]
+        n = f"l{i}_"
+        nodes += [
+            helper.make_node("Squeeze", [f"h{i}_", "axis0"], [n + "h"]),
+            helper.make_node("Squeeze", [f"c{i}_", "axis0"], [n + "c"]),
+            helper.make_node("Concat", [x, n + "h"], [n + "xh"], axis=1),
+            helper.make_node("MatMul", [n + "xh", f"W{i}"], [n + "zm"]),
+            helper.make_node("Add", [n + "zm", f"b{i}"], [n + "z"]),
+            helper.make_node("Split", [n + "z", "gate_split"], [n + g for g in "ifgo"], axis=1),
+            helper.make_node("Sigmoid", [n + "i"], [n + "si"]),
+            helper.make_node("Sigmoid", [n + "f"], [n + "sf"]),
+            helper.make_node("Tanh", [n + "g"], [n + "tg"]),
+            helper.make_node("Sigmoid", [n + "o"], [n + "so"]),
+            helper.make_node("Mul", [n + "sf", n + "c"], [n + "fc"]),
+            helper.make_node("Mul", [n + "si", n + "tg"], [n + "ig"]),
+            helper.make_node("Add", [n + "fc", n + "ig"], [n + "cn"]),
+            helper.make_node("Tanh", [n + "cn"], [n + "tc"]),
+            helper.make_node("Mul", [n + "so", n + "tc"], [n + "hn"]),
+            helper.make_node("Unsqueeze", [n + "hn", "axis0"], [n + "hu"]),
+            helper.make_node("Unsqueeze", [n + "cn", "axis0"], [n + "cu"]),
+        ]
+        x = n + "hn"
+        h_new.append(n + "hu")
+        c_new.append(n + "cu")
+    nodes += [
+        helper.make_node("Concat", h_new, ["h_out"], axis=0),
+        helper.make_node("Concat", c_new, ["c_out"], axis=0),
+        helper.make_node("MatMul", [x, "dense_kernel"], ["logits_m"]),
+        helper.make_node("Add", ["logits_m", "dense_bias"], ["logits"]),
+    ]
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    graph = helper.make_graph(
+        nodes,
+        "lstm_step",
+        inputs=[
+            helper.make_tensor_value_info("token", i64, ["B"]),
+            helper.make_tensor_value_info("h", f32, [L, "B", H]),
+            helper.make_tensor_value_info("c", f32, [L, "B", H]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("logits", f32, ["B", V]),
+            helper.make_tensor_value_info("h_out", f32, [L, "B", H]),
+            helper.make_tensor_value_info("c_out", f32, [L, "B", H]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="midi-companion"
+    )
+    model.ir_version = 8  # readable by onnxruntime releases back to 1.14
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_step(w: StepWeights, path: str | Path) -> None:
+    """Write model.onnx atomically: a failed export leaves the previous file as it was."""
+    write_atomic(Path(path), build_step(w).SerializeToString())

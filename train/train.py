@@ -1,0 +1,301 @@
+"""`python -m train`: corpora -> curves -> vocabulary -> LSTM -> ONNX step -> evaluated package.
+
+Interrupted runs resume from `--work DIR` (Keras BackupAndRestore, one backup per epoch);
+the model package in `--out` is replaced only once the new one is complete and checked.
+Several GPUs: the model is built under `tf.distribute.MirroredStrategy` (batch = global
+batch); one device or none: the default strategy. No other code path differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from companion.curves import Vocabulary, write_atomic
+from train.corpus import CorpusError, load_corpus
+from train.dataset import encode, melody_curves, split_songs, tf_dataset, windows
+from train.model import ModelConfig
+
+log = logging.getLogger("train")
+
+PARITY_TOL = 1e-4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", nargs="+", required=True, metavar="SPEC",
+                   help="files, folders or music21:NAME corpora to train on")
+    p.add_argument("--out", required=True, help="model package folder to write (models/NAME)")
+    p.add_argument("--eval-corpus", nargs="*", default=[], metavar="SPEC",
+                   help="held-out corpora the model never trains on, evaluated into the card")
+    p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--window", type=int, default=128, help="training window, tokens")
+    p.add_argument("--embed", type=int, default=64)
+    p.add_argument("--units", type=int, default=256)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.25)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--val-frac", type=float, default=0.05)
+    p.add_argument("--test-frac", type=float, default=0.1)
+    p.add_argument("--workers", type=int, default=None, help="corpus parsing processes")
+    p.add_argument("--no-cache", action="store_true", help="re-read every file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (CorpusError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last epoch", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.time()
+    out = Path(args.out)
+    work = Path(args.work or Path("runs") / out.name)
+
+    # -- data ------------------------------------------------------------------------------
+    corpus = load_corpus(args.corpus, workers=args.workers, use_cache=not args.no_cache,
+                         progress=not args.quiet)
+    log.info("corpus: %s", corpus.summary())
+    melodies = [m for m in corpus.melodies if len(m) >= 2]
+    if len(melodies) < 3:
+        raise CorpusError(f"{' '.join(args.corpus)}: {len(melodies)} melodies; need at least 3")
+    curves = [melody_curves(m) for m in melodies]
+    split = split_songs([m.name for m in melodies], args.seed, args.val_frac, args.test_frac)
+    vocab = Vocabulary.build(curves[i] for i in split.train)
+    seqs = encode(curves, vocab)
+    tr, va, te = ([seqs[i] for i in idx] for idx in (split.train, split.val, split.test))
+    parts = (("train", tr), ("val", va), ("test", te))
+    n_tok = {k: int(sum(len(s) - 1 for s in v)) for k, v in parts}
+    log.info("vocabulary: %d curves + %d specials; tokens %s", len(vocab.curves),
+             len(vocab.specials), n_tok)
+
+    # -- model -----------------------------------------------------------------------------
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    mcfg = ModelConfig(vocab.size, args.embed, args.units, args.layers, args.dropout)
+    run_key = _run_key(args, vocab)
+    _prepare_work(work, run_key)
+    history, train_s = _fit(args, mcfg, tr, va, work)
+    model = _load_best(mcfg, work)
+
+    # -- export, check, evaluate into a staging folder, then swap ---------------------------
+    from companion.model import StepModel
+    from train.evaluate import figures, held_out
+    from train.export import StepWeights, write_step
+
+    stage = out.parent / f".{out.name}.new"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    write_step(StepWeights.from_keras(model), stage / "model.onnx")
+    vocab.save(stage / "vocab.json")
+    step = StepModel(stage)
+    parity = check_parity(model, step, va[:8] or tr[:8])
+    log.info("ONNX step vs Keras: max |logit difference| %.2e", parity)
+    if parity > PARITY_TOL:
+        raise ValueError(f"ONNX export differs from Keras by {parity:.2e} (> {PARITY_TOL})")
+    test_fig = figures(step, tr, te) if te else None
+    card = {
+        "corpora": list(args.corpus),
+        "corpus_sizes": {"files": corpus.files, "unreadable": len(corpus.failed),
+                         "melodies": len(melodies), "tokens": n_tok,
+                         "songs": {"train": len(tr), "val": len(va), "test": len(te)}},
+        "vocabulary": {"curves": len(vocab.curves), "specials": vocab.specials, "size": vocab.size},
+        "model": mcfg.to_dict(),
+        "training": {"epochs_run": len(history), "best_epoch": _best_epoch(history),
+                     "best_val_loss": min((h["val_loss"] for h in history), default=None),
+                     "batch": args.batch, "window": args.window, "learning_rate": args.lr,
+                     "patience": args.patience, "max_epochs": args.epochs, "seed": args.seed,
+                     "seconds": round(train_s, 1), "tokens_per_second":
+                         round(n_tok["train"] * len(history) / train_s) if train_s else None},
+        "split": {"seed": args.seed, "val_frac": args.val_frac, "test_frac": args.test_frac},
+        "onnx": {"parity_max_abs_diff": parity, "bytes": (stage / "model.onnx").stat().st_size},
+        "held_out": {"test_split": test_fig},
+        "versions": _versions(),
+        "total_seconds": None,
+    }
+    # the evaluation corpora are read against this package's card (its corpora and split)
+    write_atomic(stage / "card.json", json.dumps(card, indent=1).encode())
+    for spec in args.eval_corpus:
+        card["held_out"][spec] = held_out(StepModel(stage), [spec])
+    card["total_seconds"] = round(time.time() - t0, 1)
+    write_atomic(stage / "card.json", json.dumps(card, indent=1).encode())
+    plot_history(history, stage / "training_curves.png", card)
+    _swap_in(stage, out)
+    log.info("wrote %s in %.0f s", out, time.time() - t0)
+    _print_summary(card)
+    return 0
+
+
+def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
+    import keras
+    import tensorflow as tf
+
+    from train.model import build, compile_model
+
+    gpus = tf.config.list_logical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build(mcfg)
+        compile_model(model, args.lr)
+    xtr, ytr, wtr = windows(tr, args.window)
+    xva, yva, wva = windows(va, args.window)
+    ds_tr = tf_dataset(xtr, ytr, wtr, args.batch, shuffle=True, seed=args.seed)
+    ds_va = tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed)
+    log_csv = work / "history.csv"
+    prior = _read_history(log_csv)
+    if (work / "fit_done").exists():  # trained already; a later step failed: go on from there
+        log.info("training finished earlier in %s; exporting its best weights", work)
+        return prior, float((work / "fit_done").read_text())
+    best_so_far = min((h["val_loss"] for h in prior), default=None)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
+        keras.callbacks.CSVLogger(str(log_csv), append=True),
+    ]
+    t = time.time()
+    model.fit(ds_tr, validation_data=ds_va, epochs=args.epochs, callbacks=callbacks,
+              verbose=0 if args.quiet else 1)
+    seconds = time.time() - t
+    (work / "fit_done").write_text(str(seconds))
+    return _read_history(log_csv), seconds
+
+
+def _load_best(mcfg: ModelConfig, work: Path):
+    from train.model import build
+
+    model = build(mcfg)
+    model.load_weights(str(work / "best.weights.h5"))
+    return model
+
+
+def check_parity(model, step, seqs) -> float:
+    """Max |logit difference| between Keras over whole songs and the ONNX step, token by token."""
+    worst = 0.0
+    for s in seqs:
+        full = np.asarray(model(s[None, :].astype(np.int32), training=False))[0]
+        state = step.zero_state()
+        for t, tok in enumerate(s):
+            worst = max(worst, float(np.abs(step.step(int(tok), state) - full[t]).max()))
+    return worst
+
+
+def _run_key(args, vocab: Vocabulary) -> str:
+    keys = ("corpus", "batch", "window", "embed", "units", "layers", "dropout", "lr", "seed",
+            "val_frac", "test_frac", "epochs", "patience")
+    raw = json.dumps({k: getattr(args, k) for k in keys}) + json.dumps(vocab.to_json())
+    return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def _prepare_work(work: Path, key: str) -> None:
+    """Resume only a run of the same data and settings; anything else starts afresh."""
+    stamp = work / "run_key"
+    if stamp.exists() and stamp.read_text().strip() == key:
+        if (work / "backup").exists():
+            log.info("resuming from %s", work / "backup")
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stamp.write_text(key)
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    if not history:
+        return None
+    return int(min(history, key=lambda h: h["val_loss"])["epoch"]) + 1
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace the package folder in two renames; the old one is kept until the new is in place."""
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def plot_history(history: list[dict], path: Path, card: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] + 1 for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [h["loss"] for h in history], label="train")
+    a.plot(ep, [h["val_loss"] for h in history], label="validation")
+    fig_test = (card.get("held_out") or {}).get("test_split")
+    if fig_test:
+        best = fig_test["baselines"][fig_test["best_baseline"]]["nll"]
+        a.axhline(best, color="grey", ls="--", label=f"best n-gram on test ({best:.2f})")
+        lstm = fig_test["lstm"]["nll"]
+        a.axhline(lstm, color="k", ls=":", label=f"LSTM on test ({lstm:.2f})")
+    a.set(xlabel="epoch", ylabel="nats / token", title="cross-entropy")
+    a.legend()
+    b.plot(ep, [h["acc"] for h in history], label="train")
+    b.plot(ep, [h["val_acc"] for h in history], label="validation")
+    b.set(xlabel="epoch", ylabel="top-1 accuracy", title="next-curve accuracy")
+    b.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "music21", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _print_summary(card: dict) -> None:
+    for name, fig in card["held_out"].items():
+        if not fig:
+            continue
+        best = fig["best_baseline"]
+        print(f"{name}: LSTM {fig['lstm']['nll']:.3f} nats/token, top-1 {fig['lstm']['top1']:.1%}; "
+              f"best n-gram ({best}) {fig['baselines'][best]['nll']:.3f}; "
+              f"LSTM {fig['lstm_vs_best_pct']:.1f}% below")
