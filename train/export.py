@@ -85,6 +85,22 @@ class StepWeights:
         )
 
 
+def read_step(path: str | Path) -> StepWeights:
+    """The weights back out of a model.onnx written by build_step (for TensorFlow comparisons)."""
+    import onnx
+    from onnx import numpy_helper
+
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    lstm = []
+    i = 0
+    while f"W{i}" in init:
+        w, b = init[f"W{i}"], init[f"b{i}"]
+        units = w.shape[1] // 4
+        lstm.append((w[:-units], w[-units:], b))
+        i += 1
+    return StepWeights(init["embedding"], lstm, init["dense_kernel"], init["dense_bias"])
+
+
 def build_step(w: StepWeights):
     """The ONNX ModelProto of one step."""
     import onnx

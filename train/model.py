@@ -40,5 +40,10 @@ def compile_model(model, learning_rate: float) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        # Keras averages the loss over every position, padding included; these weighted
+        # metrics average over real tokens only: `nll` is the true nats per token.
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="nll"),
+            keras.metrics.SparseCategoricalAccuracy(name="acc"),
+        ],
     )

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "vocabulary": {"curves": len(vocab.curves), "specials": vocab.specials, "size": vocab.size},
         "model": mcfg.to_dict(),
         "training": {"epochs_run": len(history), "best_epoch": _best_epoch(history),
-                     "best_val_loss": min((h["val_loss"] for h in history), default=None),
+                     "best_val_nll": min((h["val_nll"] for h in history), default=None),
                      "batch": args.batch, "window": args.window, "learning_rate": args.lr,
                      "patience": args.patience, "max_epochs": args.epochs, "seed": args.seed,
                      "seconds": round(train_s, 1), "tokens_per_second":
@@ -172,13 +172,14 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
     if (work / "fit_done").exists():  # trained already; a later step failed: go on from there
         log.info("training finished earlier in %s; exporting its best weights", work)
         return prior, float((work / "fit_done").read_text())
-    best_so_far = min((h["val_loss"] for h in prior), default=None)
+    best_so_far = min((h["val_nll"] for h in prior), default=None)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work / "backup")),
-        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"), monitor="val_loss",
+        keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"),
+                                        monitor="val_nll", mode="min",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
+        keras.callbacks.EarlyStopping(monitor="val_nll", mode="min", patience=args.patience),
         keras.callbacks.CSVLogger(str(log_csv), append=True),
     ]
     t = time.time()
@@ -237,7 +238,7 @@ def _read_history(path: Path) -> list[dict]:
 def _best_epoch(history: list[dict]) -> int | None:
     if not history:
         return None
-    return int(min(history, key=lambda h: h["val_loss"])["epoch"]) + 1
+    return int(min(history, key=lambda h: h["val_nll"])["epoch"]) + 1
 
 
 def _swap_in(stage: Path, out: Path) -> None:
@@ -260,8 +261,8 @@ def plot_history(history: list[dict], path: Path, card: dict) -> None:
         return
     ep = [h["epoch"] + 1 for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(ep, [h["loss"] for h in history], label="train")
-    a.plot(ep, [h["val_loss"] for h in history], label="validation")
+    a.plot(ep, [h["nll"] for h in history], label="train")
+    a.plot(ep, [h["val_nll"] for h in history], label="validation")
     fig_test = (card.get("held_out") or {}).get("test_split")
     if fig_test:
         best = fig_test["baselines"][fig_test["best_baseline"]]["nll"]
