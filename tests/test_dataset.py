@@ -43,3 +43,30 @@ def test_split_is_deterministic_song_level_and_disjoint():
     assert len(a.test) == 20 and len(a.val) == 10
     c = split_songs(names, seed=4)
     assert set(c.test) != set(a.test)
+
+
+def test_tune_families_stay_on_one_side_and_duplicates_go():
+    from companion.melody import Melody
+    from train.dataset import FAMILY_CURVES, prepare
+
+    rng = np.random.default_rng(0)
+
+    def mel(name, pitches):
+        n = len(pitches)
+        return Melody(name, np.array(pitches), np.arange(n) * 0.5, np.full(n, 0.5),
+                      np.full(n, 80))
+
+    mels = []
+    for fam in range(40):
+        opening = list(rng.integers(60, 72, FAMILY_CURVES + 1))
+        for v in range(3):  # three settings of one tune: same opening, different endings
+            mels.append(mel(f"f{fam}v{v}", opening + list(rng.integers(60, 72, 10))))
+    mels.append(mel("copy", list(mels[0].pitches)))  # an exact copy is dropped
+    songs = prepare(mels, seed=1, val_frac=0.1, test_frac=0.2)
+    assert songs.duplicates == 1 and len(songs.curves) == 120
+    family = {i: songs.names[i][:-2] for i in range(120)}
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        fa = {family[i] for i in getattr(songs.split, a)}
+        fb = {family[i] for i in getattr(songs.split, b)}
+        assert not fa & fb, (a, b)
+    assert len(songs.split.test) == 24 and len(songs.split.val) == 12

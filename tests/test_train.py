@@ -86,14 +86,14 @@ def test_card_records_corpora_sizes_parity_and_baselines(trained, small_corpus):
 
 def test_vocabulary_comes_from_training_songs_only(trained, small_corpus):
     from train.corpus import load_corpus
-    from train.dataset import melody_curves, split_songs
+    from train.dataset import prepare
 
     out, _ = trained
     card = json.loads((out / "card.json").read_text())
     mels = load_corpus([str(small_corpus / "train")], progress=False).melodies
-    split = split_songs([m.name for m in mels], card["split"]["seed"], card["split"]["val_frac"],
-                        card["split"]["test_frac"])
-    train_curves = {(int(p), float(t)) for i in split.train for p, t in melody_curves(mels[i])}
+    songs = prepare(mels, card["split"]["seed"], card["split"]["val_frac"],
+                    card["split"]["test_frac"])
+    train_curves = {(int(p), float(t)) for i in songs.split.train for p, t in songs.curves[i]}
     vocab = Vocabulary.load(out / "vocab.json")
     assert {(int(p), float(t)) for p, t in vocab.curves} == train_curves
 

@@ -27,20 +27,74 @@ class Split:
     test: list[int]
 
 
+#: Songs that open with the same this-many curves are one tune family (the same tune in
+#: two collections, or two settings of it): a family lies wholly in one part of the split,
+#: so that no test tune has a near-copy among the training songs.
+FAMILY_CURVES = 16
+
+
 def split_songs(
-    names: Sequence[str], seed: int, val_frac: float = 0.05, test_frac: float = 0.1
+    names: Sequence[str],
+    seed: int,
+    val_frac: float = 0.05,
+    test_frac: float = 0.1,
+    families: Sequence[bytes] | None = None,
 ) -> Split:
-    """A seeded song-level split; the same song names and seed give the same split."""
-    order = sorted(range(len(names)), key=lambda i: (names[i], i))
+    """A seeded song-level split; the same song names (and families) and seed give the same split.
+
+    Whole families are drawn into test, then validation, until each has its share of songs.
+    """
+    groups: dict[object, list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault(families[i] if families is not None else i, []).append(i)
+    order = sorted(groups.values(), key=lambda g: min((names[i], i) for i in g))
     rng = np.random.default_rng(seed)
     perm = [order[i] for i in rng.permutation(len(order))]
-    n_test = max(1, round(len(perm) * test_frac)) if len(perm) >= 3 else 0
-    n_val = max(1, round(len(perm) * val_frac)) if len(perm) >= 3 else 0
-    return Split(
-        train=sorted(perm[n_test + n_val :]),
-        val=sorted(perm[n_test : n_test + n_val]),
-        test=sorted(perm[:n_test]),
-    )
+    n = len(names)
+    n_test = max(1, round(n * test_frac)) if len(perm) >= 3 else 0
+    n_val = max(1, round(n * val_frac)) if len(perm) >= 3 else 0
+    test: list[int] = []
+    val: list[int] = []
+    train: list[int] = []
+    for g in perm:
+        if len(test) < n_test:
+            test.extend(g)
+        elif len(val) < n_val:
+            val.extend(g)
+        else:
+            train.extend(g)
+    return Split(train=sorted(train), val=sorted(val), test=sorted(test))
+
+
+@dataclass
+class Songs:
+    names: list[str]
+    curves: list[np.ndarray]
+    split: Split
+    duplicates: int  # melodies dropped as exact copies of an earlier one
+
+
+def prepare(melodies: Sequence[Melody], seed: int, val_frac: float, test_frac: float) -> Songs:
+    """Melodies with at least one curve, exact duplicates dropped, split by tune family.
+
+    Training and evaluation both call this, so that they agree on the split.
+    """
+    seen: set[bytes] = set()
+    names: list[str] = []
+    curves: list[np.ndarray] = []
+    for m in melodies:
+        if len(m) < 2:
+            continue
+        c = melody_curves(m)
+        if c.tobytes() in seen:
+            continue
+        seen.add(c.tobytes())
+        names.append(m.name)
+        curves.append(c)
+    families = [c[:FAMILY_CURVES].tobytes() for c in curves]
+    split = split_songs(names, seed, val_frac, test_frac, families)
+    dropped = sum(len(m) >= 2 for m in melodies) - len(curves)
+    return Songs(names, curves, split, dropped)
 
 
 def encode(songs: Sequence[np.ndarray], vocab: Vocabulary) -> list[np.ndarray]:

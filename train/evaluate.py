@@ -25,7 +25,7 @@ import numpy as np
 from companion.curves import Vocabulary
 from companion.model import ModelError, StepModel
 from train.corpus import CorpusError, load_corpus, resolve
-from train.dataset import encode, melody_curves, split_songs
+from train.dataset import encode, melody_curves, prepare
 from train.ngram import KneserNey, Unigram, score
 
 log = logging.getLogger("train.evaluate")
@@ -130,10 +130,9 @@ def figures(step_model, train_seqs: Sequence[np.ndarray], test_seqs: Sequence[np
     }
 
 
-def _sequences(melodies, vocab: Vocabulary) -> tuple[list[str], list[np.ndarray]]:
-    """Names and token sequences of the melodies with at least one curve (as `python -m train`)."""
-    kept = [m for m in melodies if len(m) >= 2]
-    return [m.name for m in kept], encode([melody_curves(m) for m in kept], vocab)
+def _sequences(melodies, vocab: Vocabulary) -> list[np.ndarray]:
+    """Token sequences of the melodies with at least one curve."""
+    return encode([melody_curves(m) for m in melodies if len(m) >= 2], vocab)
 
 
 def _spec_key(spec: str) -> str:
@@ -170,9 +169,10 @@ def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int |
             resolve(s)
     log.info("reading training corpora %s", " ".join(corpora))
     corpus = load_corpus(corpora, workers=workers, use_cache=use_cache, progress=progress)
-    names, seqs = _sequences(corpus.melodies, step.vocab)
-    split = split_songs(names, int(split_cfg["seed"]), float(split_cfg["val_frac"]),
-                        float(split_cfg["test_frac"]))
+    songs = prepare(corpus.melodies, int(split_cfg["seed"]), float(split_cfg["val_frac"]),
+                    float(split_cfg["test_frac"]))
+    split = songs.split
+    seqs = encode(songs.curves, step.vocab)
     train = [seqs[i] for i in split.train]
     if not train:
         raise CorpusError(f"{' '.join(corpora)}: no training melodies with at least two notes")
@@ -181,7 +181,7 @@ def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int |
     else:
         log.info("reading held-out corpora %s", " ".join(specs))
         held = load_corpus(specs, workers=workers, use_cache=use_cache, progress=progress)
-        kind, test = "whole corpus", _sequences(held.melodies, step.vocab)[1]
+        kind, test = "whole corpus", _sequences(held.melodies, step.vocab)
         seen = {s.tobytes() for s in train}
         overlap = sum(s.tobytes() in seen for s in test)
         if overlap:

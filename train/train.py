@@ -25,7 +25,7 @@ import numpy as np
 
 from companion.curves import Vocabulary, write_atomic
 from train.corpus import CorpusError, load_corpus
-from train.dataset import encode, melody_curves, split_songs, tf_dataset, windows
+from train.dataset import encode, prepare, tf_dataset, windows
 from train.model import ModelConfig
 
 log = logging.getLogger("train")
@@ -41,15 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-corpus", nargs="*", default=[], metavar="SPEC",
                    help="held-out corpora the model never trains on, evaluated into the card")
     p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=45)
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--window", type=int, default=128, help="training window, tokens")
     p.add_argument("--embed", type=int, default=64)
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.25)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="halved when validation stalls")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--val-frac", type=float, default=0.05)
     p.add_argument("--test-frac", type=float, default=0.1)
@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus, workers=args.workers, use_cache=not args.no_cache,
                          progress=not args.quiet)
     log.info("corpus: %s", corpus.summary())
-    melodies = [m for m in corpus.melodies if len(m) >= 2]
-    if len(melodies) < 3:
-        raise CorpusError(f"{' '.join(args.corpus)}: {len(melodies)} melodies; need at least 3")
-    curves = [melody_curves(m) for m in melodies]
-    split = split_songs([m.name for m in melodies], args.seed, args.val_frac, args.test_frac)
+    songs = prepare(corpus.melodies, args.seed, args.val_frac, args.test_frac)
+    if len(songs.curves) < 3:
+        raise CorpusError(f"{' '.join(args.corpus)}: {len(songs.curves)} melodies; need 3")
+    log.info("%d melodies, %d exact duplicates dropped", len(songs.curves), songs.duplicates)
+    curves, split = songs.curves, songs.split
     vocab = Vocabulary.build(curves[i] for i in split.train)
     seqs = encode(curves, vocab)
     tr, va, te = ([seqs[i] for i in idx] for idx in (split.train, split.val, split.test))
@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     card = {
         "corpora": list(args.corpus),
         "corpus_sizes": {"files": corpus.files, "unreadable": len(corpus.failed),
-                         "melodies": len(melodies), "tokens": n_tok,
+                         "melodies": len(curves), "duplicates_dropped": songs.duplicates,
+                         "tokens": n_tok,
                          "songs": {"train": len(tr), "val": len(va), "test": len(te)}},
         "vocabulary": {"curves": len(vocab.curves), "specials": vocab.specials, "size": vocab.size},
         "model": mcfg.to_dict(),
@@ -179,6 +180,8 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
                                         monitor="val_nll", mode="min",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_nll", mode="min", factor=0.5,
+                                          patience=1, min_lr=args.lr / 16),
         keras.callbacks.EarlyStopping(monitor="val_nll", mode="min", patience=args.patience),
         keras.callbacks.CSVLogger(str(log_csv), append=True),
     ]
