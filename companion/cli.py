@@ -1,0 +1,179 @@
+"""The `companion` command: live, ports, respond, demo, bench (see CONTRACT.md).
+
+Every failure the user can fix (usage, config, model, port, no MIDI system) is one line
+``error: ...`` and exit 2; anything else is exit 1. Heavy modules are imported by the
+subcommand that needs them: `companion live` never loads music21 or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from companion import config as config_mod
+from companion.config import Config, ConfigError
+
+BACKEND_CHOICES = ("alsa", "jack", "coremidi", "winmm")
+
+
+class UsageError(Exception):
+    """Exit 2 with this line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="companion", description="A real-time MIDI improvisation companion: "
+                "it listens to a phrase and answers with a continuation, in time.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser, model: bool = True) -> None:
+        sp.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
+        if model:
+            sp.add_argument("--model", metavar="DIR", help="model package (config key: model)")
+
+    live = sub.add_parser("live", help="the live companion on MIDI ports (until Ctrl-C)")
+    common(live)
+    live.add_argument("--input", metavar="NAME", help="listen to this port (substring of its name)")
+    live.add_argument("--output", metavar="NAME", help="play to this port (substring of its name)")
+    live.add_argument("--backend", choices=BACKEND_CHOICES, help="MIDI system")
+    live.add_argument("--virtual", action="store_true",
+                      help="open virtual ports whatever the config names")
+
+    ports = sub.add_parser("ports", help="list MIDI input and output ports")
+    ports.add_argument("--backend", choices=BACKEND_CHOICES, help="MIDI system")
+    ports.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
+
+    respond = sub.add_parser("respond", help="answer a call read from a file, offline")
+    respond.add_argument("call", metavar="CALL", help="MIDI, MusicXML, ABC... file")
+    respond.add_argument("-o", dest="out", metavar="OUT.mid",
+                         help="call + answer as a two-track MIDI file (default: CALL-response.mid)")
+    common(respond)
+    respond.add_argument("--seed", type=int, metavar="N",
+                         help="random seed (same seed, same answer)")
+    respond.add_argument("--tempo", type=float, metavar="BPM", help="tempo of the call")
+    respond.add_argument("--json", action="store_true", help="print the answer's notes as JSON")
+
+    demo = sub.add_parser("demo", help="a call-and-response session in real time, no MIDI needed")
+    common(demo)
+    demo.add_argument("--seed", type=int, metavar="N", help="random seed")
+
+    # `companion bench ...` is parsed by companion.bench itself (see main); listed for --help
+    sub.add_parser("bench", help="performance figures (`companion bench --help`)")
+    return p
+
+
+def _set(cfg: Config, key: str, value, option: str) -> None:
+    try:
+        config_mod.override(cfg, key, value)
+    except ConfigError as e:
+        raise UsageError(f"{option}: {str(e).split(': ', 1)[1]}") from e
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file, then the command line over it."""
+    cfg = config_mod.load(getattr(args, "config", None))
+    if getattr(args, "model", None):
+        _set(cfg, "model", str(Path(args.model).expanduser().resolve()), "--model")
+    if getattr(args, "backend", None):
+        _set(cfg, "midi.backend", args.backend, "--backend")
+    if getattr(args, "virtual", False):
+        cfg.midi.input = cfg.midi.output = None
+    if getattr(args, "input", None) is not None:
+        _set(cfg, "midi.input", args.input, "--input")
+    if getattr(args, "output", None) is not None:
+        _set(cfg, "midi.output", args.output, "--output")
+    if getattr(args, "seed", None) is not None:
+        _set(cfg, "answer.seed", args.seed, "--seed")
+    if getattr(args, "tempo", None) is not None:
+        _set(cfg, "listen.tempo_bpm", args.tempo, "--tempo")
+    return cfg
+
+
+def _ports(cfg: Config) -> int:
+    from companion.ports import LABELS, get_backend, list_ports
+
+    backend = get_backend(cfg.midi.backend)
+    ins, outs = list_ports(backend)
+    label = LABELS[cfg.midi.backend]
+    for title, names in ((f"MIDI inputs ({label}): ports to listen to", ins),
+                         (f"MIDI outputs ({label}): ports to play to", outs)):
+        print(title)
+        for n in names:
+            print(f"  {n}")
+        if not names:
+            print("  (none)")
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    """`companion bench`: its options belong to companion.bench (``parser()``), imported
+    only here."""
+    try:
+        import companion.bench as bench
+    except ModuleNotFoundError as e:
+        if e.name != "companion.bench":
+            raise
+        print("error: companion bench is not available yet (companion/bench.py is missing)",
+              file=sys.stderr)
+        return 1
+    make_parser = getattr(bench, "parser", None)
+    if make_parser is not None:
+        args = make_parser().parse_args(argv)
+    else:
+        p = _Parser(prog="companion bench")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        args = p.parse_args(argv)
+    return int(bench.main(args) or 0)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    if args.command == "live":
+        from companion.live import run
+
+        return run(cfg)
+    if args.command == "ports":
+        return _ports(cfg)
+    if args.command == "respond":
+        from companion.respond import run
+
+        return run(cfg, args.call, args.out, cfg.answer.seed, args.json)
+    if args.command == "demo":
+        from companion.demo import run
+
+        return run(cfg)
+    raise UsageError("expected a command: live, ports, respond, demo or bench "
+                     "(see `companion --help`)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from companion.model import ModelError
+    from companion.phrases import CallError
+    from companion.ports import PortError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["bench"]:
+            return _bench(argv[1:])
+        args = _parser().parse_args(argv)
+        return dispatch(args)
+    except (UsageError, ConfigError, ModelError, PortError, CallError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - one line unless asked for the traceback
+        if os.environ.get("COMPANION_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (COMPANION_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1

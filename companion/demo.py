@@ -1,0 +1,167 @@
+"""`companion demo`: a built-in performer plays the calls in companion/calls/ into the live
+companion, in real time, through an in-process loopback instead of MIDI ports, and a live
+view shows what is heard and answered, when. Needs no MIDI system.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+import mido
+
+from companion.clock import RealClock, StopFlag
+from companion.config import Config
+from companion.live import Live, stop_on_signals
+from companion.model import StepModel
+from companion.phrases import Phrase, builtin
+
+NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+
+def note_name(pitch: int) -> str:
+    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+class LoopbackIn:
+    """An input port whose messages come from the demo performer (same callback as rtmidi's)."""
+
+    def __init__(self) -> None:
+        self.callback = None
+
+    def deliver(self, msg: mido.Message) -> None:
+        cb = self.callback
+        if cb is not None:
+            cb(msg)
+
+    def close(self) -> None:
+        self.callback = None
+
+
+class LoopbackOut:
+    """An output port that shows what the companion plays instead of sounding it."""
+
+    def __init__(self, view: View):
+        self.view = view
+
+    def send(self, msg: mido.Message) -> None:
+        self.view.companion(msg)
+
+    def close(self) -> None:
+        pass
+
+
+class View:
+    """The live view: one line per event, seconds since the demo started."""
+
+    def __init__(self, out: TextIO, clock: RealClock):
+        self.out = out
+        self.clock = clock
+        self.t0 = clock.now()
+        self.live: Live | None = None
+        self.answer_done = threading.Event()
+        self._current = 0
+        self._lock = threading.Lock()
+
+    def line(self, who: str, text: str, t: float | None = None) -> None:
+        t = self.clock.now() if t is None else t
+        with self._lock:
+            print(f"{t - self.t0:8.3f} s  {who:<9} {text}", file=self.out, flush=True)
+
+    def performer(self, msg: mido.Message) -> None:
+        if msg.type == "note_on" and msg.velocity > 0:
+            self.line("performer", f"{note_name(msg.note):<4} vel {msg.velocity}")
+
+    def companion(self, msg: mido.Message) -> None:
+        if msg.type == "control_change" and msg.control == 123:
+            self.line("companion", "all notes off")
+
+    def event(self, kind: str, t: float, **data) -> None:
+        live = self.live
+        if kind == "note_in" and live is not None:
+            lag = (t - data["received"]) * 1000
+            what = "chord top now" if data["chord"] else "melody note"
+            self.line("listener", f"{what} {note_name(data['pitch']):<4} model advanced "
+                      f"{lag:.2f} ms after the note", t)
+        elif kind == "phrase_end":
+            self._current = data["answer"]
+            self.answer_done.clear()
+            wait = data["start"] - data["deadline"]
+            self.line("companion", f"phrase end: {data['call']} melody notes heard; answer of "
+                      f"{data['notes']} notes, {data['beats']:g} beats, on the beat "
+                      f"{wait * 1000:.0f} ms later", data["deadline"])
+        elif kind == "note_on" and live is not None:
+            a = live.engine.answer
+            planned = a.notes[data["index"]].start if a is not None and a.id == data["answer"] \
+                and data["index"] < len(a.notes) else t
+            self.line("companion", f"{note_name(data['pitch']):<4} answer note {data['index'] + 1}"
+                      f", {(t - planned) * 1000:+.2f} ms from its time", t)
+        elif kind == "note_off" and live is not None and data["answer"] == self._current:
+            if not live.scheduler.busy(data["answer"]):
+                self.answer_done.set()
+        elif kind == "barge_in":
+            self.line("companion", f"interrupted after {data['played']} notes")
+
+
+def play(phrase: Phrase, inport: LoopbackIn, view: View, beat_s: float,
+         stop: StopFlag) -> None:
+    """The built-in performer: the phrase's notes in real time, from now."""
+    clock = view.clock
+    t0 = clock.now() + 0.05
+    for beats, msg in phrase.messages():
+        if not clock.wait_until(t0 + beats * beat_s, stop):
+            return
+        view.performer(msg)
+        inport.deliver(msg)
+
+
+def run(cfg: Config, out: TextIO | None = None, calls: list[Phrase] | None = None) -> int:
+    """Play every built-in call and show the answers; Ctrl-C ends it cleanly."""
+    stop = StopFlag()
+    running: list[Live] = []
+
+    def on_signal(signum, frame) -> None:
+        for live in running:
+            live.halt()
+        stop.set()
+
+    with stop_on_signals(on_signal):
+        return _run(cfg, out or sys.stdout, builtin() if calls is None else calls, stop, running)
+
+
+def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
+         running: list[Live]) -> int:
+    model = StepModel(cfg.model_dir())
+    clock = RealClock()
+    view = View(out, clock)
+    inport, outport = LoopbackIn(), LoopbackOut(view)
+    beat_s = 60.0 / cfg.listen.tempo_bpm
+    print(
+        f"companion demo: model {cfg.model_dir()} ({len(model.vocab.curves)} curves), "
+        f"{cfg.listen.tempo_bpm:g} BPM; the companion answers after "
+        f"{cfg.listen.phrase_end_beats:g} beats of silence. Ctrl-C stops.",
+        file=out, flush=True,
+    )
+    live = Live(cfg, model, inport, outport, clock, cfg.answer.seed, on_event=view.event)
+    view.live = live
+    running.append(live)
+    try:
+        live.start()
+        for i, phrase in enumerate(calls):
+            if stop.is_set():
+                break
+            print(f"\ncall {i + 1} of {len(calls)}: {phrase.name}", file=out, flush=True)
+            view.answer_done.clear()
+            play(phrase, inport, view, beat_s, stop)
+            # the answer: the phrase end, then at most max_beats, then a breath
+            limit = clock.now() + (cfg.listen.phrase_end_beats + cfg.answer.max_beats + 4) * beat_s
+            while not stop.is_set() and not view.answer_done.wait(0.1):
+                if clock.now() > limit + 1.0:
+                    view.line("demo", "no answer came")
+                    break
+            stop.wait(beat_s)
+    finally:
+        live.stop()
+    print("\ndemo over", file=out, flush=True)
+    return 0

@@ -1,0 +1,209 @@
+"""MIDI ports through mido's python-rtmidi backend: choosing the MIDI system, opening
+virtual or named ports, and saying clearly what is missing when there is no MIDI system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
+            "winmm": "WINDOWS_MM"}
+LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "winmm": "Windows MM"}
+NO_SYSTEM_HINT = "`companion demo` and `companion respond CALL` need no MIDI system"
+
+
+class PortError(Exception):
+    """Unknown port, unavailable backend, no MIDI system: exit 2 with this one line."""
+
+
+class NoMidiSystem(PortError):
+    pass
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence C-level stderr: libasound and libjack print their own errors when probed,
+    and the user should see one clear line instead."""
+    if os.name != "posix":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def no_system_message(backend: str, detail: str = "") -> str:
+    if backend == "alsa":
+        what = "the ALSA sequencer (/dev/snd/seq) is not there"
+        todo = ("load it with `sudo modprobe snd-seq`, or start a JACK server and use "
+                "--backend jack")
+    elif backend == "jack":
+        server = os.environ.get("JACK_DEFAULT_SERVER")
+        what = "no JACK server is running" + (f" (JACK_DEFAULT_SERVER={server})" if server else "")
+        todo = ("start one (`jackd -d alsa`, or `jackd -d dummy` without a sound card), or use "
+                "--backend alsa")
+    else:
+        what = f"{LABELS[backend]} did not start" + (f" ({detail})" if detail else "")
+        todo = "check the MIDI setup of this computer"
+    return f"no MIDI system: {what}; {todo}; {NO_SYSTEM_HINT}"
+
+
+def get_backend(name: str):
+    """The mido backend for ``name`` (alsa, jack, coremidi, winmm), checked to be usable."""
+    import mido
+
+    if name not in BACKENDS:
+        raise PortError(f"--backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    backend = mido.Backend(f"mido.backends.rtmidi/{BACKENDS[name]}", load=True)
+    compiled = backend.module.get_api_names()
+    if BACKENDS[name] not in compiled:
+        have = [k for k, v in BACKENDS.items() if v in compiled]
+        raise PortError(
+            f"backend {name}: {LABELS[name]} is not available on this system "
+            f"(available: {', '.join(have) or 'none'})"
+        )
+    check_system(name)
+    return backend
+
+
+def check_system(name: str) -> None:
+    """Raise NoMidiSystem, with what to do, when the MIDI system cannot be reached."""
+    if name == "alsa" and sys.platform.startswith("linux") and not os.path.exists("/dev/snd/seq"):
+        raise NoMidiSystem(no_system_message("alsa"))
+    import rtmidi
+
+    api = getattr(rtmidi, f"API_{BACKENDS[name]}")
+    try:
+        with quiet_stderr():
+            probe = rtmidi.MidiIn(rtapi=api, name="companion-probe")
+    except rtmidi.SystemError as e:
+        raise NoMidiSystem(no_system_message(name, str(e))) from e
+    probe.delete()
+
+
+def midi_system_problem(backend: str | None = None) -> str | None:
+    """The one-line "no MIDI system" message, or None when the MIDI system is there.
+
+    For `make run`, which shows `companion demo` instead when this says something. With no
+    ``backend``, the one of ./config.yaml (alsa if that cannot be read).
+    """
+    if backend is None:
+        from companion import config
+
+        try:
+            backend = config.load().midi.backend
+        except config.ConfigError:
+            backend = "alsa"
+    if backend not in BACKENDS:
+        return None
+    try:
+        check_system(backend)
+    except NoMidiSystem as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 - not built in, etc.: a different problem, said by live
+        return None
+    return None
+
+
+def list_ports(backend) -> tuple[list[str], list[str]]:
+    """(input names, output names): ports that can be listened to and played to."""
+    with quiet_stderr():
+        return list(backend.get_input_names()), list(backend.get_output_names())
+
+
+def match_port(query: str, names: list[str], kind: str, label: str) -> str:
+    """The one port whose name contains ``query`` (case-insensitive); an exact name wins."""
+    q = query.lower()
+    exact = [n for n in names if n.lower() == q]
+    if len(exact) == 1:
+        return exact[0]
+    hits = [n for n in names if q in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    listed = "; ".join(names) if names else "none"
+    if not hits:
+        raise PortError(f"no {label} MIDI {kind} port matches {query!r} ({kind} ports: {listed})")
+    raise PortError(
+        f"{label} MIDI {kind} port {query!r} is ambiguous, it matches: {'; '.join(hits)}"
+    )
+
+
+@dataclass
+class OpenPorts:
+    inport: object
+    outport: object
+    input_label: str
+    output_label: str
+
+    def close(self) -> None:
+        for p in (self.inport, self.outport):
+            with contextlib.suppress(Exception):
+                p.close()
+
+
+def open_ports(
+    backend_name: str,
+    client_name: str,
+    input_name: str,
+    output_name: str,
+    input_query: str | None = None,
+    output_query: str | None = None,
+) -> OpenPorts:
+    """Named ports where a query is given (opened first, so they never match our own
+    virtual ports), virtual ``client_name:input_name`` / ``:output_name`` otherwise."""
+    backend = get_backend(backend_name)
+    label = LABELS[backend_name]
+    if (input_query is None or output_query is None) and backend_name == "winmm":
+        raise PortError(
+            "Windows MM has no virtual ports: install a loopback driver (e.g. loopMIDI), create "
+            "two ports there and name them with --input and --output (see `companion ports`)"
+        )
+    ins, outs = list_ports(backend)
+    inport = outport = None
+    try:
+        with quiet_stderr():
+            if input_query is not None:
+                in_label = match_port(input_query, ins, "input", label)
+                inport = backend.open_input(in_label)
+            if output_query is not None:
+                out_label = match_port(output_query, outs, "output", label)
+                outport = backend.open_output(out_label)
+            if inport is None:
+                inport = backend.open_input(input_name, virtual=True, client_name=client_name)
+            if outport is None:
+                outport = backend.open_output(output_name, virtual=True, client_name=client_name)
+    except PortError:
+        for p in (inport, outport):
+            if p is not None:
+                p.close()
+        raise
+    except (OSError, SystemError) as e:  # rtmidi.SystemError is a SystemError
+        for p in (inport, outport):
+            if p is not None:
+                p.close()
+        raise PortError(f"{label}: cannot open MIDI ports ({e})") from e
+    if input_query is None or output_query is None:
+        ins2, outs2 = list_ports(backend)
+    if input_query is None:
+        in_label = _own(outs2, client_name, input_name)
+    if output_query is None:
+        out_label = _own(ins2, client_name, output_name)
+    return OpenPorts(inport, outport, in_label, out_label)
+
+
+def _own(names: list[str], client: str, port: str) -> str:
+    """The name others see for our virtual port (JACK renames a second client ``NAME-01``)."""
+    pat = re.compile(rf"^{re.escape(client)}(-\d+)?:{re.escape(port)}\b", re.IGNORECASE)
+    mine = [n for n in names if pat.match(n)]
+    return mine[-1] if mine else f"{client}:{port}"

@@ -1,0 +1,133 @@
+"""The scheduler: event order, cancel, halt, and timing without drift on the real clock."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import mido
+
+from companion.clock import RealClock, VirtualClock
+from companion.scheduler import Scheduler, TimedNote, Timeline, VirtualScheduler
+
+
+def test_timeline_orders_offs_before_ons_and_handles_overlaps():
+    tl = Timeline()
+    tl.add(1, TimedNote(60, 0.0, 1.0, 80))
+    tl.add(1, TimedNote(60, 1.0, 1.0, 81))  # re-struck when the first ends
+    tl.add(1, TimedNote(64, 1.5, 2.0, 82))
+    tl.add(1, TimedNote(64, 2.0, 0.5, 83))  # overlaps the sounding 64
+    got = tl.pop_due(10.0)
+    kinds = [(k, p) for k, _, _, p, _ in got]
+    assert kinds == [(1, 60), (0, 60), (1, 60), (1, 64), (0, 60), (0, 64), (1, 64), (0, 64)]
+    assert tl.sounding == {} and tl.started[1] == 4
+
+
+def test_virtual_scheduler_plays_each_event_at_its_time():
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(lambda m: sent.append((clock.now(), m)), clock, channel=3)
+    vs.begin(1)
+    vs.add(1, TimedNote(60, 1.0, 0.5, 80))
+    vs.add(1, TimedNote(62, 2.0, 0.5, 80))
+    vs.advance(1.2)
+    assert [(t, m.type, m.note, m.channel) for t, m in sent] == [(1.0, "note_on", 60, 3)]
+    assert vs.started(1) == 1 and vs.busy(1)
+    vs.flush()
+    assert [(t, m.type) for t, m in sent] == [
+        (1.0, "note_on"), (1.5, "note_off"), (2.0, "note_on"), (2.5, "note_off")]
+    assert not vs.busy(1)
+
+
+def test_cancel_turns_off_what_sounds_and_drops_the_rest():
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(lambda m: sent.append(m), clock)
+    for i in range(4):
+        vs.add(1, TimedNote(60 + i, i * 1.0, 0.9, 80))
+    vs.advance(1.5)
+    assert vs.cancel(1) == 2
+    assert sent[-1].type == "note_off" and sent[-1].note == 61
+    n = len(sent)
+    vs.flush()
+    assert len(sent) == n
+
+
+def test_a_new_answer_ends_what_is_left_of_the_previous_one():
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(lambda m: sent.append(m), clock)
+    vs.add(1, TimedNote(60, 0.0, 5.0, 80))
+    vs.add(1, TimedNote(62, 6.0, 1.0, 80))
+    vs.advance(1.0)
+    vs.begin(2)
+    assert [(m.type, m.note) for m in sent] == [("note_on", 60), ("note_off", 60)]
+    vs.flush()
+    assert len(sent) == 2
+
+
+class Recorder:
+    def __init__(self, clock):
+        self.clock = clock
+        self.got: list[tuple[float, mido.Message]] = []
+        self.lock = threading.Lock()
+
+    def send(self, msg):
+        with self.lock:
+            self.got.append((self.clock.now(), msg))
+
+
+def test_real_clock_timing_does_not_drift():
+    """200 notes, 10 ms apart: the last is as punctual as the first (absolute deadlines).
+    The bounds are loose on purpose (a loaded CI machine); `companion bench` measures."""
+    clock = RealClock()
+    rec = Recorder(clock)
+    sched = Scheduler(rec.send, clock)
+    sched.start()
+    try:
+        t0 = clock.now() + 0.05
+        notes = [TimedNote(60 + i % 12, t0 + i * 0.01, 0.008, 80) for i in range(200)]
+        sched.begin(1)
+        for n in notes:
+            sched.add(1, n)
+        deadline = time.monotonic() + 10
+        while sched.busy(1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sched.close()
+    ons = [t for t, m in rec.got if m.type == "note_on"]
+    assert len(ons) == 200
+    errors = [t - n.start for t, n in zip(ons, notes, strict=True)]
+    assert min(errors) >= 0  # never early
+    early, late = statistics.median(errors[:50]), statistics.median(errors[-50:])
+    assert late < early + 0.02, (early, late)  # no accumulated drift
+    assert statistics.median(errors) < 0.005
+    offs = [m.note for _, m in rec.got if m.type == "note_off"]
+    assert len(offs) == 200
+
+
+def test_cancel_and_halt_on_the_real_clock():
+    clock = RealClock()
+    rec = Recorder(clock)
+    sched = Scheduler(rec.send, clock)
+    sched.start()
+    try:
+        t0 = clock.now() + 0.02
+        sched.begin(1)
+        for i in range(50):
+            sched.add(1, TimedNote(60, t0 + i * 0.02, 0.015, 80))
+        deadline = time.monotonic() + 10
+        while sched.started(1) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        sched.halted = True
+        t_halt = clock.now()
+        time.sleep(0.1)
+        played = sched.cancel(1)
+        assert 2 <= played <= 50
+    finally:
+        sched.close()
+    assert not [t for t, m in rec.got if m.type == "note_on" and t > t_halt]
+    ons = sum(m.type == "note_on" for _, m in rec.got)
+    offs = sum(m.type == "note_off" for _, m in rec.got)
+    assert ons == offs
