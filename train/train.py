@@ -173,9 +173,11 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
     if (work / "fit_done").exists():  # trained already; a later step failed: go on from there
         log.info("training finished earlier in %s; exporting its best weights", work)
         return prior, float((work / "fit_done").read_text())
+    prior = _history_upto(log_csv, _backup_epoch(work / "backup"))
     best_so_far = min((h["val_nll"] for h in prior), default=None)
+    # the backup last: a kill before it leaves the epoch to be run again (its history row is
+    # dropped above on resume), never a backup ahead of the history
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work / "backup")),
         keras.callbacks.ModelCheckpoint(str(work / "best.weights.h5"),
                                         monitor="val_nll", mode="min",
                                         save_best_only=True, save_weights_only=True,
@@ -184,6 +186,7 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
                                           patience=1, min_lr=args.lr / 16),
         keras.callbacks.EarlyStopping(monitor="val_nll", mode="min", patience=args.patience),
         keras.callbacks.CSVLogger(str(log_csv), append=True),
+        _atomic_backup(keras, work / "backup"),
     ]
     t = time.time()
     model.fit(ds_tr, validation_data=ds_va, epochs=args.epochs, callbacks=callbacks,
@@ -191,6 +194,44 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
     seconds = time.time() - t
     (work / "fit_done").write_text(str(seconds))
     return _read_history(log_csv), seconds
+
+
+def _atomic_backup(keras, folder: Path):
+    """Keras's BackupAndRestore, written beside the previous backup and swapped in: Keras
+    writes in place, and a kill during that write leaves a truncated file that the next run
+    cannot load (with no earlier backup to fall back on after the first epoch)."""
+
+    class AtomicBackup(keras.callbacks.BackupAndRestore):
+        def _save_model(self) -> None:
+            new = folder.with_name(folder.name + ".new")
+            shutil.rmtree(new, ignore_errors=True)
+            new.mkdir(parents=True)
+            self.model.save_weights(str(new / Path(self._weights_path).name), overwrite=True)
+            meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            (new / Path(self._training_metadata_path).name).write_text(json.dumps(meta))
+            _swap_in(new, folder)
+
+    return AtomicBackup(str(folder))
+
+
+def _backup_epoch(folder: Path) -> int:
+    """Epochs the backup has done (0: none, training starts afresh)."""
+    try:
+        return int(json.loads((folder / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _history_upto(path: Path, epochs: int) -> list[dict]:
+    """The history of the epochs the backup has: a row logged after it (the run killed
+    before its backup) is dropped, since that epoch runs again."""
+    rows = _read_history(path)
+    keep = [h for h in rows if int(h["epoch"]) < epochs]
+    if len(keep) != len(rows):
+        with open(path) as f:
+            lines = f.read().splitlines(keepends=True)
+        write_atomic(path, "".join(lines[:1 + len(keep)]).encode())
+    return keep
 
 
 def _load_best(mcfg: ModelConfig, work: Path):
@@ -223,6 +264,12 @@ def _prepare_work(work: Path, key: str) -> None:
     """Resume only a run of the same data and settings; anything else starts afresh."""
     stamp = work / "run_key"
     if stamp.exists() and stamp.read_text().strip() == key:
+        # a kill while a backup was being swapped in: the previous one is put back
+        old, new = work / ".backup.old", work / "backup.new"
+        if old.exists() and not (work / "backup").exists():
+            os.replace(old, work / "backup")
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)
         if (work / "backup").exists():
             log.info("resuming from %s", work / "backup")
         return
