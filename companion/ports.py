@@ -207,3 +207,17 @@ def _own(names: list[str], client: str, port: str) -> str:
     pat = re.compile(rf"^{re.escape(client)}(-\d+)?:{re.escape(port)}\b", re.IGNORECASE)
     mine = [n for n in names if pat.match(n)]
     return mine[-1] if mine else f"{client}:{port}"
+
+
+def open_clock_port(backend_name: str, query: str):
+    """The input port a MIDI clock comes from (config time.clock_port), matched like
+    --input: a case-insensitive substring of an existing port's name."""
+    backend = get_backend(backend_name)
+    label = LABELS[backend_name]
+    ins, _ = list_ports(backend)
+    name = match_port(query, ins, "input", label)
+    try:
+        with quiet_stderr():
+            return backend.open_input(name)
+    except (OSError, SystemError) as e:
+        raise PortError(f"{label}: cannot open the clock port {name!r} ({e})") from e
