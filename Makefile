@@ -18,7 +18,7 @@ $(VENV)/.runtime: pyproject.toml
 $(VENV)/.all: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,test]'
+	$(PY) -m pip install -q -e '.[train,test,plot]'
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="random seed (same seed, same answer)")
     respond.add_argument("--tempo", type=float, metavar="BPM", help="tempo of the call")
     respond.add_argument("--json", action="store_true", help="print the answer's notes as JSON")
+    respond.add_argument("--plot", metavar="OUT.png",
+                         help="draw the call and its answer as a piano roll (needs matplotlib)")
 
     demo = sub.add_parser("demo", help="a call-and-response session in real time, no MIDI needed")
     common(demo)
@@ -144,7 +146,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "respond":
         from companion.respond import run
 
-        return run(cfg, args.call, args.out, cfg.answer.seed, args.json)
+        return run(cfg, args.call, args.out, cfg.answer.seed, args.json,
+                   plot=getattr(args, "plot", None))
     if args.command == "demo":
         from companion.demo import run
 

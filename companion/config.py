@@ -72,6 +72,115 @@ class AnswerConfig:
 class SessionConfig:
     enabled: bool = True
     folder: str = _text("sessions")
+    save_every_s: float = _num(0.5, 3600, 5.0)
+
+
+@dataclass
+class TimeConfig:
+    """Playing in time with the performer (midiclock.py, tempo.py, grid.py, metronome.py)."""
+
+    clock: str = _choice("follow", "follow", "ignore")
+    clock_port: str | None = None
+    clock_window_ticks: int = _num(6, 384, 48)
+    tempo: str = _choice("fixed", "fixed", "auto")
+    auto_min_bpm: float = _num(20, 400, 60.0)
+    auto_max_bpm: float = _num(20, 400, 180.0)
+    phrase_end: str = _choice("fixed", "fixed", "adaptive")
+    phrase_end_ioi: float = _num(0.5, 32, 2.5)
+    phrase_end_min_s: float = _num(0.05, 60, 0.35)
+    phrase_end_max_s: float = _num(0.05, 60, 4.0)
+    pace_notes: int = _num(2, 256, 16)
+    sustain_holds: bool = False
+    end_on_pedal_release: bool = False
+    end_cc: int | None = field(default=None, metadata={"range": (0, 127)})
+    end_note: int | None = field(default=None, metadata={"range": (0, 127)})
+    quantize: str = _choice("off", "off", "1/4", "1/8", "1/16", "1/8T")
+    swing: float | str = field(default="auto", metadata={"word": "auto", "range": (0.5, 0.75)})
+    metronome: bool = False
+    count_in_beats: int = _num(0, 64, 0)
+    click_channel: int = _num(1, 16, 10)
+    click_note: int = _num(0, 127, 37)
+    click_velocity: int = _num(1, 127, 90)
+
+    def __post_init__(self) -> None:
+        if self.auto_min_bpm >= self.auto_max_bpm:
+            raise ConfigError(f"time.auto_max_bpm: expected more than time.auto_min_bpm "
+                              f"({self.auto_min_bpm:g}), got {self.auto_max_bpm:g}")
+        if self.phrase_end_min_s > self.phrase_end_max_s:
+            raise ConfigError(f"time.phrase_end_max_s: expected at least "
+                              f"time.phrase_end_min_s ({self.phrase_end_min_s:g}), got "
+                              f"{self.phrase_end_max_s:g}")
+
+
+@dataclass
+class KeyConfig:
+    """Key awareness (companion/key.py)."""
+
+    fixed: str | None = None
+    strength: float = _num(0, 1, 0.9)
+    half_life_beats: float = _num(0, 10_000, 64.0)
+
+    def __post_init__(self) -> None:
+        if self.fixed is not None:
+            from companion.key import parse_key
+
+            try:
+                parse_key(self.fixed)
+            except ValueError as e:
+                raise ConfigError(f"key.fixed: {e}") from e
+
+
+@dataclass
+class RangeConfig:
+    """The absolute pitch range of the answers (a bass part, a piccolo part)."""
+
+    lowest: int = _num(0, 127, 0)
+    highest: int = _num(0, 127, 127)
+
+    def __post_init__(self) -> None:
+        if self.lowest > self.highest:
+            raise ConfigError(f"range.highest: expected at least range.lowest "
+                              f"({self.lowest}), got {self.highest}")
+
+
+@dataclass
+class StyleConfig:
+    """Live style adaptation (companion/style.py) and the repeated-curve guard."""
+
+    weight: float = _num(0, 1, 0.3)
+    order: int = _num(1, 8, 4)
+    max_repeat: int = _num(1, 64, 3)
+
+
+def _cc(default: int | None = None) -> Any:
+    return field(default=default, metadata={"range": (0, 119)})
+
+
+@dataclass
+class ControlsConfig:
+    """MIDI controls (companion/controls.py): a CC number per control, null for none."""
+
+    channel: int | str = field(default="omni", metadata={"channel": True})
+    temperature: int | None = _cc()
+    temperature_max: float = _num(0.1, 5, 2.0)
+    length: int | None = _cc()
+    style_weight: int | None = _cc()
+    key_strength: int | None = _cc()
+    mute: int | None = _cc()
+    panic: int | None = _cc()
+    reset_style: int | None = _cc()
+    state_out: int | None = _cc()
+
+    def __post_init__(self) -> None:
+        seen: dict[int, str] = {}
+        for name in ("temperature", "length", "style_weight", "key_strength", "mute",
+                     "panic", "reset_style"):
+            cc = getattr(self, name)
+            if cc is None:
+                continue
+            if cc in seen:
+                raise ConfigError(f"controls.{name}: CC {cc} is already controls.{seen[cc]}")
+            seen[cc] = name
 
 
 @dataclass
@@ -81,6 +190,11 @@ class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    key: KeyConfig = field(default_factory=KeyConfig)
+    range: RangeConfig = field(default_factory=RangeConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
     #: Folder the config was read from: relative paths in it are relative to this.
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
@@ -108,6 +222,16 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
         ):
             return value
         raise ConfigError(f"{key}: expected \"omni\" or a channel 1..16, got {value!r}")
+    if "word" in meta:  # a word ("auto") or a number in range
+        word, (lo, hi) = meta["word"], meta["range"]
+        if value == word:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
+            return float(value)
+        raise ConfigError(f"{key}: expected \"{word}\" or a number in {lo:g}..{hi:g}, "
+                          f"got {value!r}")
+    if value is False and "off" in meta.get("choices", ()):  # YAML 1.1 reads `off` as false
+        return "off"
     if meta.get("length"):
         if value == "call":
             return value

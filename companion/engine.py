@@ -21,13 +21,23 @@ import numpy as np
 from companion.clock import Clock
 from companion.config import Config
 from companion.curves import curve
+from companion.grid import Grid
+from companion.key import KeyBias, KeyEstimator, key_name, parse_key
 from companion.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
+from companion.midiclock import CLOCK_TYPES, ClockFollower
 from companion.model import State, StepModel
 from companion.sampler import Sampler
 from companion.scheduler import Player, TimedNote
+from companion.style import StyleMemory
+from companion.tempo import Pace, estimate_beat
 
 #: A runaway guard: no answer has more notes than this (16 per beat at 256 beats).
 MAX_ANSWER_NOTES = 4096
+#: On a MIDI clock, the answer starts on the first beat at least this long after the phrase
+#: end: time to sample its first note before it is due.
+CLOCK_LEAD_S = 0.01
+#: Onsets of the call the tempo estimate (``time.tempo: auto``) looks at, the latest.
+TEMPO_ONSETS = 32
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
 #: advanced: ``received`` = callback time, ``pitch``, ``velocity``, ``steps``, ``chord``:
@@ -85,6 +95,8 @@ class Engine:
         self.sampler = Sampler(self.vocab, self.rng, ac.temperature, ac.top_p)
         self.pitch_diff = self.sampler.pitch_diff
         self.time_diff = self.sampler.time_diff
+        self._init_musicianship(cfg)
+        self._init_time(cfg)
         self.steps = 0  # ONNX steps taken: the cost of listening and answering
         self.answer: Answer | None = None  # the last answer, until the next call begins
         self._answers = 0
@@ -99,10 +111,109 @@ class Engine:
         self.prev: tuple[int, float] | None = None  # last melody note the state has seen
         self._restart()
 
+    def _init_musicianship(self, cfg: Config) -> None:
+        """Key awareness, absolute range, style memory and the repeat guard: all buffers
+        and tables allocated here, once, so that a step of the answer allocates nothing."""
+        kc = cfg.key
+        self.range_cfg = cfg.range
+        self.key_estimator = KeyEstimator(kc.half_life_beats)
+        self.key_bias = KeyBias(self.pitch_diff, self.sampler.playable, kc.strength)
+        self.fixed_key = parse_key(kc.fixed) if kc.fixed is not None else None
+        self.key_bias.key = self.fixed_key
+        sc = cfg.style
+        self.style = StyleMemory(self.vocab.size, sc.order, sc.weight)
+        self.max_repeat = sc.max_repeat
+        self._scores = np.empty(self.vocab.size, dtype=np.float64)
+        self._call_tokens: list[int] = []  # curves within the call being played
+        self._history: list[int] = []  # n-gram context while answering
+        self._last_token = 0
+        #: Listen, learn, but do not answer (a mute control).
+        self.muted = False
+
+    def _init_time(self, cfg: Config) -> None:
+        """Playing in time (config.time): the MIDI clock, the tempo estimate, the pace of the
+        phrase end, the explicit ends of a call, the answer grid."""
+        tc = cfg.time
+        self.time_cfg = tc
+        self.tempo_bpm = cfg.listen.tempo_bpm
+        self.phrase_end_beats = cfg.listen.phrase_end_beats
+        self.reset_after_beats = cfg.listen.reset_after_beats
+        self.midiclock = ClockFollower(tc.clock_window_ticks) if tc.clock == "follow" else None
+        #: whether the input port's clock messages count (not when a clock port is set)
+        self.clock_from_input = tc.clock_port is None
+        lst = self.listener
+        lst.sustain_holds = tc.sustain_holds
+        lst.end_on_pedal_release = tc.end_on_pedal_release
+        lst.end_cc, lst.end_note = tc.end_cc, tc.end_note
+        if tc.phrase_end == "adaptive":
+            lst.pace = Pace(tc.phrase_end_ioi, tc.phrase_end_min_s, tc.phrase_end_max_s,
+                            tc.pace_notes)
+        self.grid = None if tc.quantize == "off" else Grid(tc.quantize, self.time_diff, tc.swing)
+
+    def on_clock(self, msg, t: float) -> None:
+        """A MIDI clock message (tick, start, stop, continue, song position) received at t."""
+        if self.midiclock is not None:
+            self.midiclock.feed(msg, t)
+
+    def set_beat(self, beat_s: float) -> None:
+        """A new tempo: what is counted in beats follows it."""
+        self.beat_s = beat_s
+        self.listener.beat_s = beat_s
+        self.listener.phrase_end_s = self.phrase_end_beats * beat_s
+        self.reset_after_s = self.reset_after_beats * beat_s
+
+    def _follow_tempo(self, t: float, call: list[MelodyNote]) -> None:
+        """The beat: the MIDI clock's while one ticks, else (``tempo: auto``) the estimate
+        from the call when it has enough notes, else as it was."""
+        beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
+        if beat is None and self.time_cfg.tempo == "auto":
+            tc = self.time_cfg
+            beat = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
+                                 tc.auto_max_bpm, self.tempo_bpm)
+        if beat is not None and beat != self.beat_s:
+            self.set_beat(beat)
+
+    def time_note(self, t: float) -> str:
+        """For the log: what the tempo follows now."""
+        mc = self.midiclock
+        if mc is not None and mc.present(t):
+            return (f", on the MIDI clock at {60 / self.beat_s:.1f} BPM"
+                    + ("" if mc.running(t) else " (stopped: no beat grid)"))
+        return f" at {60 / self.beat_s:.1f} BPM" + (
+            " (from the call)" if self.time_cfg.tempo == "auto" else "")
+
+    def _beat_at_or_after(self, t: float, anchor: float) -> float:
+        """The first beat at or after ``t``: the clock's while one runs, else on the grid of
+        the call (from its first onset ``anchor``)."""
+        if self.midiclock is not None:
+            b = self.midiclock.next_beat(t + CLOCK_LEAD_S)
+            if b is not None:
+                return b
+        return anchor + math.ceil((t - anchor) / self.beat_s - 1e-9) * self.beat_s
+
+    def _place(self, onset: float, ioi: float) -> tuple[float, float, float]:
+        """An answer note at ``onset`` followed by a curve of ``ioi`` (beats): where it is
+        played, the onset step to the next note, and the played time to it (grid, swing)."""
+        g = self.grid
+        if g is None:
+            return onset, ioi, ioi
+        nxt = max(g.snap(onset + ioi), onset + g.step)  # on the grid already, but for a
+        at = g.place(onset)  # vocabulary with no curve that lands there
+        return at, nxt - onset, g.place(nxt) - at
+
+    @property
+    def key(self) -> tuple[int, int] | None:
+        """(tonic pitch class, mode) the answers are biased to; None before any evidence."""
+        return self.key_bias.key
+
     # -- listening -------------------------------------------------------------------
 
     def on_message(self, msg, t: float) -> None:
         """One message from the performer, received at ``t``."""
+        if msg.type in CLOCK_TYPES:
+            if self.clock_from_input:
+                self.on_clock(msg, t)
+            return
         code = self.listener.feed(msg, t)
         if code == NOTHING:
             return
@@ -110,6 +221,7 @@ class Engine:
         if code == NEW_NOTE:
             if len(self.listener.notes) == 1:
                 self._call_starts(t)
+            self._follow_tempo(t, self.listener.notes)
             self._advance(note)
         elif code == TOP_CHANGED:
             self._restep(note)
@@ -132,6 +244,7 @@ class Engine:
     def _call_starts(self, t: float) -> None:
         """The first note of a call: settle the previous answer, maybe start afresh."""
         self._anchor = t
+        self._call_tokens.clear()
         a = self.answer
         if a is not None:
             if self.answer_cfg.barge_in == "stop" and self.player.busy(a.id):
@@ -171,6 +284,8 @@ class Engine:
             np.copyto(self._before.h, self.state.h)
             np.copyto(self._before.c, self.state.c)
             self._step_curve(self.prev, note)
+            if len(self.listener.notes) > 1:  # a curve within the call: the performer's style
+                self._call_tokens.append(self._last_token)
         self.prev = (note.pitch, note.time)
 
     def _restep(self, note: MelodyNote) -> None:
@@ -179,11 +294,14 @@ class Engine:
             np.copyto(self.state.h, self._before.h)
             np.copyto(self.state.c, self._before.c)
             self._step_curve(self._before_prev, note)
+            if self._call_tokens and len(self.listener.notes) > 1:
+                self._call_tokens[-1] = self._last_token
         self.prev = (note.pitch, note.time)
 
     def _step_curve(self, prev: tuple[int, float], note: MelodyNote) -> None:
         pd, td = curve(prev[0], self._q(prev[1]), note.pitch, self._q(note.time))
-        self.logits = self.model.step(self.vocab.token(pd, td), self.state)
+        self._last_token = self.vocab.token(pd, td)
+        self.logits = self.model.step(self._last_token, self.state)
         self.steps += 1
 
     # -- answering -------------------------------------------------------------------
@@ -196,13 +314,56 @@ class Engine:
         deadline = lst.deadline()
         call_end = lst.silence_since
         call = lst.take_phrase()
+        if call_end is None:  # ended explicitly, keys still down
+            call_end = t
         self.last_sound = call_end
+        self._follow_tempo(t, call)
+        self._learn(call, call_end)
+        if self.muted:
+            return None  # the state stays after the call, as if the answer had been cut
         answer = self._generate(call, call_end, t)
         if self.on_event is not None:
             self.on_event("phrase_end", self.clock.now(), deadline=deadline, decided=t,
                           answer=answer.id, start=answer.start, beats=answer.beats,
                           notes=len(answer.notes), call=len(call))
         return answer
+
+    def _learn(self, call: list[MelodyNote], call_end: float) -> None:
+        """The finished call into the key estimate (each note weighted by its time to the
+        next onset, at most 4 beats) and the style memory."""
+        if self.fixed_key is None:
+            est = self.key_estimator
+            b = self.beat_s
+            for i, n in enumerate(call):
+                nxt = call[i + 1].time if i + 1 < len(call) else call_end
+                est.add(n.pitch, n.time / b, min(max(nxt - n.time, 0.0) / b, 4.0))
+            self.key_bias.key = est.estimate()
+        self.style.learn(self._call_tokens)
+
+    def key_name(self) -> str | None:
+        return key_name(*self.key) if self.key is not None else None
+
+    def _choose(self, pitch: int, lo: int, hi: int, tokens: list[int],
+                gap: float | None = None, onset: float | None = None) -> int:
+        """The next curve from ``pitch``: in range, on the scale (by the key strength), in
+        the performer's style (by the style weight), never a curve repeated more than
+        ``max_repeat`` times in a row in one answer (``tokens``, its curves so far)."""
+        s = self.sampler
+        mask = self.key_bias.restrict(s.allowed(pitch, lo, hi), pitch)
+        if gap is not None:
+            mask = s.near_time(mask, gap)
+        if onset is not None:  # quantized: the curves that land the next onset on the grid
+            mask = self.grid.mask(onset, mask)
+        k = self.max_repeat
+        if len(tokens) >= k:
+            last = tokens[-1]
+            if mask[last] and tokens[-k:].count(last) == k:
+                mask[last] = False
+                if not mask.any():
+                    mask[last] = True
+        scores = self.style.mix(self.logits, self._history, self._scores)
+        self.key_bias.apply(scores, pitch)
+        return s.sample(scores, mask)
 
     def answer_beats(self, call: list[MelodyNote], call_end: float) -> float:
         ac = self.answer_cfg
@@ -217,11 +378,16 @@ class Engine:
         ac = self.answer_cfg
         beat = self.beat_s
         anchor = call[0].time
-        start = anchor + math.ceil((decided - anchor) / beat - 1e-9) * beat
+        start = self._beat_at_or_after(decided, anchor)
+        if self.grid is not None:  # the call's swing, on the grid the answer starts on
+            self.grid.hear([(n.time - start) / beat for n in call])
         beats = self.answer_beats(call, call_end)
         pitches = [n.pitch for n in call]
-        lo = max(0, min(pitches) - ac.range_widen)
-        hi = min(127, max(pitches) + ac.range_widen)
+        rc = self.range_cfg
+        lo = max(rc.lowest, min(pitches) - ac.range_widen)
+        hi = min(rc.highest, max(pitches) + ac.range_widen)
+        if lo > hi:  # the call lies outside the part's range: the part's range wins
+            lo, hi = rc.lowest, rc.highest
         vels = np.array([n.velocity for n in call], dtype=np.float64)
         vmean = float(vels.mean())
 
@@ -233,14 +399,18 @@ class Engine:
         np.copyto(self._base.c, self.state.c)
 
         pitch, prev_t = self.prev  # the call's last note
-        sampler = self.sampler
         # The first curve must match the real gap from the call's last note to the grid.
-        mask = sampler.near_time(sampler.allowed(pitch, lo, hi), (start - prev_t) / beat)
-        tok = sampler.sample(self.logits, mask)
+        hist = self._history
+        hist.clear()
+        hist.extend(self._call_tokens[-self.style.order:])
+        tok = self._choose(pitch, lo, hi, answer.tokens, (start - prev_t) / beat)
         onset = 0.0  # beats from start
         while True:
             pitch += int(self.pitch_diff[tok])
             answer.tokens.append(tok)
+            hist.append(tok)
+            if len(hist) > 2 * self.style.order:
+                del hist[:-self.style.order]
             self.logits = self.model.step(tok, self.state)
             self.steps += 1
             i = len(answer.notes)
@@ -251,12 +421,14 @@ class Engine:
                 np.copyto(self._pool[i].c, self.state.c)
             answer.states.append(self._pool[i])
             # the next curve, sampled now, gives this note's inter-onset time
-            tok = sampler.sample(self.logits, sampler.allowed(pitch, lo, hi))
+            tok = self._choose(pitch, lo, hi, answer.tokens,
+                               onset=onset if self.grid is not None else None)
             ioi = float(self.time_diff[tok])
-            length = min(ac.articulation * ioi, ac.max_note_beats)
+            at, ioi, played = self._place(onset, ioi)
+            length = min(ac.articulation * played, ac.max_note_beats)
             j = int(self.rng.integers(len(vels)))
             vel = int(np.clip(round(vmean + 0.5 * (vels[j] - vmean)), 1, 127))
-            note = TimedNote(pitch, start + onset * beat, length * beat, vel)
+            note = TimedNote(pitch, start + at * beat, length * beat, vel)
             answer.notes.append(note)
             self.player.add(answer.id, note)
             onset += ioi

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from companion.tempo import Pace
+
 #: What a message did to the melody (plain ints: the live path allocates no event objects).
 NOTHING, NEW_NOTE, TOP_CHANGED = 0, 1, 2
 
 #: Controllers that silence every key: All Sound Off, All Notes Off.
 _ALL_OFF = (120, 123)
+
+#: A key held this many beats when a new note starts has lost its note-off (a dropped or
+#: garbled message): it stops counting as held, so that a lost message cannot keep the
+#: companion from ever hearing a phrase end.
+STUCK_KEY_BEATS = 32.0
 
 
 @dataclass(slots=True)
@@ -41,16 +48,29 @@ class Listener:
         self.window_s = window_s
         self.channel = channel  # 0-based, None for omni
         self.held: set[tuple[int, int]] = set()
+        self._pressed: dict[tuple[int, int], float] = {}  # held key -> when it was pressed
         self.notes: list[MelodyNote] = []  # melody of the phrase being played
         self.silence_since: float | None = None  # last key released, while none is held
         self._group_start = float("-inf")
+        # Time (set by the engine from config.time; these defaults are the plain listener):
+        # the sustain pedal, the explicit ends of a call, the performer's pace.
+        self.sustain_holds = False
+        self.end_on_pedal_release = False
+        self.end_cc: int | None = None
+        self.end_note: int | None = None
+        self.pace: Pace | None = None
+        self.pedal = False
+        self.sustained: set[tuple[int, int]] = set()  # released keys the pedal holds
+        self.ended_at: float | None = None  # the call was ended explicitly
 
     def accepts(self, msg) -> bool:
         """A note or all-notes-off message on the listened channel."""
         kind = msg.type
         if kind == "note_on" or kind == "note_off":
             pass
-        elif kind != "control_change" or msg.control not in _ALL_OFF:
+        elif kind != "control_change" or (
+            msg.control not in _ALL_OFF and msg.control != 64 and msg.control != self.end_cc
+        ):
             return False
         return self.channel is None or msg.channel == self.channel
 
@@ -59,13 +79,25 @@ class Listener:
         if not self.accepts(msg):
             return NOTHING
         if msg.type == "control_change":
+            if msg.control not in _ALL_OFF:
+                self._control(msg.control, msg.value, t)
+                return NOTHING
+            self.sustained.clear()
             self.held.clear()
+            self._pressed.clear()
             if self.notes and self.silence_since is None:
                 self.silence_since = t
             return NOTHING
         key = (msg.channel, msg.note)
         if msg.type == "note_on" and msg.velocity > 0:
+            if msg.note == self.end_note:
+                self._end(t)
+                return NOTHING
+            self.sustained.discard(key)
+            if self.held:
+                self._forget_stuck(t)
             self.held.add(key)
+            self._pressed[key] = t
             self.silence_since = None
             if self.notes and t - self._group_start <= self.window_s:
                 top = self.notes[-1]
@@ -74,19 +106,56 @@ class Listener:
                     return TOP_CHANGED
                 return NOTHING
             self._group_start = t
+            if self.pace is not None and self.notes:
+                self.pace.add(t - self.notes[-1].time)
             self.notes.append(MelodyNote(msg.note, t, msg.velocity))
             return NEW_NOTE
         # note_off, or note_on with velocity 0
         if key in self.held:
             self.held.discard(key)
-            if not self.held and self.notes:
+            self._pressed.pop(key, None)
+            if self.pedal and self.sustain_holds:
+                self.sustained.add(key)
+            elif not self.held and not self.sustained and self.notes:
                 self.silence_since = t
         return NOTHING
 
+    def _control(self, cc: int, value: int, t: float) -> None:
+        """The sustain pedal (CC 64) and the end-of-call controller."""
+        if cc == 64:
+            down = value >= 64
+            if self.pedal and not down:
+                self.sustained.clear()
+                if self.end_on_pedal_release:
+                    self._end(t)
+                elif not self.held and self.notes and self.silence_since is None:
+                    self.silence_since = t
+            self.pedal = down
+        if cc == self.end_cc and value >= 64:
+            self._end(t)
+
+    def _end(self, t: float) -> None:
+        """An explicit end of the call: it ends now, whatever is held."""
+        if self.notes:
+            self.ended_at = t
+
+    def _forget_stuck(self, t: float) -> None:
+        limit = STUCK_KEY_BEATS * self.beat_s  # the beat may follow the tempo
+        stuck = [k for k, p in self._pressed.items() if t - p > limit]
+        for k in stuck:
+            self.held.discard(k)
+            del self._pressed[k]
+        if stuck and not self.held and not self.sustained:
+            self.take_phrase()  # the phrase it held open is long gone: a new one starts
+
     def deadline(self) -> float | None:
         """When the phrase ends if nothing more is played; None while a key is held."""
-        if self.silence_since is None or self.held or not self.notes:
+        if self.ended_at is not None and self.notes:
+            return self.ended_at
+        if self.silence_since is None or self.held or self.sustained or not self.notes:
             return None
+        if self.pace is not None:
+            return self.silence_since + self.pace.wait_s(self.phrase_end_s)
         return self.silence_since + self.phrase_end_s
 
     def phrase_ended(self, t: float) -> bool:
@@ -97,5 +166,6 @@ class Listener:
         """The finished phrase's melody; the listener starts on the next one."""
         notes, self.notes = self.notes, []
         self.silence_since = None
+        self.ended_at = None
         self._group_start = float("-inf")
         return notes

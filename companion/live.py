@@ -18,6 +18,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
@@ -25,13 +26,33 @@ import mido
 
 from companion.clock import Clock, RealClock, StopFlag
 from companion.config import Config
+from companion.controls import ANSWERING, LISTENING, Controls, StateOut
 from companion.engine import Engine, EventHook
+from companion.metronome import ClickThread, Metronome
+from companion.midiclock import CLOCK_TYPES
 from companion.model import StepModel
 from companion.scheduler import Scheduler
-from companion.session import SessionRecorder
+from companion.session import Autosave, SessionRecorder
 
 #: The engine thread looks at its stop flag at least this often.
 IDLE_WAKE_S = 0.25
+
+#: Input older than this when the engine thread gets to it is a backlog (a flood of
+#: messages faster than they can be handled): dropped rather than acted on late, except
+#: what ends notes (see ``_ends_notes``). Counted, and said in one warning per flood.
+BACKLOG_S = 0.25
+#: A flood is over, and its warning said, after this long without a dropped message.
+FLOOD_QUIET_S = 1.0
+#: The input queue never holds more than this: beyond it the input callback drops too.
+MAX_QUEUED = 20_000
+
+
+def _ends_notes(msg) -> bool:
+    """Note-offs and All Notes/Sound Off: never dropped from a backlog (cheap, no model step,
+    and dropping one would leave a key held in the listener or an echoed note sounding)."""
+    kind = getattr(msg, "type", None)
+    return kind == "note_off" or (kind == "note_on" and msg.velocity == 0) or (
+        kind == "control_change" and msg.control in (120, 123))
 
 
 class Live:
@@ -48,10 +69,12 @@ class Live:
         on_event: EventHook | None = None,
         recorder: SessionRecorder | None = None,
         log: Callable[[str], None] | None = None,
+        clockport=None,
     ):
         self.cfg = cfg
         self.inport = inport
         self.outport = outport
+        self.clockport = clockport  # a dedicated MIDI clock input (config time.clock_port)
         self.clock = clock or RealClock()
         self.recorder = recorder
         self.log = log or (lambda line: None)
@@ -59,18 +82,54 @@ class Live:
         self.channel = cfg.midi.output_channel - 1
         self.passthrough = cfg.midi.passthrough
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=on_event)
+        self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=self._played)
         self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event)
+        self.clicks = self._clicks(cfg)
+        self.controls = Controls(cfg.controls, self.engine, cfg.answer.max_beats,
+                                 on_mute=self._on_mute, on_panic=self.panic, log=self.log)
+        self.state_out = StateOut(cfg.controls.state_out, self.channel, self.scheduler.send,
+                                  self.scheduler.lock)
+        self._key_logged: str | None = None
         self._echoed: set[int] = set()  # passthrough notes sounding on our output
         self._stop = StopFlag()
         self._send_failed = False
         self._thread = threading.Thread(target=self._run, name="companion-engine", daemon=True)
         self._started = self._stopped = False
+        #: Input messages dropped as a backlog, by the engine thread / by the input callback.
+        self.dropped = 0
+        self.dropped_queue_full = 0
+        self._flood = 0  # dropped in the flood going on
+        self._last_drop = 0.0
+        #: When stop() had turned every note off (clock seconds).
+        self.notes_off_at: float | None = None
 
     # -- the input callback: rtmidi's thread, so only a timestamp and a queue put ---------
 
     def _on_input(self, msg: mido.Message) -> None:
+        if getattr(msg, "type", None) in CLOCK_TYPES:  # followed here, never queued
+            if self.engine.clock_from_input:
+                self.engine.on_clock(msg, self.clock.now())
+            return
+        if self.queue.qsize() >= MAX_QUEUED and not _ends_notes(msg):
+            self.dropped_queue_full += 1  # memory stays bounded whatever comes in
+            return
         self.queue.put((self.clock.now(), msg))
+
+    def _on_clock(self, msg: mido.Message) -> None:
+        """The dedicated clock port's callback: its clock messages only."""
+        if getattr(msg, "type", None) in CLOCK_TYPES:
+            self.engine.on_clock(msg, self.clock.now())
+
+    def _clicks(self, cfg: Config) -> ClickThread:
+        """Count-in and metronome (config time), on the clock's beats or the internal tempo."""
+        tc = cfg.time
+        engine = self.engine
+        mc = engine.midiclock
+        return ClickThread(
+            Metronome(tc.count_in_beats, tc.metronome), self.scheduler.send, self.clock,
+            lambda: engine.beat_s, (lambda t: mc.next_beat(t)) if mc is not None else
+            (lambda t: None), lambda: self.scheduler.halted, tc.click_channel - 1,
+            tc.click_note, tc.click_velocity)
 
     # -- output ----------------------------------------------------------------------------
 
@@ -109,18 +168,34 @@ class Live:
             except queue.Empty:
                 pass
             else:
-                self._handle(t, msg)
+                if msg is None:  # stop() waking us
+                    continue
+                if now() - t > BACKLOG_S and not _ends_notes(msg):
+                    self._flood += 1  # a backlog: never acted on (or played) late
+                    self._last_drop = now()
+                else:
+                    self._handle(t, msg)
                 if not q.empty():
                     continue  # a message heard before the deadline counts before deciding
+            if self._flood and now() - self._last_drop > FLOOD_QUIET_S:
+                self._flood_over()
             try:
                 self.engine.poll(now())
             except Exception as e:  # noqa: BLE001 - keep listening whatever happens
                 self.log(f"could not answer: {type(e).__name__}: {e}")
 
+    def _flood_over(self) -> None:
+        n, self._flood = self._flood, 0
+        self.dropped += n
+        self.log(f"input flood: {n} messages came faster than they could be handled and were "
+                 f"dropped (note-offs kept); listening normally again")
+
     def _handle(self, t: float, msg: mido.Message) -> None:
         try:
             if self.recorder is not None:
                 self.recorder.heard(t, msg)
+            if self.controls.handle(msg):
+                return
             if self.passthrough and msg.type in ("note_on", "note_off") and (
                 self.engine.listener.accepts(msg)
             ):
@@ -137,15 +212,42 @@ class Live:
         except Exception as e:  # noqa: BLE001 - a strange message must not stop the companion
             self.log(f"ignored {msg!r}: {type(e).__name__}: {e}")
 
+    def _played(self, kind: str, t: float, **data) -> None:
+        """Scheduler events: the last note-off of the current answer ends its turn."""
+        if kind == "note_off":
+            a = self.engine.answer
+            if a is not None and data["answer"] == a.id and data["index"] == len(a.notes) - 1:
+                self.state_out.set(LISTENING)
+        if self.user_event is not None:
+            self.user_event(kind, t, **data)
+
+    def _on_mute(self, muted: bool) -> None:
+        """Muted: the answer playing now stops too."""
+        if muted:
+            self.scheduler.cancel()
+            self.state_out.set(LISTENING)
+
+    def panic(self) -> None:
+        """Every answer dropped, every note off (ours and echoed), back to listening."""
+        self.scheduler.cancel()
+        self.all_notes_off()
+        self.state_out.set(LISTENING)
+
     def _event(self, kind: str, t: float, **data) -> None:
         if kind == "phrase_end":
+            self.state_out.set(ANSWERING)
+            key = self.engine.key_name()
+            if key != self._key_logged:
+                self._key_logged = key
+                self.log(f"key: {key}")
             a = self.engine.answer
             self.log(
                 f"call of {data['call']} notes -> answer of {data['notes']} notes, "
                 f"{data['beats']:g} beats, from {a.start - data['deadline']:+.3f} s after the "
-                f"phrase end"
+                f"phrase end{self.engine.time_note(t)}"
             )
         elif kind == "barge_in":
+            self.state_out.set(LISTENING)
             self.log(f"performer plays: answer stopped after {data['played']} notes")
         if self.user_event is not None:
             self.user_event(kind, t, **data)
@@ -156,9 +258,13 @@ class Live:
         """All Notes Off (a previous run may have been killed mid-note), then listen."""
         self._started = True
         self.all_notes_off()
+        self.state_out.set(LISTENING)
         self.scheduler.start()
         self._thread.start()
         self.inport.callback = self._on_input
+        if self.clockport is not None:
+            self.clockport.callback = self._on_clock
+        self.clicks.start()
 
     def halt(self) -> None:
         """Signal-safe first step of stopping: no note-on leaves after this."""
@@ -173,11 +279,21 @@ class Live:
         self.halt()
         with contextlib.suppress(Exception):
             self.inport.callback = None
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+        if self.clockport is not None:
+            with contextlib.suppress(Exception):
+                self.clockport.callback = None
+        self.clicks.stop()
+        # notes off first, at once: the engine thread may be asleep for up to IDLE_WAKE_S
         self.scheduler.close()
         if self._started:
             self.all_notes_off()
+            self.notes_off_at = self.clock.now()
+        self.queue.put((self.clock.now(), None))
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        if self._flood:
+            self.dropped += self._flood
+            self._flood = 0
 
 
 @contextlib.contextmanager
@@ -212,10 +328,12 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
     log = _print(out or sys.stdout)
     stop = StopFlag()
     running: list[Live] = []
+    signalled: list[float] = []  # when the stop signal came (the live clock)
 
     def on_signal(signum, frame) -> None:
         for live in running:
             live.halt()  # before anything else: no note-on leaves after this
+        signalled.append(time.perf_counter())
         stop.set()
 
     with stop_on_signals(on_signal):
@@ -226,15 +344,28 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
         m = cfg.midi
         ports = open_ports(m.backend, m.client_name, m.input_name, m.output_name, m.input,
                            m.output)
-        recorder = None
+        recorder = autosave = watcher = clockport = None
         try:
             clock = RealClock()
             if cfg.session.enabled:
                 recorder = SessionRecorder(clock.now(), cfg.listen.tempo_bpm)
+                autosave = Autosave(recorder, cfg.session_dir(), cfg.session.save_every_s, log)
+            if cfg.time.clock_port is not None and cfg.time.clock == "follow":
+                from companion.ports import open_clock_port
+
+                clockport = open_clock_port(m.backend, cfg.time.clock_port)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
-                        recorder=recorder, log=log)
+                        recorder=recorder, log=log, clockport=clockport)
             running.append(live)
             live.start()
+            if autosave is not None:
+                autosave.start()
+            if m.input is not None or m.output is not None:
+                from companion.watch import PortWatcher
+
+                watcher = PortWatcher(live, m.backend, m.input, m.output, ports.input_label,
+                                      ports.output_label, log)
+                watcher.start()
             log(
                 f"listening on {ports.input_label}, answering on {ports.output_label} channel "
                 f"{m.output_channel} ({m.backend}); model {cfg.model_dir()}; "
@@ -244,12 +375,27 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
             while not stop.wait(0.5):
                 pass
         finally:
+            if watcher is not None:
+                watcher.stop()
             for live in running:
                 live.stop()
+                ports.inport, ports.outport = live.inport, live.outport  # the watcher's
             ports.close()
+            if clockport is not None:
+                with contextlib.suppress(Exception):
+                    clockport.close()
+            if autosave is not None:
+                autosave.stop()
+        for live in running:
+            if signalled and live.notes_off_at is not None:
+                ms = (live.notes_off_at - signalled[0]) * 1000
+                log(f"every note off {ms:.1f} ms after the stop signal")
+            if live.dropped or live.dropped_queue_full:
+                log(f"{live.dropped + live.dropped_queue_full} flooded input messages dropped "
+                    f"in all")
         if recorder is not None:
             try:
-                path = recorder.save(cfg.session_dir())
+                path = recorder.flush(cfg.session_dir())
             except OSError as e:
                 log(f"could not save the session in {cfg.session_dir()} ({e.strerror or e})")
                 return 1

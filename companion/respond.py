@@ -31,6 +31,8 @@ class Response:
     seed: int
     tempo_bpm: float
     steps: int  # ONNX steps taken, call and answer
+    key: str | None = None  # the key the answer was biased to ("D major"), if any
+    tokens: list[int] | None = None  # the answer's curve tokens (for measurements)
 
 
 def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
@@ -52,7 +54,8 @@ def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
     clock.set(deadline)
     engine.poll(deadline)
     player.flush()
-    return Response(call, _notes(played, beat), seed, cfg.listen.tempo_bpm, engine.steps)
+    return Response(call, _notes(played, beat), seed, cfg.listen.tempo_bpm, engine.steps,
+                    engine.key_name(), list(engine.answer.tokens) if engine.answer else None)
 
 
 def _notes(played: list[tuple[float, mido.Message]], beat: float) -> list[PhraseNote]:
@@ -85,7 +88,7 @@ def as_json(notes: list[PhraseNote]) -> list[dict]:
 
 
 def run(cfg: Config, call_path: str, out_path: str | None, seed: int | None, json_out: bool,
-        out: TextIO | None = None) -> int:
+        out: TextIO | None = None, plot: str | None = None) -> int:
     import numpy as np
 
     out = out or sys.stdout
@@ -96,6 +99,11 @@ def run(cfg: Config, call_path: str, out_path: str | None, seed: int | None, jso
     r = respond(cfg, model, call, seed)
     path = Path(out_path) if out_path else Path(f"{Path(call_path).stem}-response.mid")
     write(path, r, cfg.midi.output_channel - 1)
+    if plot:
+        from companion.plot import piano_roll
+
+        piano_roll(plot, call.notes, r.answer, title=f"{call.name}: call and answer "
+                   f"(seed {seed})", key=r.key)
     if json_out:
         print(json.dumps(as_json(r.answer)), file=out)
     else:

@@ -59,9 +59,14 @@ def _jack_up(env: dict) -> bool:
 
 
 @pytest.fixture
-def jack_server(tmp_path):
+def jack_server(tmp_path, request):
     """A JACK server on the dummy driver (no sound card), private to this test: yields the
-    environment (JACK_DEFAULT_SERVER) in which clients find it. In CI a missing jackd fails."""
+    environment (JACK_DEFAULT_SERVER) in which clients find it. In CI a missing jackd fails.
+
+    Its period is 256 frames at 48 kHz; a test that times MIDI to the millisecond asks for a
+    shorter one (MIDI moves once a period) with ``@pytest.mark.parametrize("jack_server",
+    [FRAMES], indirect=True)``."""
+    frames = str(getattr(request, "param", 256))
     jackd = shutil.which("jackd")
     if jackd is None:
         if os.environ.get("CI"):
@@ -72,7 +77,7 @@ def jack_server(tmp_path):
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1")
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+        [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", frames],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
