@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-corpus", nargs="*", default=[], metavar="SPEC",
                    help="held-out corpora the model never trains on, evaluated into the card")
     p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
-    p.add_argument("--epochs", type=int, default=45)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--window", type=int, default=128, help="training window, tokens")
