@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="random seed (same seed, same answer)")
     respond.add_argument("--tempo", type=float, metavar="BPM", help="tempo of the call")
     respond.add_argument("--json", action="store_true", help="print the answer's notes as JSON")
+    respond.add_argument("--beats", type=float, metavar="B",
+                         help="answer only the call's first B beats (an excerpt of a tune)")
     respond.add_argument("--plot", metavar="OUT.png",
                          help="draw the call and its answer as a piano roll (needs matplotlib)")
 
@@ -147,7 +149,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from companion.respond import run
 
         return run(cfg, args.call, args.out, cfg.answer.seed, args.json,
-                   plot=getattr(args, "plot", None))
+                   plot=getattr(args, "plot", None), beats=getattr(args, "beats", None))
     if args.command == "demo":
         from companion.demo import run
 

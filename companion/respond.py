@@ -58,6 +58,17 @@ def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
                     engine.key_name(), list(engine.answer.tokens) if engine.answer else None)
 
 
+def excerpt(call: Phrase, beats: float) -> Phrase:
+    """The call's first ``beats`` beats: notes starting before, cut off at the end."""
+    if not beats > 0:
+        raise CallError(f"--beats: expected a positive number of beats, got {beats:g}")
+    notes = [PhraseNote(n.pitch, n.start, min(n.duration, beats - n.start), n.velocity)
+             for n in call.notes if n.start < beats]
+    if not notes:
+        raise CallError(f"{call.name}: no note starts in the first {beats:g} beats")
+    return Phrase(f"{call.name} (first {beats:g} beats)", notes)
+
+
 def _notes(played: list[tuple[float, mido.Message]], beat: float) -> list[PhraseNote]:
     """The played note-on/note-off pairs as notes in beats."""
     sounding: dict[int, tuple[float, int]] = {}
@@ -88,11 +99,13 @@ def as_json(notes: list[PhraseNote]) -> list[dict]:
 
 
 def run(cfg: Config, call_path: str, out_path: str | None, seed: int | None, json_out: bool,
-        out: TextIO | None = None, plot: str | None = None) -> int:
+        out: TextIO | None = None, plot: str | None = None, beats: float | None = None) -> int:
     import numpy as np
 
     out = out or sys.stdout
     call = read_call(call_path)
+    if beats is not None:
+        call = excerpt(call, beats)
     model = StepModel(cfg.model_dir())
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**31)

@@ -105,3 +105,19 @@ def test_python_m_companion_respond(tmp_path, model_pkg, call_file):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)
+
+
+def test_beats_answers_an_excerpt_of_the_call(tmp_path, capsys, model_pkg, call_file):
+    out = tmp_path / "x.mid"
+    notes = run_json(capsys, str(call_file), "-o", str(out), "--model", str(model_pkg),
+                     "--seed", "3", "--beats", "8")
+    call = mido.MidiFile(out).tracks[0]
+    ticks, ends = 0, []
+    for m in call:
+        ticks += m.time
+        if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0):
+            ends.append(ticks / mido.MidiFile(out).ticks_per_beat)
+    assert ends and max(ends) <= 8 + 1e-6  # nothing of the call after its 8th beat
+    assert notes and notes[0]["start_beats"] >= max(ends) + 1.5 - 1e-6
+    assert main(["respond", str(call_file), "--model", str(model_pkg), "--beats", "0"]) == 2
+    assert "--beats" in capsys.readouterr().err
