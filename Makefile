@@ -44,7 +44,7 @@ evaluate: $(VENV)/.all
 	$(PY) -m train.evaluate --model models/default --corpus $(NOTTINGHAM)
 
 bench: $(VENV)/.all
-	$(VENV)/bin/companion bench
+	$(VENV)/bin/companion bench --train
 
 demo: $(VENV)/.runtime
 	$(VENV)/bin/companion demo

@@ -7,6 +7,7 @@ decisions are exact and reproducible there.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Protocol
@@ -43,6 +44,28 @@ class StopFlag:
                 break
             time.sleep(left)
         return self.value
+
+
+#: Real-time round-robin priority of the threads that time the music (scheduler, engine):
+#: above every ordinary process, below JACK's own real-time threads (10 and up by default).
+RT_PRIORITY = 5
+
+
+def realtime_thread(priority: int = RT_PRIORITY) -> bool:
+    """Ask that the calling thread run before ordinary processes (SCHED_RR; Linux).
+
+    On a busy machine an ordinary thread can wait milliseconds, even tens of them, for a
+    core after its deadline; a real-time one preempts ordinary work at once. Needs root or
+    an rtprio limit (the `audio` group that jackd2's install sets up); without, False, and
+    nothing changes. The threads sleep or wait almost all the time, so they cannot hog a core.
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class Clock(Protocol):

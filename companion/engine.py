@@ -427,7 +427,7 @@ class Engine:
             at, ioi, played = self._place(onset, ioi)
             length = min(ac.articulation * played, ac.max_note_beats)
             j = int(self.rng.integers(len(vels)))
-            vel = int(np.clip(round(vmean + 0.5 * (vels[j] - vmean)), 1, 127))
+            vel = min(127, max(1, round(vmean + 0.5 * (vels[j] - vmean))))  # np.clip: ~50 us
             note = TimedNote(pitch, start + at * beat, length * beat, vel)
             answer.notes.append(note)
             self.player.add(answer.id, note)

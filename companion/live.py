@@ -24,7 +24,7 @@ from typing import TextIO
 
 import mido
 
-from companion.clock import Clock, RealClock, StopFlag
+from companion.clock import Clock, RealClock, StopFlag, realtime_thread
 from companion.config import Config
 from companion.controls import ANSWERING, LISTENING, Controls, StateOut
 from companion.engine import Engine, EventHook
@@ -36,6 +36,10 @@ from companion.session import Autosave, SessionRecorder
 
 #: The engine thread looks at its stop flag at least this often.
 IDLE_WAKE_S = 0.25
+#: This long before a phrase-end deadline the engine thread wakes to warm the model (a
+#: throwaway step): a step after tens of ms idle costs ~5x a step with the weights in
+#: cache, and the first answer step is the one a performer waits for.
+PREWARM_S = 0.0015
 
 #: Input older than this when the engine thread gets to it is a backlog (a flood of
 #: messages faster than they can be handled): dropped rather than acted on late, except
@@ -158,11 +162,23 @@ class Live:
     # -- the engine thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        realtime_thread()  # the engine's step and answer must not wait for a core either
         now = self.clock.now
         q = self.queue
+        warmed = None  # the deadline the model was last warmed for
         while not self._stop.is_set():
             deadline = self.engine.next_deadline()
-            wait = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, deadline - now())
+            wait = IDLE_WAKE_S
+            if deadline is not None:
+                left = deadline - now()
+                if warmed != deadline:
+                    if left <= PREWARM_S:
+                        self.engine.model.warm()
+                        warmed = deadline
+                        left = deadline - now()
+                    else:
+                        left -= PREWARM_S  # wake in time to warm the model first
+                wait = min(IDLE_WAKE_S, left)
             try:
                 t, msg = q.get(timeout=wait) if wait > 0 else q.get_nowait()
             except queue.Empty:

@@ -151,6 +151,14 @@ class StepModel:
             np.copyto(state.c, self._c_out)
             return self._logits[0].copy()
 
+    def warm(self) -> None:
+        """A throwaway step (on this model's own buffers; no state changes): it brings the
+        weights back into the CPU caches. A step after tens of ms without one costs several
+        times one right after another (`companion bench`, step_us), so the engine warms the
+        model just before a step it knows is coming: the first of an answer."""
+        with self._lock:
+            self._run()
+
     def run_batch(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray):
         """A batched step for evaluation: tokens ``[B]``, state ``[L, B, H]``."""
         return self.session.run(OUTPUTS, {"token": tokens.astype(np.int64), "h": h, "c": c})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import mido
 
-from companion.clock import SPIN_S, Clock, RealClock
+from companion.clock import SPIN_S, Clock, RealClock, realtime_thread
 
 NOTE_OFF, NOTE_ON = 0, 1  # at equal times a note-off goes first: a repeated pitch re-strikes
 
@@ -224,6 +224,7 @@ class Scheduler(Player):
         self.spin_s = spin_s
         self._cond = threading.Condition(self.lock)
         self._stop = False
+        self.realtime: bool | None = None  # whether the OS gave the thread real-time priority
         self._thread = threading.Thread(target=self._run, name="companion-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -234,6 +235,7 @@ class Scheduler(Player):
             self._cond.notify()
 
     def _run(self) -> None:
+        self.realtime = realtime_thread()
         now = self.clock.now
         while True:
             with self._cond:
