@@ -132,13 +132,15 @@ def note_ons(msgs):
 def assert_matched(msgs) -> None:
     """Every note-on has its note-off later (and a pitch is not struck twice while sounding)."""
     sounding: set[int] = set()
+    # on failure, everything received (time, bytes): tells a lost message from a wrong one
+    seen = "\n".join(f"{t:.4f} {m.hex()}" for t, m in msgs)
     for _, m in msgs:
         if m.type == "note_on" and m.velocity > 0:
-            assert m.note not in sounding, f"note {m.note} struck again while sounding"
+            assert m.note not in sounding, f"note {m.note} struck again while sounding:\n{seen}"
             sounding.add(m.note)
         elif m.type == "note_off" or m.type == "note_on":
             sounding.discard(m.note)
-    assert not sounding, f"notes left sounding: {sorted(sounding)}"
+    assert not sounding, f"notes left sounding: {sorted(sounding)}\n{seen}"
 
 
 CALL = [(67, 0, 0.4), (69, 0.5, 0.4), (71, 1, 0.4), (74, 1.5, 0.4), (72, 2, 0.9)]
