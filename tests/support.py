@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,22 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTTINGHAM = Path("/work/shared/data/nottingham-melody")
 if not NOTTINGHAM.is_dir():
     NOTTINGHAM = ROOT.parent / "shared" / "data" / "nottingham-melody"
+
+
+class Heard:
+    """What a test's MIDI input port receives, stamped on arrival (its callback side)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[float, object]] = []
+        self.lock = threading.Lock()
+
+    def _heard(self, msg) -> None:
+        with self.lock:
+            self.got.append((time.monotonic(), msg))
+
+    def received(self) -> list:
+        with self.lock:
+            return list(self.got)
 
 
 def nottingham_files(n: int) -> list[Path]:

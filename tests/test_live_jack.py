@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mido
 import pytest
-from support import ROOT, write_config
+from support import ROOT, Heard, write_config
 
 pytestmark = pytest.mark.jack
 
@@ -69,13 +69,12 @@ class Companion:
             pytest.fail("companion did not exit after SIGTERM:\n" + "\n".join(self.lines))
 
 
-class Performer:
+class Performer(Heard):
     """This test's own JACK ports, connected to the companion's."""
 
     def __init__(self):
+        super().__init__()
         self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
-        self.got: list[tuple[float, mido.Message]] = []
-        self.lock = threading.Lock()
         to_name = self._find(self.backend.get_output_names(), ":in")
         from_name = self._find(self.backend.get_input_names(), ":out")
         self.to = self.backend.open_output(to_name)
@@ -87,14 +86,6 @@ class Performer:
         mine = [n for n in names if n.startswith("companion") and n.endswith(suffix)]
         assert len(mine) == 1, names
         return mine[0]
-
-    def _heard(self, msg: mido.Message) -> None:
-        with self.lock:
-            self.got.append((time.monotonic(), msg))
-
-    def received(self) -> list[tuple[float, mido.Message]]:
-        with self.lock:
-            return list(self.got)
 
     def play(self, notes: list[tuple[int, float, float]]) -> float:
         """(pitch, start_beats, duration_beats) in real time; returns the time just before

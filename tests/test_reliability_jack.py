@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
 import mido
 import pytest
 import rtmidi
-from support import write_config
+from support import Heard, write_config
 from test_live_jack import CALL, Companion, Performer, assert_matched, note_ons
 from test_reliability_midi import assert_all_off as _all_off
 
@@ -271,23 +270,14 @@ def test_signal_mid_answer(jack_server, monkeypatch, tmp_path, model_pkg, sig):
     assert played[-1].type == "control_change" and played[-1].control == 123
 
 
-class Synth:
+class Synth(Heard):
     """A JACK client of this test with an input port (a synth, a DAW track)."""
 
     def __init__(self, name: str = "synth"):
+        super().__init__()
         self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
-        self.got: list[tuple[float, mido.Message]] = []
-        self.lock = threading.Lock()
         self.port = self.backend.open_input(name, virtual=True, client_name=name,
                                             callback=self._heard)
-
-    def _heard(self, msg: mido.Message) -> None:
-        with self.lock:
-            self.got.append((time.monotonic(), msg))
-
-    def received(self) -> list[tuple[float, mido.Message]]:
-        with self.lock:
-            return list(self.got)
 
     def close(self) -> None:
         self.port.close()
