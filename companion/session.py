@@ -13,39 +13,62 @@ from pathlib import Path
 
 import mido
 
-from companion.midifile import write_tracks
+from companion.midifile import TrackWriter, ticks, write_chunks
+
+
+class Events:
+    """One track of the session, kept encoded as the messages come (``TrackWriter``)."""
+
+    def __init__(self, name: str, start: float, beat_s: float):
+        self.start = start
+        self.beat_s = beat_s
+        self._writer = TrackWriter(name)
+        self._lock = threading.Lock()  # a live thread appends while the autosave reads
+        self.notes = False
+
+    def append(self, t: float, b: bytes) -> None:
+        with self._lock:
+            self._writer.add(ticks((t - self.start) / self.beat_s), b)
+            if b[0] & 0xF0 == 0x90:
+                self.notes = True
+
+    def __len__(self) -> int:
+        return self._writer.count
+
+    def chunk(self, tempo_bpm: float | None = None) -> bytes:
+        with self._lock:
+            body = bytes(self._writer.body)
+        return self._writer.chunk(tempo_bpm, body)
 
 
 class SessionRecorder:
-    """Collects channel messages with their clock times; thread-safe by list.append alone.
-
-    Each message is kept as its few bytes, not as a mido object (~10 times the memory):
-    a long session, or a flood of input, stays small.
-    """
+    """The performer's and the companion's channel messages, each track encoded as it is
+    played (some 4 bytes a message, in the order they came): a long session, or a flood of
+    input, stays small, and saving it makes no object per message."""
 
     def __init__(self, start: float, tempo_bpm: float):
         self.start = start
         self.tempo_bpm = tempo_bpm
         self.started_at = time.localtime()
-        self.performer: list[tuple[float, bytes]] = []
-        self.companion: list[tuple[float, bytes]] = []
+        beat = 60.0 / tempo_bpm
+        self.performer = Events("performer", start, beat)
+        self.companion = Events("companion", start, beat)
         #: The file, chosen at the first flush and rewritten by every later one.
         self.path: Path | None = None
 
     def heard(self, t: float, msg: mido.Message) -> None:
         if hasattr(msg, "channel"):  # not clock ticks, sysex and the like
-            self.performer.append((t, bytes(msg.bin())))
+            self.performer.append(t, bytes(msg.bin()))
 
     def played(self, t: float, msg: mido.Message) -> None:
-        self.companion.append((t, bytes(msg.bin())))
+        self.companion.append(t, bytes(msg.bin()))
 
     def size(self) -> int:
         """Messages recorded so far (an autosave writes only when this changed)."""
         return len(self.performer) + len(self.companion)
 
     def has_notes(self) -> bool:
-        return any(b[0] & 0xF0 == 0x90 for events in (self.performer, self.companion)
-                   for _, b in events)
+        return self.performer.notes or self.companion.notes
 
     def save(self, folder: str | Path) -> Path | None:
         """Write ``session-YYYYMMDD-HHMMSS.mid`` in ``folder``, a new file (never one that
@@ -76,18 +99,7 @@ class SessionRecorder:
         return path
 
     def _write(self, path: Path) -> None:
-        beat = 60.0 / self.tempo_bpm
-
-        def beats(events: list[tuple[float, bytes]]) -> list[tuple[float, mido.Message]]:
-            return [((t - self.start) / beat, mido.Message.from_bytes(b)) for t, b in events]
-
-        # copies: the input and scheduler threads append while an autosave writes
-        performer, companion = list(self.performer), list(self.companion)
-        write_tracks(
-            path, [("performer", beats(performer)), ("companion", beats(companion))],
-            self.tempo_bpm,
-        )
-
+        write_chunks(path, [self.performer.chunk(self.tempo_bpm), self.companion.chunk()])
 
 class Autosave:
     """Rewrites the session file every ``every_s`` seconds when something new was recorded,
