@@ -9,13 +9,21 @@ performer's motifs as the jam goes on.
 seen weigh most; a context seen rarely defers to shorter ones). Each context keeps its
 successors as small index/count arrays, so the distribution over the whole vocabulary is
 built in a preallocated buffer with a few vectorised operations per order.
+
+It remembers the most recent ``MEMORY_TOKENS`` curves, whole phrases, forgetting the oldest
+phrase first: the answers follow where the jam is now, and memory stays bounded however
+long the session runs or whatever floods the input.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+
+#: Curves remembered (about half an hour of phrases; some 8 MB at the most).
+MEMORY_TOKENS = 2048
 
 
 class _Successors:
@@ -34,6 +42,15 @@ class _Successors:
         self.total += 1
         self._idx = None
 
+    def remove(self, token: int) -> None:
+        n = self.counts[token] - 1
+        if n:
+            self.counts[token] = n
+        else:
+            del self.counts[token]
+        self.total -= 1
+        self._idx = None
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, counts) as arrays, rebuilt only after a change (learning, not sampling)."""
         if self._idx is None:
@@ -46,18 +63,22 @@ class _Successors:
 class StyleMemory:
     """The performer's curves of this session as an n-gram of orders 0..``order``."""
 
-    def __init__(self, vocab_size: int, order: int = 4, weight: float = 0.3):
+    def __init__(self, vocab_size: int, order: int = 4, weight: float = 0.3,
+                 memory: int = MEMORY_TOKENS):
         self.size = vocab_size
         self.order = int(order)
         self.weight = float(weight)
+        self.memory = int(memory)
         self.contexts: dict[tuple[int, ...], _Successors] = {}
-        self.tokens_seen = 0
+        self.tokens_seen = 0  # tokens remembered now
+        self._phrases: deque[list[int]] = deque()
         self._p = np.zeros(vocab_size, dtype=np.float64)
         self._lstm = np.empty(vocab_size, dtype=np.float64)
 
     def reset(self) -> None:
         """Forget the session (a CC, or a new performer)."""
         self.contexts.clear()
+        self._phrases.clear()
         self.tokens_seen = 0
 
     @property
@@ -66,15 +87,31 @@ class StyleMemory:
 
     def learn(self, tokens: Sequence[int]) -> None:
         """One phrase of the performer's curve tokens, in order (contexts start within it)."""
-        toks = [int(t) for t in tokens]
+        toks = [int(t) for t in tokens][-self.memory:]
+        if not toks:
+            return
+        for ctx, tok in self._grams(toks):
+            succ = self.contexts.get(ctx)
+            if succ is None:
+                succ = self.contexts[ctx] = _Successors()
+            succ.add(tok)
+        self._phrases.append(toks)
+        self.tokens_seen += len(toks)
+        while self.tokens_seen > self.memory:
+            self._forget(self._phrases.popleft())
+
+    def _grams(self, toks: list[int]):
         for i, tok in enumerate(toks):
             for k in range(0, min(self.order, i) + 1):
-                ctx = tuple(toks[i - k:i])
-                succ = self.contexts.get(ctx)
-                if succ is None:
-                    succ = self.contexts[ctx] = _Successors()
-                succ.add(tok)
-            self.tokens_seen += 1
+                yield tuple(toks[i - k:i]), tok
+
+    def _forget(self, toks: list[int]) -> None:
+        for ctx, tok in self._grams(toks):
+            succ = self.contexts[ctx]
+            succ.remove(tok)
+            if not succ.total:
+                del self.contexts[ctx]
+        self.tokens_seen -= len(toks)
 
     def distribution(self, history: Sequence[int]) -> np.ndarray:
         """``p_style`` of the next token after ``history`` (most recent last): an internal

@@ -55,3 +55,36 @@ def test_learning_is_incremental_per_phrase():
     st.learn([3, 4])  # contexts do not cross phrases: (2,) was never followed by 3
     assert (2,) not in st.contexts and 4 in st.contexts[(3,)].counts
     assert st.contexts[()].total == 4
+
+
+def _counts(st: StyleMemory) -> dict:
+    return {ctx: dict(s.counts) for ctx, s in st.contexts.items()}
+
+
+def test_memory_forgets_the_oldest_phrases_and_stays_bounded():
+    rng = np.random.default_rng(1)
+    phrases = [list(rng.integers(0, V, size=rng.integers(1, 30))) for _ in range(200)]
+    st = StyleMemory(V, order=3, memory=100)
+    for ph in phrases:
+        st.learn(ph)
+        assert st.tokens_seen <= 100
+    # what is left is exactly a memory of the most recent phrases that fit
+    kept, n = [], 0
+    for ph in reversed(phrases):
+        if n + len(ph) > 100:
+            break
+        kept.insert(0, ph)
+        n += len(ph)
+    fresh = StyleMemory(V, order=3, memory=100)
+    for ph in kept:
+        fresh.learn(ph)
+    assert st.tokens_seen == n and _counts(st) == _counts(fresh)
+    assert all(s.total == sum(s.counts.values()) > 0 for s in st.contexts.values())
+    p = st.distribution([1, 2]).copy()
+    assert p == pytest.approx(fresh.distribution([1, 2]))
+
+
+def test_a_phrase_longer_than_the_memory_keeps_its_end():
+    st = StyleMemory(V, order=2, memory=5)
+    st.learn([1, 1, 1, 1, 1, 2, 3, 4, 5, 6])
+    assert st.tokens_seen == 5 and set(st.contexts[()].counts) == {2, 3, 4, 5, 6}
