@@ -149,6 +149,7 @@ class StyleConfig:
 
     weight: float = _num(0, 1, 0.3)
     order: int = _num(1, 8, 4)
+    memory: int = _num(16, 65536, 2048)
     max_repeat: int = _num(1, 64, 3)
 
 

@@ -121,7 +121,7 @@ class Engine:
         self.fixed_key = parse_key(kc.fixed) if kc.fixed is not None else None
         self.key_bias.key = self.fixed_key
         sc = cfg.style
-        self.style = StyleMemory(self.vocab.size, sc.order, sc.weight)
+        self.style = StyleMemory(self.vocab.size, sc.order, sc.weight, sc.memory)
         self.max_repeat = sc.max_repeat
         self._scores = np.empty(self.vocab.size, dtype=np.float64)
         self._call_tokens: list[int] = []  # curves within the call being played

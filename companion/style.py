@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Curves remembered (about half an hour of phrases; some 8 MB at the most).
+#: Curves remembered by default (config ``style.memory``; some 8 MB at the most).
 MEMORY_TOKENS = 2048
 
 
