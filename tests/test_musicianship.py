@@ -144,7 +144,8 @@ def test_goals_on_held_out_calls(model_pkg, calls):
     ("range", {"highest": 128}, "range.highest: expected a number in 0..127"),
     ("style", {"order": 0}, "style.order: expected a number in 1..8"),
     ("style", {"weight": -0.1}, "style.weight: expected a number in 0..1"),
-    ("style", {"memory": 3}, "style.memory: unknown key"),
+    ("style", {"memory": 3}, "style.memory: expected a number in 16..65536"),
+    ("style", {"memories": 3}, "style.memories: unknown key"),
 ])
 def test_config_errors_name_the_key(section, value, message):
     from companion.config import ConfigError
