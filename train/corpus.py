@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import pickle
 from collections.abc import Sequence
@@ -111,7 +112,10 @@ def load_corpus(
     jobs = [(f, use_cache) for f in files]
     bar = _bar(len(files), progress)
     if workers > 1 and len(files) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver, not fork: after training, TensorFlow's threads run in this process,
+        # and a forked child can inherit a lock one of them held (it died mid-read here)
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = pool.map(_load_one, jobs, chunksize=4)
             _collect(files, results, out, bar)
     else:
