@@ -70,3 +70,41 @@ def test_tune_families_stay_on_one_side_and_duplicates_go():
         fb = {family[i] for i in getattr(songs.split, b)}
         assert not fa & fb, (a, b)
     assert len(songs.split.test) == 24 and len(songs.split.val) == 12
+
+
+def test_batches_hold_each_window_once_cut_to_their_longest():
+    from train.dataset import tf_dataset
+
+    rng = np.random.default_rng(3)
+    songs = [np.arange(1000 * i, 1000 * i + n) for i, n in enumerate(rng.integers(2, 300, 150))]
+    x, y, w = windows(songs, length=128)
+    for shuffle in (False, True):
+        seen, padded, orders = [], 0, []
+        ds = tf_dataset(x, y, w, batch=16, shuffle=shuffle, seed=1)
+        for epoch in range(2):
+            order = []
+            for bx, by, bw in ds:
+                bx, by, bw = bx.numpy(), by.numpy(), bw.numpy()
+                assert len(bx) <= 16 and bw[:, -1].any()  # no column of padding only
+                real = bw > 0
+                assert (by[real] == bx[real] + 1).all()  # labels one step ahead, as windowed
+                seen += bx[:, 0].tolist() if epoch == 0 else []
+                padded += int((~real).sum()) if epoch == 0 else 0
+                order.append(bx[0, 0])
+            orders.append(order)
+        # every window once an epoch, and little padding: batches of one length
+        assert sorted(seen) == sorted(x[:, 0].tolist())
+        assert padded < 0.1 * w.sum() < 0.1 * x.size
+        assert (orders[0] != orders[1]) == shuffle  # reshuffled every epoch
+
+
+def test_per_token_weights_make_every_real_token_weigh_the_same():
+    from train.dataset import tf_dataset
+
+    songs = [np.arange(1, n) for n in (5, 6, 40, 41, 120, 121)]
+    x, y, w = windows(songs, length=128)
+    for _, _, bw in tf_dataset(x, y, w, batch=2, shuffle=False, seed=0, per_token=True):
+        bw = bw.numpy()
+        real = bw > 0
+        # Keras's loss divides by every position: scaled so, that is the mean over real ones
+        assert np.isclose(bw.sum(), bw.size) and np.allclose(bw[real], bw.size / real.sum())

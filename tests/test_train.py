@@ -166,3 +166,17 @@ def test_bad_corpus_exits_2_with_one_line(tmp_path, spec, expected):
     assert lines[-1].startswith("error: ") and expected in lines[-1]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("epochs", [1, 4, 60, 100])
+def test_the_rate_is_held_until_early_stopping_may_begin_then_decays_to_one_percent(epochs):
+    from train.model import decay_start_epoch, schedule
+
+    steps = 46
+    sched = schedule(1e-2, steps * epochs)
+    start = decay_start_epoch(epochs)
+    assert 0 <= start < epochs
+    assert float(sched(0)) == pytest.approx(1e-2)
+    assert float(sched(steps * start)) == pytest.approx(1e-2)  # held up to the decay's epoch
+    assert float(sched(steps * start + steps // 2)) < 1e-2  # which decays
+    assert float(sched(steps * epochs)) == pytest.approx(1e-4)

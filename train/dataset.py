@@ -123,11 +123,32 @@ def windows(seqs: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.nda
     return np.array(xs, np.int32), np.array(ys, np.int32), np.array(ws, np.float32)
 
 
-def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int):
-    """A ``tf.data`` pipeline of ``(inputs, labels, weights)`` batches."""
+#: Batches gather windows of about one length (these bounds, in tokens) and are cut to
+#: their longest window: most songs are shorter than a window, and padding costs as much
+#: compute as a real token.
+BUCKETS = (16, 32, 48, 64, 72, 80, 88, 96, 104, 112, 120)
+
+
+def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int, per_token: bool = False):
+    """A ``tf.data`` pipeline of ``(inputs, labels, weights)`` batches of windows of about
+    one length (``BUCKETS``), each batch cut to its longest window; reshuffled every epoch.
+
+    Keras averages a batch's loss over all its positions, padding included, so that a real
+    token of a batch of short windows would weigh more than one of a batch of long ones.
+    ``per_token`` scales each batch's weights to make the loss the mean over its real
+    tokens, every token weighing the same (for training; a weighted metric over such
+    batches weighs batches, not tokens, so evaluation keeps the 0/1 weights).
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y, w))
+    n = w.sum(axis=1).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, w, n))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y, w, n: (x[:n], y[:n], w[:n]))
+    ds = ds.bucket_by_sequence_length(
+        lambda x, y, w: tf.shape(x)[0], [b + 1 for b in BUCKETS], [batch] * (len(BUCKETS) + 1))
+    if per_token:
+        ds = ds.map(lambda x, y, w: (x, y, w * tf.cast(tf.size(w), tf.float32)
+                                     / tf.maximum(tf.reduce_sum(w), 1.0)))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -31,6 +31,10 @@ from train.model import ModelConfig
 log = logging.getLogger("train")
 
 PARITY_TOL = 1e-4
+#: Bumped when training changes what it does with the same settings (a work folder of an
+#: earlier procedure is not resumed): 2 = length buckets, hold-then-decay schedule;
+#: 3 = early stopping only once the decay has begun.
+PROCEDURE = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,15 +45,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-corpus", nargs="*", default=[], metavar="SPEC",
                    help="held-out corpora the model never trains on, evaluated into the card")
     p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience, epochs")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=8, help="early-stopping patience, epochs")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--window", type=int, default=128, help="training window, tokens")
     p.add_argument("--embed", type=int, default=64)
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.25)
-    p.add_argument("--lr", type=float, default=3e-3, help="halved when validation stalls")
+    p.add_argument("--lr", type=float, default=1e-2,
+                   help="learning rate, held, then decayed linearly to 1%% of it over the "
+                        "last quarter of --epochs")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--val-frac", type=float, default=0.05)
     p.add_argument("--test-frac", type=float, default=0.1)
@@ -157,17 +163,23 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
     import keras
     import tensorflow as tf
 
-    from train.model import build, compile_model
+    from train.model import build, compile_model, decay_start_epoch, schedule
 
+    xtr, ytr, wtr = windows(tr, args.window)
+    xva, yva, wva = windows(va, args.window)
+    # batches come in buckets of similar length, a few more than len/batch: an "epoch" is
+    # this many steps of an endless stream, so that the schedule knows its length
+    steps = -(-len(xtr) // args.batch)
     gpus = tf.config.list_logical_devices("GPU")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     with strategy.scope():
         model = build(mcfg)
-        compile_model(model, args.lr)
-    xtr, ytr, wtr = windows(tr, args.window)
-    xva, yva, wva = windows(va, args.window)
-    ds_tr = tf_dataset(xtr, ytr, wtr, args.batch, shuffle=True, seed=args.seed)
+        compile_model(model, schedule(args.lr, steps * args.epochs))
+    ds_tr = tf_dataset(xtr, ytr, wtr, args.batch, shuffle=True, seed=args.seed,
+                       per_token=True).repeat()
     ds_va = tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed)
+    # its length, counted once (it is not shuffled): Keras then knows where it ends
+    ds_va = ds_va.apply(tf.data.experimental.assert_cardinality(sum(1 for _ in ds_va)))
     log_csv = work / "history.csv"
     prior = _read_history(log_csv)
     if (work / "fit_done").exists():  # trained already; a later step failed: go on from there
@@ -182,14 +194,16 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
                                         monitor="val_nll", mode="min",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_nll", mode="min", factor=0.5,
-                                          patience=1, min_lr=args.lr / 16),
-        keras.callbacks.EarlyStopping(monitor="val_nll", mode="min", patience=args.patience),
+        # not while the rate is held: its large steps make the validation loss noisy, and a
+        # run stopped there (at epoch 72 of 100, 8 epochs after a lucky low) never decays
+        keras.callbacks.EarlyStopping(monitor="val_nll", mode="min", patience=args.patience,
+                                      start_from_epoch=decay_start_epoch(args.epochs)),
         keras.callbacks.CSVLogger(str(log_csv), append=True),
         _atomic_backup(keras, work / "backup"),
     ]
     t = time.time()
-    model.fit(ds_tr, validation_data=ds_va, epochs=args.epochs, callbacks=callbacks,
+    model.fit(ds_tr, validation_data=ds_va, epochs=args.epochs, steps_per_epoch=steps,
+              callbacks=callbacks,
               verbose=0 if args.quiet else 1)
     seconds = time.time() - t
     (work / "fit_done").write_text(str(seconds))
@@ -256,7 +270,8 @@ def check_parity(model, step, seqs) -> float:
 def _run_key(args, vocab: Vocabulary) -> str:
     keys = ("corpus", "batch", "window", "embed", "units", "layers", "dropout", "lr", "seed",
             "val_frac", "test_frac", "epochs", "patience")
-    raw = json.dumps({k: getattr(args, k) for k in keys}) + json.dumps(vocab.to_json())
+    raw = json.dumps({k: getattr(args, k) for k in keys} | {"procedure": PROCEDURE})
+    raw += json.dumps(vocab.to_json())
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
