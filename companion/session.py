@@ -101,6 +101,7 @@ class SessionRecorder:
     def _write(self, path: Path) -> None:
         write_chunks(path, [self.performer.chunk(self.tempo_bpm), self.companion.chunk()])
 
+
 class Autosave:
     """Rewrites the session file every ``every_s`` seconds when something new was recorded,
     from a thread of its own: the engine and scheduler threads never wait for the disk."""

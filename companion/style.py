@@ -18,7 +18,7 @@ long the session runs or whatever floods the input.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class StyleMemory:
         while self.tokens_seen > self.memory:
             self._forget(self._phrases.popleft())
 
-    def _grams(self, toks: list[int]):
+    def _grams(self, toks: list[int]) -> Iterator[tuple[tuple[int, ...], int]]:
         for i, tok in enumerate(toks):
             for k in range(0, min(self.order, i) + 1):
                 yield tuple(toks[i - k:i]), tok
