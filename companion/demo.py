@@ -63,11 +63,29 @@ class View:
         self.answer_done = threading.Event()
         self._current = 0
         self._lock = threading.Lock()
+        #: An answer's first notes can leave (scheduler thread) before the engine thread has
+        #: announced that answer: their lines wait for the announcement.
+        self._announced = 0
+        self._held: list[tuple[str, str, float]] = []
 
-    def line(self, who: str, text: str, t: float | None = None) -> None:
+    def line(self, who: str, text: str, t: float | None = None, answer: int | None = None,
+             announce: bool = False) -> None:
+        """A line of the log; ``answer``: it belongs to that answer, which ``announce`` is."""
         t = self.clock.now() if t is None else t
         with self._lock:
-            print(f"{t - self.t0:8.3f} s  {who:<9} {text}", file=self.out, flush=True)
+            if announce and answer is not None:
+                self._announced = answer
+            if answer is not None and answer > self._announced:
+                self._held.append((who, text, t))
+                return
+            self._print(who, text, t)
+            if answer is not None and answer == self._announced:
+                for held in self._held:
+                    self._print(*held)
+                self._held.clear()
+
+    def _print(self, who: str, text: str, t: float) -> None:
+        print(f"{t - self.t0:8.3f} s  {who:<9} {text}", file=self.out, flush=True)
 
     def performer(self, msg: mido.Message) -> None:
         if msg.type == "note_on" and msg.velocity > 0:
@@ -90,13 +108,14 @@ class View:
             wait = data["start"] - data["deadline"]
             self.line("companion", f"phrase end: {data['call']} melody notes heard; answer of "
                       f"{data['notes']} notes, {data['beats']:g} beats, on the beat "
-                      f"{wait * 1000:.0f} ms later", data["deadline"])
+                      f"{wait * 1000:.0f} ms later", data["deadline"], answer=data["answer"],
+                      announce=True)
         elif kind == "note_on" and live is not None:
             a = live.engine.answer
             planned = a.notes[data["index"]].start if a is not None and a.id == data["answer"] \
                 and data["index"] < len(a.notes) else t
             self.line("companion", f"{note_name(data['pitch']):<4} answer note {data['index'] + 1}"
-                      f", {(t - planned) * 1000:+.2f} ms from its time", t)
+                      f", {(t - planned) * 1000:+.2f} ms from its time", t, answer=data["answer"])
         elif kind == "note_off" and live is not None and data["answer"] == self._current:
             if not live.scheduler.busy(data["answer"]):
                 self.answer_done.set()

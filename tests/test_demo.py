@@ -30,3 +30,17 @@ def test_demo_plays_a_call_and_shows_the_answer(model_pkg):
     lines = text.splitlines()
     end = next(i for i, line in enumerate(lines) if "phrase end" in line)
     assert not any("answer note" in line for line in lines[:end])
+
+
+def test_an_answer_note_that_leaves_before_its_announcement_is_shown_after_it():
+    from companion.clock import RealClock
+
+    out = io.StringIO()
+    view = demo.View(out, RealClock())
+    view.line("companion", "C4 answer note 1", answer=1)  # the scheduler thread was first
+    view.line("performer", "D4 vel 90")
+    view.line("companion", "phrase end: answer of 2 notes", answer=1, announce=True)
+    view.line("companion", "E4 answer note 2", answer=1)
+    texts = [ln.split(maxsplit=3)[3] for ln in out.getvalue().splitlines()]
+    assert texts == ["D4 vel 90", "phrase end: answer of 2 notes", "C4 answer note 1",
+                     "E4 answer note 2"]
