@@ -61,7 +61,6 @@ class View:
         self.t0 = clock.now()
         self.live: Live | None = None
         self.answer_done = threading.Event()
-        self._current = 0
         self._lock = threading.Lock()
         #: An answer's first notes can leave (scheduler thread) before the engine thread has
         #: announced that answer: their lines wait for the announcement.
@@ -103,7 +102,6 @@ class View:
             self.line("listener", f"{what} {note_name(data['pitch']):<4} model advanced "
                       f"{lag:.2f} ms after the note", t)
         elif kind == "phrase_end":
-            self._current = data["answer"]
             self.answer_done.clear()
             wait = data["start"] - data["deadline"]
             self.line("companion", f"phrase end: {data['call']} melody notes heard; answer of "
@@ -116,7 +114,7 @@ class View:
                 and data["index"] < len(a.notes) else t
             self.line("companion", f"{note_name(data['pitch']):<4} answer note {data['index'] + 1}"
                       f", {(t - planned) * 1000:+.2f} ms from its time", t, answer=data["answer"])
-        elif kind == "note_off" and live is not None and data["answer"] == self._current:
+        elif kind == "note_off" and live is not None and data["answer"] == self._announced:
             if not live.scheduler.busy(data["answer"]):
                 self.answer_done.set()
         elif kind == "barge_in":

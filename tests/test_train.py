@@ -173,7 +173,7 @@ def test_the_rate_is_held_until_early_stopping_may_begin_then_decays_to_one_perc
     from train.model import decay_start_epoch, schedule
 
     steps = 46
-    sched = schedule(1e-2, steps * epochs)
+    sched = schedule(1e-2, steps, epochs)
     start = decay_start_epoch(epochs)
     assert 0 <= start < epochs
     assert float(sched(0)) == pytest.approx(1e-2)

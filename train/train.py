@@ -174,7 +174,7 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     with strategy.scope():
         model = build(mcfg)
-        compile_model(model, schedule(args.lr, steps * args.epochs))
+        compile_model(model, schedule(args.lr, steps, args.epochs))
     ds_tr = tf_dataset(xtr, ytr, wtr, args.batch, shuffle=True, seed=args.seed,
                        per_token=True).repeat()
     ds_va = tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed)
