@@ -14,6 +14,27 @@ from pathlib import Path
 import pytest
 from support import nottingham_files
 
+# -- TensorFlow last ----------------------------------------------------------------------
+# TensorFlow's threads and its garbage (graphs with C++ objects behind them, collected in
+# cycles) must not share the process with the live tests' MIDI, scheduler and JACK threads:
+# a test process once died in a garbage collection a few tests after a TensorFlow test
+# (the bench keeps the same rule for the same reason). Tests that import it carry the
+# `tensorflow` mark and run at the end; one that imports it without the mark fails.
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("tensorflow") is not None)
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_only_where_marked(request):
+    before = "tensorflow" in sys.modules
+    yield
+    if not before and "tensorflow" in sys.modules \
+            and request.node.get_closest_marker("tensorflow") is None:
+        pytest.fail("this test imported TensorFlow into the test process: mark it "
+                    "@pytest.mark.tensorflow (such tests run last)")
+
 
 @pytest.fixture(scope="session")
 def model_pkg(tmp_path_factory) -> Path:

@@ -31,6 +31,7 @@ def _args(model_pkg, **kw) -> argparse.Namespace:
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
     from companion.cli import main
 
@@ -54,6 +55,7 @@ def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_table_names_every_figure_and_its_repetitions(model_pkg, capsys):
     assert bench.main(_args(model_pkg, json=False)) == 0
     text = capsys.readouterr().out
@@ -91,6 +93,7 @@ def test_options():
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_train_figures(model_pkg, monkeypatch):
     """--train: corpus files/s cold and warm, and training tokens/s (TensorFlow installed)."""
     pytest.importorskip("tensorflow")

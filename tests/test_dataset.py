@@ -1,6 +1,7 @@
 """Training windows and the song split: the tutorial's bugs must stay fixed."""
 
 import numpy as np
+import pytest
 
 from train.dataset import split_songs, windows
 
@@ -72,6 +73,7 @@ def test_tune_families_stay_on_one_side_and_duplicates_go():
     assert len(songs.split.test) == 24 and len(songs.split.val) == 12
 
 
+@pytest.mark.tensorflow
 def test_batches_hold_each_window_once_cut_to_their_longest():
     from train.dataset import tf_dataset
 
@@ -98,6 +100,7 @@ def test_batches_hold_each_window_once_cut_to_their_longest():
         assert (orders[0] != orders[1]) == shuffle  # reshuffled every epoch
 
 
+@pytest.mark.tensorflow
 def test_per_token_weights_make_every_real_token_weigh_the_same():
     from train.dataset import tf_dataset
 

@@ -109,6 +109,7 @@ def test_evaluate_command_prints_figures_beside_baselines(trained, small_corpus)
     assert np.isfinite(fig["lstm"]["nll"])
 
 
+@pytest.mark.tensorflow
 def test_onnx_step_reproduces_keras_over_whole_melodies(small_corpus):
     """The exported step, fed token by token with its state, gives Keras's full-sequence logits."""
     import keras
@@ -169,6 +170,7 @@ def test_bad_corpus_exits_2_with_one_line(tmp_path, spec, expected):
 
 
 @pytest.mark.parametrize("epochs", [1, 4, 60, 100])
+@pytest.mark.tensorflow
 def test_the_rate_is_held_until_early_stopping_may_begin_then_decays_to_one_percent(epochs):
     from train.model import decay_start_epoch, schedule
 
