@@ -455,12 +455,16 @@ def _next_pitch(pitch: int, rng: np.random.Generator) -> int:
 
 
 @contextlib.contextmanager
-def _switch_interval(seconds: float = 0.001):
-    """What `companion live` sets (live.run): threads get the GIL back within ~1 ms."""
+def _as_live(seconds: float = 0.001):
+    """What `companion live` sets (live.run): threads get the GIL back within ~1 ms, and the
+    start-up heap is set aside (no long garbage collection while playing)."""
+    from companion.live import settled_heap
+
     old = sys.getswitchinterval()
     sys.setswitchinterval(seconds)
     try:
-        yield
+        with settled_heap():
+            yield
     finally:
         sys.setswitchinterval(old)
 
@@ -494,7 +498,7 @@ def measure_listen_answer(model_dir: Path, plan: Plan, res: Result, quiet: bool)
     rng = np.random.default_rng(2)
     notes_per_call = 4
     _log(f"bench: listening and answering, {plan.answers} calls of {notes_per_call} notes", quiet)
-    with _switch_interval():
+    with _as_live():
         live.start()
         try:
             pitch = 64
@@ -543,7 +547,7 @@ def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> N
     rng = np.random.default_rng(3)
     n = plan.scheduled_notes
     _log(f"bench: scheduling {n} answer notes", quiet)
-    with _switch_interval():
+    with _as_live():
         live.start()
         try:
             inport.deliver(mido.Message("note_on", note=40, velocity=80))  # held throughout

@@ -13,7 +13,7 @@ import mido
 
 from companion.clock import RealClock, StopFlag
 from companion.config import Config
-from companion.live import Live, stop_on_signals
+from companion.live import Live, settled_heap, stop_on_signals
 from companion.model import StepModel
 from companion.phrases import Phrase, builtin
 
@@ -163,22 +163,24 @@ def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
     live = Live(cfg, model, inport, outport, clock, cfg.answer.seed, on_event=view.event)
     view.live = live
     running.append(live)
-    try:
-        live.start()
-        for i, phrase in enumerate(calls):
-            if stop.is_set():
-                break
-            print(f"\ncall {i + 1} of {len(calls)}: {phrase.name}", file=out, flush=True)
-            view.answer_done.clear()
-            play(phrase, inport, view, beat_s, stop)
-            # the answer: the phrase end, then at most max_beats, then a breath
-            limit = clock.now() + (cfg.listen.phrase_end_beats + cfg.answer.max_beats + 4) * beat_s
-            while not stop.is_set() and not view.answer_done.wait(0.1):
-                if clock.now() > limit + 1.0:
-                    view.line("demo", "no answer came")
+    with settled_heap():  # no long garbage collection while it plays
+        try:
+            live.start()
+            for i, phrase in enumerate(calls):
+                if stop.is_set():
                     break
-            stop.wait(beat_s)
-    finally:
-        live.stop()
+                print(f"\ncall {i + 1} of {len(calls)}: {phrase.name}", file=out, flush=True)
+                view.answer_done.clear()
+                play(phrase, inport, view, beat_s, stop)
+                # the answer: the phrase end, then at most max_beats, then a breath
+                beats = cfg.listen.phrase_end_beats + cfg.answer.max_beats + 4
+                limit = clock.now() + beats * beat_s
+                while not stop.is_set() and not view.answer_done.wait(0.1):
+                    if clock.now() > limit + 1.0:
+                        view.line("demo", "no answer came")
+                        break
+                stop.wait(beat_s)
+        finally:
+            live.stop()
     print("\ndemo over", file=out, flush=True)
     return 0

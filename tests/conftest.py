@@ -86,7 +86,10 @@ def jack_server(tmp_path, request):
 
     Its period is 256 frames at 48 kHz; a test that times MIDI to the millisecond asks for a
     shorter one (MIDI moves once a period) with ``@pytest.mark.parametrize("jack_server",
-    [FRAMES], indirect=True)``."""
+    [FRAMES], indirect=True)``, and one that needs every message through asks for a longer
+    one: without real-time scheduling, a client that misses a cycle on a busy machine is an
+    xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
+    server's log (its xruns), for failure messages."""
     frames = str(getattr(request, "param", 256))
     jackd = shutil.which("jackd")
     if jackd is None:
@@ -95,7 +98,8 @@ def jack_server(tmp_path, request):
                         "(install jackd2)")
         pytest.skip("jackd is not installed (install jackd2 to run the JACK tests)")
     name = f"companion-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1")
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1",
+               JACKD_LOG=str(tmp_path / "jackd.log"))
     log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", frames],

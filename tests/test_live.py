@@ -3,6 +3,7 @@ demo's in-process loopback: real threads and clock, no MIDI system. Ordering, no
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -163,3 +164,36 @@ def test_strange_messages_never_stop_it(rig):
     released = play(inport, CALL)
     wait_for(lambda: any(k == "note_on" for k, _, _ in events))
     assert [t for t, m in out.messages() if m.type == "note_on"][0] > released
+
+
+def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
+    from companion.live import settled_heap
+
+    assert gc.get_freeze_count() == 0
+    alive = [[i] for i in range(20_000)]
+    with settled_heap():
+        assert gc.get_freeze_count() >= len(alive)
+    assert gc.get_freeze_count() == 0
+
+
+def test_live_run_plays_with_the_start_up_heap_set_aside(monkeypatch, model_pkg):
+    """`companion live` collects once and freezes what it loaded before it starts playing:
+    a full collection of it holds the GIL ~8 ms, longer than a JACK period."""
+    import companion.live as live_mod
+    import companion.ports as ports_mod
+    from companion.ports import OpenPorts
+
+    frozen: list[int] = []
+
+    def start(self):
+        frozen.append(gc.get_freeze_count())
+        raise RuntimeError("stop before playing")
+
+    monkeypatch.setattr(ports_mod, "open_ports",
+                        lambda *a: OpenPorts(LoopbackIn(), Out(), "loop:in", "loop:out"))
+    monkeypatch.setattr(Live, "start", start)
+    cfg = make_config(model_pkg, session={"enabled": False})
+    with pytest.raises(RuntimeError, match="stop before playing"):
+        live_mod.run(cfg)
+    assert frozen and frozen[0] > 10_000  # the modules, the model, the config: all set aside
+    assert gc.get_freeze_count() == 0
