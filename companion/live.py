@@ -317,7 +317,7 @@ class Live:
 def settled_heap() -> Iterator[None]:
     """Collect the start-up garbage once, then set every live object aside (``gc.freeze``)
     while playing. A full collection walks all ~30,000 objects of the loaded process and
-    holds the GIL for ~8 ms: longer than a JACK period (5.3 ms at 256 frames), so the MIDI
+    holds the GIL for 4 to 8 ms: about a JACK period (5.3 ms at 256 frames), so the MIDI
     input callback, which needs the GIL, would miss its cycle (an xrun: JACK drops that
     cycle's MIDI), and the scheduler's next note would be late. Objects made while
     playing are collected as usual, and walking them is short."""

@@ -178,7 +178,7 @@ def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
 
 def test_live_run_plays_with_the_start_up_heap_set_aside(monkeypatch, model_pkg):
     """`companion live` collects once and freezes what it loaded before it starts playing:
-    a full collection of it holds the GIL ~8 ms, longer than a JACK period."""
+    a full collection of it holds the GIL 4 to 8 ms, about a JACK period."""
     import companion.live as live_mod
     import companion.ports as ports_mod
     from companion.ports import OpenPorts
