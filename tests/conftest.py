@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -89,7 +90,12 @@ def jack_server(tmp_path, request):
     [FRAMES], indirect=True)``, and one that needs every message through asks for a longer
     one: without real-time scheduling, a client that misses a cycle on a busy machine is an
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
-    server's log (its xruns), for failure messages."""
+    server's log (its xruns), for failure messages.
+
+    While it runs, this test process makes no garbage collection: its own JACK clients'
+    callbacks need the GIL, and a full collection of the test process's large heap would
+    make them miss cycles (a CI-like run lost a note-off on its way to the test that way:
+    the companion's session file shows it sent)."""
     frames = str(getattr(request, "param", 256))
     jackd = shutil.which("jackd")
     if jackd is None:
@@ -112,8 +118,11 @@ def jack_server(tmp_path, request):
                 log.flush()
                 pytest.fail(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()[-2000:]}")
             time.sleep(0.1)
+        gc.collect()
+        gc.disable()
         yield env
     finally:
+        gc.enable()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=5)

@@ -17,7 +17,7 @@ import mido
 import pytest
 import rtmidi
 from support import Heard, write_config
-from test_live_jack import CALL, Companion, Performer, assert_matched, note_ons
+from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log, note_ons
 from test_reliability_midi import assert_all_off as _all_off
 
 pytestmark = pytest.mark.jack
@@ -264,7 +264,7 @@ def test_signal_mid_answer(jack_server, monkeypatch, tmp_path, model_pkg, sig):
     assert inside_ms < 100
     assert outside_ms < 500
     assert not [m for t, m in got if t > t_sig + 0.25 and m.type == "note_on"]
-    assert_matched(got)
+    assert_matched(got, jackd_log(env))
     # the session file: both tracks, the whole call, every answer note closed
     (path,) = (tmp_path / "sessions").glob("session-*.mid")
     mf = mido.MidiFile(path)
