@@ -136,6 +136,7 @@ class Engine:
         tc = cfg.time
         self.time_cfg = tc
         self.tempo_bpm = cfg.listen.tempo_bpm
+        self._on_clock_tempo = False  # the beat is a MIDI clock's (and goes when it goes)
         self.phrase_end_beats = cfg.listen.phrase_end_beats
         self.reset_after_beats = cfg.listen.reset_after_beats
         self.midiclock = ClockFollower(tc.clock_window_ticks) if tc.clock == "follow" else None
@@ -164,12 +165,17 @@ class Engine:
 
     def _follow_tempo(self, t: float, call: list[MelodyNote]) -> None:
         """The beat: the MIDI clock's while one ticks, else (``tempo: auto``) the estimate
-        from the call when it has enough notes, else as it was."""
-        beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
+        from the call when it has enough notes, else the internal tempo when a clock has
+        just gone, else as it was."""
+        clock_beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
+        beat = clock_beat
         if beat is None and self.time_cfg.tempo == "auto":
             tc = self.time_cfg
             beat = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
                                  tc.auto_max_bpm, self.tempo_bpm)
+        if beat is None and self._on_clock_tempo:
+            beat = 60.0 / self.tempo_bpm  # the clock went: its tempo goes with it
+        self._on_clock_tempo = clock_beat is not None
         if beat is not None and beat != self.beat_s:
             self.set_beat(beat)
 

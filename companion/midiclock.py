@@ -10,7 +10,8 @@ ticks whose song position is a multiple of 24: Start makes the next tick positio
 Song Position Pointer (in sixteenths) and Continue carry on from a position. A clock that
 only ticks (no Start ever) counts its first tick as a beat. After Stop the ticks still give
 the tempo, but there is no grid until Continue or Start. Without a tick for ``LOST_S``
-there is no clock: the companion falls back to its internal tempo.
+there is no clock: the companion falls back to its internal tempo. Ticks are a tempo
+only between ``MIN_BPM`` and ``MAX_BPM``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ TICKS_PER_BEAT = 24
 #: No tick for this long: the clock has gone (the slowest allowed tempo, 20 BPM, ticks
 #: every 0.125 s).
 LOST_S = 0.5
+#: The tempi a clock is believed at (config's range for tempi): ticks further apart than
+#: 20 BPM's, or closer than 400 BPM's, are strays or a broken clock, not a tempo.
+MIN_BPM, MAX_BPM = 20.0, 400.0
 #: A tick later than the line by this many median absolute deviations is left out of it.
 LATE_MADS = 3.0
 #: The messages a clock follower takes.
@@ -124,6 +128,8 @@ class ClockFollower:
                         if r <= LATE_MADS * mad + 1e-4]
                 if len(kept) >= len(res) // 2:
                     fit = _fit(kept) or fit
+            if fit is not None and not 60.0 / MAX_BPM <= TICKS_PER_BEAT * fit[2] <= 60.0 / MIN_BPM:
+                fit = None  # looked for again at the next tick (or question)
             self._fit = fit
         return self._fit
 

@@ -80,6 +80,53 @@ def test_no_clock_or_a_lost_clock():
     assert f.bpm(end2) == pytest.approx(80.0)
 
 
+def test_ticks_too_far_apart_or_too_close_are_no_tempo():
+    """Two stray ticks 0.23 s apart once made a 10.7 BPM clock, and an answer spread over
+    11 s (hypothesis found it); the clock is believed between 20 and 400 BPM."""
+    f = ClockFollower()
+    f.feed(TICK, 0.6)
+    f.feed(TICK, 0.834)
+    assert f.beat_s(0.9) is None and f.next_beat(0.9) is None
+    g = ClockFollower()
+    end = ticks(g, 1.0, 600.0, 30)  # 600 BPM: 4 ms ticks
+    assert g.beat_s(end) is None
+    for bpm in (20.5, 399.0):  # the range's ends are tempi
+        h = ClockFollower()
+        end = ticks(h, 1.0, bpm, 30)
+        assert h.bpm(end) == pytest.approx(bpm)
+
+
+def test_engine_goes_back_to_its_tempo_when_the_clock_goes(model, model_pkg):
+    from support import make_config
+
+    from companion.clock import VirtualClock
+    from companion.engine import Engine
+    from companion.scheduler import VirtualScheduler
+
+    cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0})
+    clock = VirtualClock()
+    e = Engine(model, cfg, VirtualScheduler(lambda m: None, clock, 0), clock, 2)
+
+    def call(t0: float) -> float:
+        for i, p in enumerate((62, 64, 66, 67)):
+            clock.set(t0 + 0.3 * i)
+            e.on_message(mido.Message("note_on", note=p, velocity=80), t0 + 0.3 * i)
+            e.on_message(mido.Message("note_off", note=p), t0 + 0.3 * i + 0.2)
+        return t0 + 1.2
+
+    events = [(0.025 * i, TICK) for i in range(24 * 8)]  # 100 BPM, until 4.8 s
+    for i, p in enumerate((62, 64, 66, 67)):
+        events += [(2.3 + 0.3 * i, mido.Message("note_on", note=p, velocity=80)),
+                   (2.5 + 0.3 * i, mido.Message("note_off", note=p))]
+    for t, m in sorted(events, key=lambda ev: ev[0]):
+        clock.set(t)
+        e.on_message(m, t)
+    assert e.beat_s == pytest.approx(0.6)
+    t = call(10.0)  # the clock stopped at 4.8 s
+    assert e.beat_s == pytest.approx(60.0 / 130.0)
+    assert e.next_deadline() == pytest.approx(t - 0.3 + 0.2 + 60.0 / 130.0)
+
+
 def test_not_clock_messages():
     assert ClockFollower().feed(mido.Message("note_on"), 0.0) is False
 
