@@ -738,26 +738,30 @@ def _jack_roundtrip(client: str, notes: int, rng: np.random.Generator) -> tuple[
 
     import rtmidi
 
+    from companion.midi_in import open_input
+
     got: list[tuple[float, list[int]]] = []
     arrived = threading.Event()
 
-    def on_msg(event, _data) -> None:
-        got.append((time.perf_counter(), event[0]))
+    def on_msg(msg) -> None:
+        got.append((time.perf_counter(), msg.bytes()))
         arrived.set()
 
     to = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "bench")
-    frm = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "bench")
+    frm = None
     try:
         outs = to.get_ports()
-        ins = frm.get_ports()
+        lister = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "bench-list")
+        ins = lister.get_ports()
+        lister.delete()
         target = [i for i, n in enumerate(outs) if n == f"{client}:in"]
-        source = [i for i, n in enumerate(ins)
-                  if re.match(rf"^{re.escape(client)}(-\d+)?:out$", n)]
+        source = [n for n in ins if re.match(rf"^{re.escape(client)}(-\d+)?:out$", n)]
         if not target or not source:
             raise RuntimeError(f"no JACK ports {client}:in / {client}:out (inputs {ins})")
         to.open_port(target[0], "to-companion")
-        frm.open_port(source[-1], "from-companion")
-        frm.set_callback(on_msg)
+        # polled, as the companion reads its input (companion.midi_in): the trip includes
+        # up to midi_in.POLL_S on this side too
+        frm = open_input("UNIX_JACK", source[-1], callback=on_msg)
         time.sleep(0.3)
         trips = []
         to.send_message([0x90, 30, 70])  # held: no phrase ends while the probes play
@@ -793,11 +797,12 @@ def _jack_roundtrip(client: str, notes: int, rng: np.random.Generator) -> tuple[
             answer = sum(1 for _, m in got[n0:] if m[0] & 0xF0 == 0x90 and m[2] > 0)
         return trips, answer
     finally:
-        for port in (to, frm):
-            with contextlib.suppress(Exception):
-                port.close_port()
-            with contextlib.suppress(Exception):
-                port.delete()
+        if frm is not None:
+            frm.close()
+        with contextlib.suppress(Exception):
+            to.close_port()
+        with contextlib.suppress(Exception):
+            to.delete()
 
 
 def measure_process(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> None:

@@ -1,12 +1,13 @@
 """The live companion: ports -> listener/engine -> scheduler -> ports, and a clean stop.
 
-Threads: the MIDI input callback only stamps and queues each message; the engine thread
+Threads: the MIDI input callback (on the input port's thread, companion.midi_in) only
+stamps and queues each message; the engine thread
 takes them off the queue (waking at the phrase-end deadline when nothing comes), advances
 the model and generates answers; the scheduler thread plays them. Sends to the output
 port from any thread go through the scheduler's lock.
 
 Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live clock):
-"note_in" (``received`` = callback time, t = model advanced), "phrase_end" (``deadline``,
+"note_in" (``received`` = arrival time, t = model advanced), "phrase_end" (``deadline``,
 ``decided``, t = answer generated), "note_on"/"note_off" (answer notes, t = sent, ``index``
 0 is the first note of an answer), "barge_in", "reset".
 """
@@ -50,6 +51,9 @@ BACKLOG_S = 0.25
 FLOOD_QUIET_S = 1.0
 #: The input queue never holds more than this: beyond it the input callback drops too.
 MAX_QUEUED = 20_000
+#: The oldest arrival stamp believed (seconds before it is read).
+STAMP_WINDOW_S = 1.0
+
 
 
 def _ends_notes(msg) -> bool:
@@ -108,22 +112,33 @@ class Live:
         #: When stop() had turned every note off (clock seconds).
         self.notes_off_at: float | None = None
 
-    # -- the input callback: rtmidi's thread, so only a timestamp and a queue put ---------
+    # -- the input callback: the input port's thread, so only a timestamp and a queue put --
+
+    def _arrival(self, msg: mido.Message, port) -> float:
+        """When ``msg`` arrived: the port's stamp when it stamps on our clock (a polled port,
+        companion.midi_in: read up to a poll late, stamped in the MIDI system's thread), else
+        now. A stamp out of reason (later than now, over a second old) is not believed."""
+        now = self.clock.now()
+        if getattr(port, "clock", None) is self.clock.now:  # RealClock's: time.perf_counter
+            t = msg.time
+            if now - STAMP_WINDOW_S <= t <= now:
+                return t
+        return now
 
     def _on_input(self, msg: mido.Message) -> None:
         if getattr(msg, "type", None) in CLOCK_TYPES:  # followed here, never queued
             if self.engine.clock_from_input:
-                self.engine.on_clock(msg, self.clock.now())
+                self.engine.on_clock(msg, self._arrival(msg, self.inport))
             return
         if self.queue.qsize() >= MAX_QUEUED and not _ends_notes(msg):
             self.dropped_queue_full += 1  # memory stays bounded whatever comes in
             return
-        self.queue.put((self.clock.now(), msg))
+        self.queue.put((self._arrival(msg, self.inport), msg))
 
     def _on_clock(self, msg: mido.Message) -> None:
         """The dedicated clock port's callback: its clock messages only."""
         if getattr(msg, "type", None) in CLOCK_TYPES:
-            self.engine.on_clock(msg, self.clock.now())
+            self.engine.on_clock(msg, self._arrival(msg, self.clockport))
 
     def _clicks(self, cfg: Config) -> ClickThread:
         """Count-in and metronome (config time), on the clock's beats or the internal tempo."""
@@ -317,10 +332,10 @@ class Live:
 def settled_heap() -> Iterator[None]:
     """Collect the start-up garbage once, then set every live object aside (``gc.freeze``)
     while playing. A full collection walks all ~30,000 objects of the loaded process and
-    holds the GIL for 4 to 8 ms: about a JACK period (5.3 ms at 256 frames), so the MIDI
-    input callback, which needs the GIL, would miss its cycle (an xrun: JACK drops that
-    cycle's MIDI), and the scheduler's next note would be late. Objects made while
-    playing are collected as usual, and walking them is short."""
+    holds the GIL for 4 to 8 ms: about a JACK period (5.3 ms at 256 frames), so the
+    scheduler's next note and the reading of input would be that late (input keeps its
+    arrival times: companion.midi_in). Objects made while playing are collected as usual,
+    and walking them is short."""
     gc.collect()
     gc.freeze()
     try:

@@ -1,5 +1,6 @@
-"""MIDI ports through mido's python-rtmidi backend: choosing the MIDI system, opening
-virtual or named ports, and saying clearly what is missing when there is no MIDI system.
+"""MIDI ports: choosing the MIDI system, opening virtual or named ports, and saying
+clearly what is missing when there is no MIDI system. Outputs are mido's python-rtmidi
+ports; inputs are polled (companion.midi_in says why).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from companion.midi_in import open_input
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
@@ -175,12 +178,13 @@ def open_ports(
         with quiet_stderr():
             if input_query is not None:
                 in_label = match_port(input_query, ins, "input", label)
-                inport = backend.open_input(in_label)
+                inport = open_input(BACKENDS[backend_name], in_label)
             if output_query is not None:
                 out_label = match_port(output_query, outs, "output", label)
                 outport = backend.open_output(out_label)
             if inport is None:
-                inport = backend.open_input(input_name, virtual=True, client_name=client_name)
+                inport = open_input(BACKENDS[backend_name], input_name, virtual=True,
+                                    client_name=client_name)
             if outport is None:
                 outport = backend.open_output(output_name, virtual=True, client_name=client_name)
     except PortError:
@@ -218,6 +222,6 @@ def open_clock_port(backend_name: str, query: str):
     name = match_port(query, ins, "input", label)
     try:
         with quiet_stderr():
-            return backend.open_input(name)
+            return open_input(BACKENDS[backend_name], name)
     except (OSError, SystemError) as e:
         raise PortError(f"{label}: cannot open the clock port {name!r} ({e})") from e

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from companion.midi_in import open_input
 from companion.ports import BACKENDS, PortError, match_port, quiet_stderr
 
 #: Seconds between two looks at the port list: modest, a listing costs a JACK round trip.
@@ -128,7 +129,7 @@ class PortWatcher:
         live = self.live
         with quiet_stderr():
             if kind == "input":
-                new = self.backend.open_input(name)
+                new = open_input(BACKENDS[self.label], name)
                 old, live.inport = live.inport, new
                 with contextlib.suppress(Exception):
                     old.callback = None

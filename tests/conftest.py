@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import signal
@@ -90,12 +89,8 @@ def jack_server(tmp_path, request):
     [FRAMES], indirect=True)``, and one that needs every message through asks for a longer
     one: without real-time scheduling, a client that misses a cycle on a busy machine is an
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
-    server's log (its xruns), for failure messages.
-
-    While it runs, this test process makes no garbage collection: its own JACK clients'
-    callbacks need the GIL, and a full collection of the test process's large heap would
-    make them miss cycles (a CI-like run lost a note-off on its way to the test that way:
-    the companion's session file shows it sent)."""
+    server's log (its xruns), for failure messages. Tests read JACK input polled
+    (companion.midi_in), so no Python runs in their JACK clients' threads either."""
     frames = str(getattr(request, "param", 256))
     jackd = shutil.which("jackd")
     if jackd is None:
@@ -118,11 +113,8 @@ def jack_server(tmp_path, request):
                 log.flush()
                 pytest.fail(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        gc.collect()
-        gc.disable()
         yield env
     finally:
-        gc.enable()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=5)

@@ -15,6 +15,8 @@ import pytest
 from support import write_config
 from test_live_jack import Companion
 
+from companion.midi_in import open_input
+
 pytestmark = pytest.mark.jack
 
 CLOCK_BPM = 100.0
@@ -29,7 +31,8 @@ class ClockAndPerformer:
     measuring port that hears both the companion's output and (a copy of) every tick.
 
     Arrival times are python-rtmidi's: taken with ``jack_get_time`` in JACK's process
-    callback, before any Python runs, so this process's own scheduling does not blur them;
+    callback, before any Python runs, so this process's own scheduling does not blur them
+    (put on this process's clock by companion.midi_in.ArrivalClock);
     ticks and answer notes are stamped alike, at the same point of the MIDI system. The
     clock sleeps between ticks (their exact send times do not matter: the grid is what
     arrives).
@@ -40,14 +43,14 @@ class ClockAndPerformer:
 
         api = rtmidi.API_UNIX_JACK
         self.events: list[tuple[float, list[int]]] = []
-        self._t = 0.0
-        self.measure = rtmidi.MidiIn(rtapi=api, name="measure")
-        self.measure.ignore_types(sysex=True, timing=False, active_sense=True)
-        frm = [i for i, n in enumerate(self.measure.get_ports())
-               if n.startswith("companion") and n.endswith(":out")]
-        assert len(frm) == 1, self.measure.get_ports()
-        self.measure.open_port(frm[0], name="in")
-        self.measure.set_callback(self._heard)
+        lister = rtmidi.MidiIn(rtapi=api, name="measure-list")
+        frm = [n for n in lister.get_ports() if n.startswith("companion") and n.endswith(":out")]
+        lister.delete()
+        assert len(frm) == 1, frm
+        # polled, never an rtmidi callback (companion.midi_in says why); each message's time
+        # is its arrival from JACK's stamps, taken in its process cycle
+        self.measure = open_input("UNIX_JACK", frm[0], client_name="measure", port_name="in",
+                                  callback=self._heard)
         self.to = rtmidi.MidiOut(rtapi=api, name="performer")
         self.echo = rtmidi.MidiOut(rtapi=api, name="clock-echo")
         names = self.to.get_ports()
@@ -61,10 +64,8 @@ class ClockAndPerformer:
         self._thread = threading.Thread(target=self._clock, daemon=True)
         time.sleep(0.3)
 
-    def _heard(self, event, data=None) -> None:
-        msg, delta = event
-        self._t += delta  # seconds since the first arrival, on JACK's clock
-        self.events.append((self._t, msg))
+    def _heard(self, msg) -> None:
+        self.events.append((msg.time, msg.bytes()))  # its arrival, from JACK's stamps
 
     def send(self, msg: list[int]) -> None:
         with self.lock:
@@ -103,8 +104,8 @@ class ClockAndPerformer:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self.measure.cancel_callback()
-        for port in (self.to, self.echo, self.measure):
+        self.measure.close()
+        for port in (self.to, self.echo):
             port.close_port()
             port.delete()  # the JACK clients go before the server does
 

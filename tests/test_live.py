@@ -166,6 +166,21 @@ def test_strange_messages_never_stop_it(rig):
     assert [t for t, m in out.messages() if m.type == "note_on"][0] > released
 
 
+def test_arrival_is_the_ports_stamp_when_it_stamps_on_the_live_clock(rig):
+    live, inport, _, _ = rig()
+
+    class Stamping:  # a polled port (companion.midi_in): msg.time is its arrival
+        clock = time.perf_counter
+
+    now = time.perf_counter()
+    assert live._arrival(mido.Message("note_on", time=now - 0.02), Stamping) == now - 0.02
+    for bad in (now + 5.0, now - 30.0, 0.0):  # later than now, too old: not believed
+        t = live._arrival(mido.Message("note_on", time=bad), Stamping)
+        assert now <= t <= time.perf_counter()
+    t = live._arrival(mido.Message("note_on", time=now - 0.02), inport)  # stamps nothing
+    assert t >= now
+
+
 def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
     from companion.live import settled_heap
 

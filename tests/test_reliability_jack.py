@@ -20,6 +20,8 @@ from support import Heard, write_config
 from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log, note_ons
 from test_reliability_midi import assert_all_off as _all_off
 
+from companion.midi_in import open_input
+
 pytestmark = pytest.mark.jack
 
 TEMPO = 120.0
@@ -283,8 +285,8 @@ class Synth(Heard):
     def __init__(self, name: str = "synth"):
         super().__init__()
         self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
-        self.port = self.backend.open_input(name, virtual=True, client_name=name,
-                                            callback=self._heard)
+        self.port = open_input("UNIX_JACK", name, virtual=True, client_name=name,
+                               callback=self._heard)
 
     def close(self) -> None:
         self.port.close()

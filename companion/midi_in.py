@@ -1,0 +1,201 @@
+"""MIDI input read by a thread of ours that polls python-rtmidi's queue.
+
+python-rtmidi can instead call Python from the MIDI system's own thread (JACK's process
+thread, ALSA's input thread), and mido's rtmidi input always does. We never let it:
+
+- that thread then needs the GIL, so a garbage collection or any busy Python thread makes
+  it miss JACK cycles (an xrun: JACK drops that cycle's MIDI, a note-off among it);
+- cancelling such a callback while messages arrive frees what that thread is about to
+  call: a flood of notes while setting and cancelling a callback segfaulted within 35 s in
+  every run (python-rtmidi 1.5.8, JACK), and CI's test process died in a garbage
+  collection after closing such ports; deleting the port without cancelling deadlocks on
+  the GIL instead.
+
+Polled, the MIDI system's thread only fills RtMidi's queue; closing is safe at any moment
+(the same flood with 850 opens and closes: no crash, no hang). Reading is up to ``POLL_S``
+late, or later when Python is busy, but the arrival times given with each message are not:
+RtMidi stamps every message in the MIDI system's thread (JACK's process cycle), as seconds
+since the one before, and `ArrivalClock` puts those stamps on our clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import mido
+
+#: Seconds between two looks at an empty queue: the most a message waits before it is read.
+POLL_S = 0.0005
+#: RtMidi's input queue (messages held while nobody reads, e.g. before a callback is set).
+QUEUE_SIZE = 4096
+#: Keyboards send it every 300 ms; RtMidi would drop it after stamping it, losing its interval.
+ACTIVE_SENSING = [0xFE]
+
+
+class ArrivalClock:
+    """When each message arrived, on our clock, from RtMidi's stamps (seconds between one
+    message and the next, on the MIDI system's clock) and from when we read them.
+
+    A message read at ``t`` arrived at or before ``t``, and after the last look that found
+    the queue empty: so ``offset`` (our clock minus the stamps' running sum) is at most
+    ``t - sum`` for every message read, and the smallest of those is within a poll's
+    jitter of the truth after a handful of messages (a dense stream such as a MIDI clock
+    pins it to microseconds). Where a stamp would put a message before that empty look
+    (the clocks drifted, or RtMidi dropped a message from a full queue and its interval
+    with it), the offset moves up to agree.
+    """
+
+    def __init__(self, opened_at: float):
+        self.total = 0.0  # the stamps' running sum: seconds since the first message
+        self.offset = math.inf
+        self.empty_at = opened_at  # our time of the last look that found nothing
+
+    def arrival(self, delta: float, read_at: float) -> float:
+        self.total += delta
+        self.offset = max(min(self.offset, read_at - self.total), self.empty_at - self.total)
+        return self.total + self.offset
+
+
+class PolledInput:
+    """An open rtmidi input; ``callback`` gets each message on this port's thread, a
+    ``mido.Message`` whose ``time`` is its arrival on ``clock`` (ArrivalClock). While no
+    callback is set, messages wait in RtMidi's queue for the next one."""
+
+    def __init__(self, rt, name: str, poll_s: float = POLL_S,
+                 clock: Callable[[], float] = time.perf_counter):
+        self._rt = rt
+        self.name = name
+        self.poll_s = poll_s
+        self.clock = clock
+        self.arrivals = ArrivalClock(clock())
+        self.closed = False
+        self.invalid = 0  # messages that were not MIDI, dropped
+        self.errors = 0  # callbacks (or reads) that raised: the port goes on reading
+        self._callback: Callable[[mido.Message], None] | None = None
+        self._lock = threading.RLock()  # callback swaps wait for the message in hand
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"midi-in {name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def callback(self) -> Callable[[mido.Message], None] | None:
+        return self._callback
+
+    @callback.setter
+    def callback(self, func: Callable[[mido.Message], None] | None) -> None:
+        with self._lock:
+            self._callback = func
+
+    def _run(self) -> None:
+        get, wait, now, arrivals = self._rt.get_message, self._stop.wait, self.clock, self.arrivals
+        while not wait(self.poll_s):
+            with self._lock:
+                func = self._callback
+                if func is None:
+                    continue
+                while not self._stop.is_set():
+                    before = now()
+                    try:
+                        event = get()
+                    except Exception as e:  # noqa: BLE001 - said; looked at again next poll
+                        self._said(e)
+                        break
+                    if event is None:
+                        arrivals.empty_at = before
+                        break
+                    data, delta = event
+                    t = arrivals.arrival(delta, now())
+                    if data != ACTIVE_SENSING:  # read (its interval counts), then dropped
+                        self._deliver(func, data, t)
+
+    def _deliver(self, func, data: list[int], t: float) -> None:
+        try:
+            msg = mido.Message.from_bytes(data, time=t)
+        except Exception:  # noqa: BLE001 - mido raises IndexError too (a truncated pitch bend)
+            self.invalid += 1
+            return
+        try:
+            func(msg)
+        except Exception as e:  # noqa: BLE001 - a bad callback must not end the input
+            self._said(e)
+
+    def _said(self, e: Exception) -> None:
+        """Counted; the first one said on stderr (the input goes on reading)."""
+        self.errors += 1
+        if self.errors == 1:
+            print(f"MIDI input {self.name}: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Stop reading, then close the port and its client. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        with contextlib.suppress(Exception):
+            self._rt.close_port()
+        with contextlib.suppress(Exception):
+            self._rt.delete()
+
+    def __enter__(self) -> PolledInput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PolledInput {self.name!r}{' closed' if self.closed else ''}>"
+
+
+def open_input(
+    api: str,
+    name: str | None = None,
+    virtual: bool = False,
+    client_name: str | None = None,
+    callback: Callable[[mido.Message], None] | None = None,
+    poll_s: float = POLL_S,
+    port_name: str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PolledInput:
+    """Open an input as mido's rtmidi backend names them (``api`` is its name, e.g.
+    UNIX_JACK): a virtual port ``client_name:name``, or else the port listed as ``name``,
+    listened to by our client ``client_name`` through our port ``port_name``.
+    Raises OSError for an unknown port; rtmidi.SystemError when the MIDI system is gone."""
+    import rtmidi
+
+    rt = rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{api}"), name=client_name,
+                       queue_size_limit=QUEUE_SIZE)
+    try:
+        if virtual:
+            if name is None:
+                raise OSError("a virtual port needs a name")
+            rt.open_virtual_port(name)
+        else:
+            listed = rt.get_ports()
+            if api == "LINUX_ALSA" and name is not None:
+                from mido.backends.rtmidi_utils import expand_alsa_port_name
+
+                name = expand_alsa_port_name(listed, name)
+            if not listed:
+                raise OSError("no ports available")
+            if name is None:
+                name = listed[0]
+            if name not in listed:
+                raise OSError(f"unknown port {name!r}")
+            rt.open_port(listed.index(name), port_name)
+        # everything is read (a type RtMidi ignores loses its interval): MIDI clock and
+        # sysex as mido's input gives them; active sensing is dropped after reading
+        rt.ignore_types(sysex=False, timing=False, active_sense=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            rt.delete()
+        raise
+    port = PolledInput(rt, name, poll_s, clock)
+    port.callback = callback
+    return port
