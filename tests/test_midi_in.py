@@ -66,6 +66,7 @@ class FakeRt:
         self.queue: list[tuple[list[int], float]] = []
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.looks = 0
 
     def put(self, data, delta=0.001):
         with self.lock:
@@ -73,6 +74,7 @@ class FakeRt:
 
     def get_message(self):
         with self.lock:
+            self.looks += 1
             return self.queue.pop(0) if self.queue else None
 
     def close_port(self):
@@ -141,6 +143,32 @@ def test_a_callback_swap_waits_for_the_message_in_hand():
     swapped.join(2)
     assert not swapped.is_alive() and seen == ["slow"]
     port.close()
+
+
+def test_looks_slow_down_when_nothing_comes_and_not_for_active_sensing(monkeypatch):
+    import companion.midi_in as midi_in
+
+    monkeypatch.setattr(midi_in, "IDLE_AFTER_S", 0.15)
+    rt = FakeRt()
+    port = PolledInput(rt, "fake")
+    port.callback = lambda msg: None
+
+    def looks_per_s(span: float = 0.1) -> float:
+        n0 = rt.looks
+        time.sleep(span)
+        return (rt.looks - n0) / span
+
+    rt.put([0x90, 60, 100])
+    active = looks_per_s()
+    time.sleep(0.2)
+    idle = looks_per_s()
+    for _ in range(3):  # a keyboard's active sensing does not wake it
+        rt.put([0xFE])
+        time.sleep(0.01)
+    sensing = looks_per_s(0.05)
+    port.close()
+    print(f"looks per second: {active:.0f} active, {idle:.0f} idle, {sensing:.0f} sensing")
+    assert idle < 0.6 * active and sensing < 0.6 * active
 
 
 # -- over JACK ----------------------------------------------------------------------------
