@@ -1,10 +1,10 @@
 """The live companion: ports -> listener/engine -> scheduler -> ports, and a clean stop.
 
 Threads: the MIDI input callback (on the input port's thread, companion.midi_in) only
-stamps and queues each message; the engine thread
-takes them off the queue (waking at the phrase-end deadline when nothing comes), advances
-the model and generates answers; the scheduler thread plays them. Sends to the output
-port from any thread go through the scheduler's lock.
+stamps and queues each message; the engine thread takes them off the queue (waking at the
+phrase-end deadline when nothing comes), advances the model and generates answers; the
+scheduler thread plays them. Sends to the output port from any thread go through the
+scheduler's lock.
 
 Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live clock):
 "note_in" (``received`` = arrival time, t = model advanced), "phrase_end" (``deadline``,
@@ -53,7 +53,6 @@ FLOOD_QUIET_S = 1.0
 MAX_QUEUED = 20_000
 #: The oldest arrival stamp believed (seconds before it is read).
 STAMP_WINDOW_S = 1.0
-
 
 
 def _ends_notes(msg) -> bool:
