@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import queue
 import signal
 import sys
@@ -38,10 +39,16 @@ from companion.session import Autosave, SessionRecorder
 
 #: The engine thread looks at its stop flag at least this often.
 IDLE_WAKE_S = 0.25
-#: This long before a phrase-end deadline the engine thread wakes to warm the model (a
-#: throwaway step): a step after tens of ms idle costs ~5x a step with the weights in
-#: cache, and the first answer step is the one a performer waits for.
-PREWARM_S = 0.0015
+#: In a call and while its phrase end is pending, the engine thread warms the model (a
+#: throwaway step) this often: a step after 50 ms without one costs 3 ms on a cloud guest
+#: whose caches are emptied between notes, one within 5 ms of another 0.2 ms, and the
+#: answer's steps are what a performer waits for. Never closer than WARM_GUARD_S to the
+#: deadline. About 4% of a core while a call goes on; nothing when idle.
+WARM_EVERY_S = 0.005
+WARM_GUARD_S = 0.0005
+#: With keys held (no deadline yet), warm until this long after the last message: a held
+#: key is a call going on, a forgotten one is not.
+WARM_IN_CALL_S = 2.0
 
 #: Input older than this when the engine thread gets to it is a backlog (a flood of
 #: messages faster than they can be handled): dropped rather than acted on late, except
@@ -180,20 +187,20 @@ class Live:
         realtime_thread()  # the engine's step and answer must not wait for a core either
         now = self.clock.now
         q = self.queue
-        warmed = None  # the deadline the model was last warmed for
+        warmed = heard = -math.inf  # when the model was last warmed, a message last taken
         while not self._stop.is_set():
             deadline = self.engine.next_deadline()
             wait = IDLE_WAKE_S
-            if deadline is not None:
-                left = deadline - now()
-                if warmed != deadline:
-                    if left <= PREWARM_S:
-                        self.engine.model.warm()
-                        warmed = deadline
-                        left = deadline - now()
-                    else:
-                        left -= PREWARM_S  # wake in time to warm the model first
-                wait = min(IDLE_WAKE_S, left)
+            # in a call (keys held: no deadline yet) or waiting for its end: keep warm
+            if deadline is not None or (self.engine.listener.notes
+                                        and now() - heard < WARM_IN_CALL_S):
+                left = math.inf if deadline is None else deadline - now()
+                if left > WARM_GUARD_S and now() - warmed >= WARM_EVERY_S:
+                    self.engine.model.warm()
+                    warmed = now()
+                    if deadline is not None:
+                        left = deadline - warmed
+                wait = min(IDLE_WAKE_S, left, warmed + WARM_EVERY_S - now())
             try:
                 t, msg = q.get(timeout=wait) if wait > 0 else q.get_nowait()
             except queue.Empty:
@@ -201,7 +208,8 @@ class Live:
             else:
                 if msg is None:  # stop() waking us
                     continue
-                if now() - t > BACKLOG_S and not _ends_notes(msg):
+                heard = now()
+                if heard - t > BACKLOG_S and not _ends_notes(msg):
                     self._flood += 1  # a backlog: never acted on (or played) late
                     self._last_drop = now()
                 else:

@@ -166,6 +166,26 @@ def test_strange_messages_never_stop_it(rig):
     assert [t for t, m in out.messages() if m.type == "note_on"][0] > released
 
 
+def test_model_kept_warm_in_a_call_and_until_its_end_not_when_idle(rig, model, monkeypatch):
+    warms = []
+    real = model.warm
+    monkeypatch.setattr(model, "warm", lambda: (warms.append(time.perf_counter()), real()))
+    live, inport, _, events = rig(listen={"phrase_end_beats": 2})  # 0.5 s
+    inport.deliver(mido.Message("note_on", note=60, velocity=80))
+    time.sleep(0.3)
+    held = len(warms)  # a key held: no phrase end due yet, but a call going on
+    inport.deliver(mido.Message("note_off", note=60))
+    wait_for(lambda: any(k == "phrase_end" for k, _, _ in events))
+    waiting = len(warms) - held
+    time.sleep(0.1)
+    before = len(warms)
+    time.sleep(0.3)  # answered, nothing played: idle
+    print(f"warms: {held} with a key held 0.3 s, {waiting} until the phrase end 0.5 s later, "
+          f"{len(warms) - before} idle 0.3 s")
+    assert held >= 10 and waiting >= 15
+    assert len(warms) == before
+
+
 def test_arrival_is_the_ports_stamp_when_it_stamps_on_the_live_clock(rig):
     live, inport, _, _ = rig()
 
