@@ -71,13 +71,11 @@ class PolledInput:
     ``mido.Message`` whose ``time`` is its arrival on ``clock`` (ArrivalClock). While no
     callback is set, messages wait in RtMidi's queue for the next one."""
 
-    def __init__(self, rt, name: str, poll_s: float = POLL_S,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, rt, name: str):
         self._rt = rt
         self.name = name
-        self.poll_s = poll_s
-        self.clock = clock
-        self.arrivals = ArrivalClock(clock())
+        self.clock = time.perf_counter  # RealClock's: Live believes these stamps
+        self.arrivals = ArrivalClock(self.clock())
         self.closed = False
         self.invalid = 0  # messages that were not MIDI, dropped
         self.errors = 0  # callbacks (or reads) that raised: the port goes on reading
@@ -100,7 +98,7 @@ class PolledInput:
         get, now, arrivals, stop = self._rt.get_message, self.clock, self.arrivals, self._stop
         last = now()
         while True:
-            time.sleep(self.poll_s if now() - last < IDLE_AFTER_S else IDLE_POLL_S)
+            time.sleep(POLL_S if now() - last < IDLE_AFTER_S else IDLE_POLL_S)
             if stop.is_set():
                 return
             with self._lock:
@@ -154,12 +152,6 @@ class PolledInput:
         with contextlib.suppress(Exception):
             self._rt.delete()
 
-    def __enter__(self) -> PolledInput:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<PolledInput {self.name!r}{' closed' if self.closed else ''}>"
 
@@ -170,9 +162,7 @@ def open_input(
     virtual: bool = False,
     client_name: str | None = None,
     callback: Callable[[mido.Message], None] | None = None,
-    poll_s: float = POLL_S,
     port_name: str | None = None,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> PolledInput:
     """Open an input as mido's rtmidi backend names them (``api`` is its name, e.g.
     UNIX_JACK): a virtual port ``client_name:name``, or else the port listed as ``name``,
@@ -207,6 +197,6 @@ def open_input(
         with contextlib.suppress(Exception):
             rt.delete()
         raise
-    port = PolledInput(rt, name, poll_s, clock)
+    port = PolledInput(rt, name)
     port.callback = callback
     return port

@@ -15,11 +15,11 @@ import pytest
 from support import nottingham_files
 
 # -- TensorFlow last ----------------------------------------------------------------------
-# TensorFlow's threads and its garbage (graphs with C++ objects behind them, collected in
-# cycles) must not share the process with the live tests' MIDI, scheduler and JACK threads:
-# a test process once died in a garbage collection a few tests after a TensorFlow test
-# (the bench keeps the same rule for the same reason). Tests that import it carry the
-# `tensorflow` mark and run at the end; one that imports it without the mark fails.
+# TensorFlow's thread pools and its garbage (graphs with C++ objects behind them) stay out
+# of the way of the timing tests' MIDI, scheduler and JACK threads, as in the bench. (A
+# crash in a garbage collection once blamed on it was python-rtmidi's callbacks: see
+# companion/midi_in.py.) Tests that import it carry the `tensorflow` mark and run at the
+# end; one that imports it without the mark fails.
 
 
 def pytest_collection_modifyitems(config, items):
