@@ -122,7 +122,7 @@ class KeyConfig:
 
     def __post_init__(self) -> None:
         if self.fixed is not None:
-            from companion.key import parse_key
+            from companion.engine.key import parse_key
 
             try:
                 parse_key(self.fixed)

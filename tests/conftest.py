@@ -40,8 +40,8 @@ def _tensorflow_only_where_marked(request):
 def model_pkg(tmp_path_factory) -> Path:
     """A model package with a vocabulary from four real tunes and random weights:
     the real file formats and sizes, no TensorFlow, no training."""
-    from companion.curves import Vocabulary, curves_from_notes
-    from companion.melody import read_melodies
+    from companion.encoding.curves import Vocabulary, curves_from_notes
+    from companion.encoding.melody import read_melodies
     from train.export import StepWeights, write_step
 
     pkg = tmp_path_factory.mktemp("model")
@@ -54,7 +54,7 @@ def model_pkg(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(model_pkg):
-    from companion.model import StepModel
+    from companion.engine.model import StepModel
 
     return StepModel(model_pkg)
 
@@ -90,7 +90,7 @@ def jack_server(tmp_path, request):
     one: without real-time scheduling, a client that misses a cycle on a busy machine is an
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
     server's log (its xruns), for failure messages. Tests read JACK input polled
-    (companion.midi_in), so no Python runs in their JACK clients' threads either."""
+    (companion.midi.input), so no Python runs in their JACK clients' threads either."""
     frames = str(getattr(request, "param", 256))
     jackd = shutil.which("jackd")
     if jackd is None:

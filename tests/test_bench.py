@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from companion import bench
+from bench import bench
 
 
 def _numbers(value) -> bool:
@@ -33,7 +33,7 @@ def _args(model_pkg, **kw) -> argparse.Namespace:
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
-    from companion.cli import main
+    from companion.commands.cli import main
 
     assert main(["bench", "--json", "--quick", "--model", str(model_pkg)]) == 0
     out = json.loads(capsys.readouterr().out)

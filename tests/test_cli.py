@@ -9,7 +9,7 @@ import sys
 import pytest
 from support import ROOT, write_config
 
-from companion.cli import load_config, main
+from companion.commands.cli import load_config, main
 
 
 def one_error_line(capsys) -> str:
@@ -43,7 +43,7 @@ def test_options_override_config(tmp_path, model_pkg):
     cfg_path = write_config(tmp_path / "c.yaml", None, midi={"input": "keys", "output": "synth"})
     parser_args = ["live", "--config", str(cfg_path), "--virtual", "--backend", "jack",
                    "--model", str(model_pkg)]
-    from companion.cli import _parser
+    from companion.commands.cli import _parser
 
     cfg = load_config(_parser().parse_args(parser_args))
     assert cfg.midi.input is None and cfg.midi.output is None and cfg.midi.backend == "jack"
@@ -65,7 +65,7 @@ def test_missing_model_is_exit_2(tmp_path, capsys):
 
 
 def test_bench_missing_is_a_one_line_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "companion.bench", None)  # as if bench.py did not exist
+    monkeypatch.setitem(sys.modules, "bench.bench", None)  # as if bench.py did not exist
     assert main(["bench"]) == 1
     assert "bench" in one_error_line(capsys)
 
@@ -95,7 +95,8 @@ def test_no_alsa_sequencer_is_one_clear_line(model_pkg):
 
 
 def test_live_path_imports_neither_music21_nor_tensorflow():
-    code = ("import sys, companion.cli, companion.live, companion.ports, companion.demo\n"
+    code = ("import sys, companion.commands.cli, companion.realtime.live, companion.midi.ports, "
+            "companion.commands.demo\n"
             "bad = [m for m in ('music21', 'tensorflow', 'keras') if m in sys.modules]\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

@@ -15,7 +15,7 @@ import pytest
 from support import write_config
 from test_live_jack import Companion
 
-from companion.midi_in import open_input
+from companion.midi.input import open_input
 
 pytestmark = pytest.mark.jack
 
@@ -32,7 +32,7 @@ class ClockAndPerformer:
 
     Arrival times are python-rtmidi's: taken with ``jack_get_time`` in JACK's process
     callback, before any Python runs, so this process's own scheduling does not blur them
-    (put on this process's clock by companion.midi_in.ArrivalClock);
+    (put on this process's clock by companion.midi.input.ArrivalClock);
     ticks and answer notes are stamped alike, at the same point of the MIDI system. The
     clock sleeps between ticks (their exact send times do not matter: the grid is what
     arrives).
@@ -47,7 +47,7 @@ class ClockAndPerformer:
         frm = [n for n in lister.get_ports() if n.startswith("companion") and n.endswith(":out")]
         lister.delete()
         assert len(frm) == 1, frm
-        # polled, never an rtmidi callback (companion.midi_in says why); each message's time
+        # polled, never an rtmidi callback (companion.midi.input says why); each message's time
         # is its arrival from JACK's stamps, taken in its process cycle
         self.measure = open_input("UNIX_JACK", frm[0], client_name="measure", port_name="in",
                                   callback=self._heard)

@@ -11,13 +11,13 @@ import pytest
 from support import make_config
 from test_live import CALL, Out, play, wait_for
 
-from companion.clock import VirtualClock
+from companion.commands.demo import LoopbackIn
 from companion.config import ConfigError
-from companion.controls import ANSWERING, LISTENING, Controls, StateOut
-from companion.demo import LoopbackIn
-from companion.engine import Engine
-from companion.live import Live
-from companion.scheduler import VirtualScheduler
+from companion.engine.engine import Engine
+from companion.realtime.clock import VirtualClock
+from companion.realtime.controls import ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.live import Live
+from companion.realtime.scheduler import VirtualScheduler
 
 MAP = {"temperature": 20, "length": 21, "style_weight": 22, "key_strength": 23, "mute": 24,
        "panic": 25, "reset_style": 26, "state_out": 27}

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from companion.curves import (
+from companion.encoding.curves import (
     TIME_GRID,
     Vocabulary,
     curve,

@@ -47,7 +47,7 @@ def test_split_is_deterministic_song_level_and_disjoint():
 
 
 def test_tune_families_stay_on_one_side_and_duplicates_go():
-    from companion.melody import Melody
+    from companion.encoding.melody import Melody
     from train.dataset import FAMILY_CURVES, prepare
 
     rng = np.random.default_rng(0)

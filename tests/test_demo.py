@@ -6,8 +6,8 @@ import io
 
 from support import make_config
 
-from companion import demo
-from companion.phrases import builtin
+from companion.commands import demo
+from companion.encoding.phrases import builtin
 
 
 def test_builtin_calls_are_short_phrases():
@@ -33,7 +33,7 @@ def test_demo_plays_a_call_and_shows_the_answer(model_pkg):
 
 
 def test_an_answer_note_that_leaves_before_its_announcement_is_shown_after_it():
-    from companion.clock import RealClock
+    from companion.realtime.clock import RealClock
 
     out = io.StringIO()
     view = demo.View(out, RealClock())

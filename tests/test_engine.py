@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from support import make_config
 
-from companion.clock import VirtualClock
-from companion.curves import curve
-from companion.engine import Engine
-from companion.scheduler import VirtualScheduler
+from companion.encoding.curves import curve
+from companion.engine.engine import Engine
+from companion.realtime.clock import VirtualClock
+from companion.realtime.scheduler import VirtualScheduler
 
 TEMPO = 120.0
 BEAT = 60.0 / TEMPO
@@ -140,7 +140,7 @@ def test_same_seed_same_answer(model, model_pkg):
 
 
 def test_barge_in_stops_the_answer_and_keeps_the_state_of_what_was_played(model, model_pkg):
-    from companion.model import StepModel
+    from companion.engine.model import StepModel
 
     rig = Rig(model, cfg(model_pkg, length=8, min_beats=8))
     rig.play(CALL)

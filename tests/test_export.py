@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from companion.curves import Vocabulary
-from companion.model import StepModel
+from companion.encoding.curves import Vocabulary
+from companion.engine.model import StepModel
 from train.export import StepWeights, read_step, write_step
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from support import make_config, nottingham_files
 
-from companion.clock import VirtualClock
-from companion.engine import Engine
-from companion.grid import Grid, estimate_swing
-from companion.scheduler import VirtualScheduler
+from companion.engine.engine import Engine
+from companion.engine.grid import Grid, estimate_swing
+from companion.realtime.clock import VirtualClock
+from companion.realtime.scheduler import VirtualScheduler
 
 
 def test_mask_keeps_the_curves_that_land_on_the_grid():
@@ -84,7 +84,7 @@ def on_grid(answer, grid: Grid) -> list[float]:
 
 def calls(n: int) -> list[list[tuple[int, float, float]]]:
     """Calls cut from Nottingham tunes (their first 8 notes), as (pitch, start, duration)."""
-    from companion.melody import read_melodies
+    from companion.encoding.melody import read_melodies
 
     out = []
     for f in nottingham_files(n):

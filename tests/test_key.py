@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from companion.curves import Vocabulary
-from companion.key import MAJOR, MINOR, KeyBias, KeyEstimator, in_scale, key_name, parse_key
-from companion.sampler import Sampler
+from companion.encoding.curves import Vocabulary
+from companion.engine.key import MAJOR, MINOR, KeyBias, KeyEstimator, in_scale, key_name, parse_key
+from companion.engine.sampler import Sampler
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mido
 import pytest
 
-from companion.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener
+from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener
 
 BEAT = 0.5  # 120 BPM
 

@@ -11,8 +11,8 @@ import mido
 import pytest
 from support import make_config
 
-from companion.demo import LoopbackIn
-from companion.live import Live
+from companion.commands.demo import LoopbackIn
+from companion.realtime.live import Live
 
 TEMPO = 240.0
 BEAT = 60.0 / TEMPO
@@ -189,7 +189,7 @@ def test_model_kept_warm_in_a_call_and_until_its_end_not_when_idle(rig, model, m
 def test_arrival_is_the_ports_stamp_when_it_stamps_on_the_live_clock(rig):
     live, inport, _, _ = rig()
 
-    class Stamping:  # a polled port (companion.midi_in): msg.time is its arrival
+    class Stamping:  # a polled port (companion.midi.input): msg.time is its arrival
         clock = time.perf_counter
 
     now = time.perf_counter()
@@ -202,7 +202,7 @@ def test_arrival_is_the_ports_stamp_when_it_stamps_on_the_live_clock(rig):
 
 
 def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
-    from companion.live import settled_heap
+    from companion.realtime.live import settled_heap
 
     assert gc.get_freeze_count() == 0
     alive = [[i] for i in range(20_000)]
@@ -214,9 +214,9 @@ def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
 def test_live_run_plays_with_the_start_up_heap_set_aside(monkeypatch, model_pkg):
     """`companion live` collects once and freezes what it loaded before it starts playing:
     a full collection of it holds the GIL 4 to 8 ms, about a JACK period."""
-    import companion.live as live_mod
-    import companion.ports as ports_mod
-    from companion.ports import OpenPorts
+    import companion.midi.ports as ports_mod
+    import companion.realtime.live as live_mod
+    from companion.midi.ports import OpenPorts
 
     frozen: list[int] = []
 

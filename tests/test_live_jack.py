@@ -19,7 +19,7 @@ import mido
 import pytest
 from support import ROOT, Heard, write_config
 
-from companion.midi_in import open_input
+from companion.midi.input import open_input
 
 pytestmark = pytest.mark.jack
 
@@ -80,7 +80,7 @@ class Performer(Heard):
         to_name = self._find(self.backend.get_output_names(), ":in")
         from_name = self._find(self.backend.get_input_names(), ":out")
         self.to = self.backend.open_output(to_name)
-        # polled, never an rtmidi callback (companion.midi_in says why)
+        # polled, never an rtmidi callback (companion.midi.input says why)
         self.frm = open_input("UNIX_JACK", from_name, callback=self._heard)
         time.sleep(0.3)  # let the connections settle
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from companion.clock import RealClock
-from companion.metronome import ClickThread, Metronome
+from companion.realtime.clock import RealClock
+from companion.realtime.metronome import ClickThread, Metronome
 
 
 def test_count_in_then_silence():

@@ -1,4 +1,4 @@
-"""The polled MIDI input (companion.midi_in): arrival times from RtMidi's stamps, the
+"""The polled MIDI input (companion.midi.input): arrival times from RtMidi's stamps, the
 reading thread, and, over JACK, opening and closing under a flood of notes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from support import ROOT
 
-from companion.midi_in import ArrivalClock, PolledInput
+from companion.midi.input import ArrivalClock, PolledInput
 
 
 def poll(arrivals, deltas, busy=(), poll_s=0.0005):
@@ -146,7 +146,7 @@ def test_a_callback_swap_waits_for_the_message_in_hand():
 
 
 def test_looks_slow_down_when_nothing_comes_and_not_for_active_sensing(monkeypatch):
-    import companion.midi_in as midi_in
+    import companion.midi.input as midi_in
 
     monkeypatch.setattr(midi_in, "IDLE_AFTER_S", 0.15)
     rt = FakeRt()
@@ -176,7 +176,7 @@ def test_looks_slow_down_when_nothing_comes_and_not_for_active_sensing(monkeypat
 CHURN = textwrap.dedent("""
     import os, random, subprocess, sys, time
     import rtmidi
-    from companion.midi_in import open_input
+    from companion.midi.input import open_input
     # a flood of notes from another process, into ports this process opens and closes
     flood = subprocess.Popen([sys.executable, "-c", '''
     import rtmidi, time

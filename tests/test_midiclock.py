@@ -6,7 +6,7 @@ import mido
 import numpy as np
 import pytest
 
-from companion.midiclock import LOST_S, ClockFollower
+from companion.engine.midiclock import LOST_S, ClockFollower
 
 TICK = mido.Message("clock")
 
@@ -99,9 +99,9 @@ def test_ticks_too_far_apart_or_too_close_are_no_tempo():
 def test_engine_goes_back_to_its_tempo_when_the_clock_goes(model, model_pkg):
     from support import make_config
 
-    from companion.clock import VirtualClock
-    from companion.engine import Engine
-    from companion.scheduler import VirtualScheduler
+    from companion.engine.engine import Engine
+    from companion.realtime.clock import VirtualClock
+    from companion.realtime.scheduler import VirtualScheduler
 
     cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0})
     clock = VirtualClock()
@@ -136,9 +136,9 @@ def test_engine_answers_on_the_clocks_beats(model, model_pkg):
     another pace; the answer starts on a clock beat, its onsets on the clock's 1/8 grid."""
     from support import make_config
 
-    from companion.clock import VirtualClock
-    from companion.engine import Engine
-    from companion.scheduler import VirtualScheduler
+    from companion.engine.engine import Engine
+    from companion.realtime.clock import VirtualClock
+    from companion.realtime.scheduler import VirtualScheduler
 
     cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0},
                       answer={"length": 4, "max_beats": 4},

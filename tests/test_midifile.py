@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.midifile import TICKS_PER_BEAT, write_raw_tracks, write_tracks
+from companion.midi.files import TICKS_PER_BEAT, write_raw_tracks, write_tracks
 
 channel_msgs = st.one_of(
     st.builds(lambda c, n, v: mido.Message("note_on", channel=c, note=n, velocity=v),

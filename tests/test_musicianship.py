@@ -8,9 +8,9 @@ import pytest
 from support import ROOT, make_config
 from test_engine import CALL, Rig
 
-from companion.key import in_scale, parse_key
-from companion.measure import GOAL_IN_KEY, degenerate, held_out_calls, measure
-from companion.model import StepModel
+from bench.musicianship import GOAL_IN_KEY, degenerate, held_out_calls, measure
+from companion.engine.key import in_scale, parse_key
+from companion.engine.model import StepModel
 
 TEMPO = 120.0
 # a G major call: G A B D C B A G, then a D major one

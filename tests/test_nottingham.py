@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from companion.curves import Vocabulary
+from companion.encoding.curves import Vocabulary
 from train.corpus import load_corpus
 from train.dataset import melody_curves
 

@@ -7,11 +7,11 @@ import mido
 import pytest
 from support import make_config
 
-from companion.clock import VirtualClock
-from companion.engine import Engine
-from companion.listener import NEW_NOTE, NOTHING, Listener
-from companion.scheduler import VirtualScheduler
-from companion.tempo import Pace
+from companion.engine.engine import Engine
+from companion.engine.listener import NEW_NOTE, NOTHING, Listener
+from companion.engine.tempo import Pace
+from companion.realtime.clock import VirtualClock
+from companion.realtime.scheduler import VirtualScheduler
 
 BEAT = 0.5
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 from support import ROOT, nottingham_files
 
-from companion.cli import main
-from companion.phrases import PhraseNote
-from companion.plot import note_label, piano_roll
+from companion.commands.cli import main
+from companion.commands.plot import note_label, piano_roll
+from companion.encoding.phrases import PhraseNote
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +34,8 @@ def test_respond_plot(tmp_path, capsys, model_pkg):
 
 
 def test_live_does_not_import_matplotlib():
-    code = ("import sys, companion.live, companion.respond, companion.cli; "
+    code = ("import sys, companion.realtime.live, companion.commands.respond, "
+            "companion.commands.cli; "
             "sys.exit('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr

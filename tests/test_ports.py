@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from companion import ports
-from companion.ports import PortError, match_port
+from companion.midi import ports
+from companion.midi.ports import PortError, match_port
 
 NAMES = ["Midi Through:Midi Through Port-0 14:0", "KeyStep 37:KeyStep 37 MIDI 1 24:0",
          "Scarlett 2i4 USB:Scarlett 2i4 USB MIDI 1 28:0"]

@@ -138,7 +138,7 @@ CONFIGS = [
 def test_bad_config(tmp_path, model_pkg, capsys, text, key, expected):
     """In-process (the same `main` as the command, quicker); the subprocess below shows
     the same for a whole run."""
-    from companion.cli import main
+    from companion.commands.cli import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)

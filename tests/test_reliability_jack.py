@@ -20,7 +20,7 @@ from support import Heard, write_config
 from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log, note_ons
 from test_reliability_midi import assert_all_off as _all_off
 
-from companion.midi_in import open_input
+from companion.midi.input import open_input
 
 pytestmark = pytest.mark.jack
 

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import make_config
 
-from companion.clock import VirtualClock
-from companion.demo import LoopbackIn
-from companion.engine import Engine
-from companion.listener import STUCK_KEY_BEATS
-from companion.live import Live
-from companion.scheduler import VirtualScheduler
+from companion.commands.demo import LoopbackIn
+from companion.engine.engine import Engine
+from companion.engine.listener import STUCK_KEY_BEATS
+from companion.realtime.clock import VirtualClock
+from companion.realtime.live import Live
+from companion.realtime.scheduler import VirtualScheduler
 
 TEMPO = 240.0
 BEAT = 60.0 / TEMPO

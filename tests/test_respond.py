@@ -10,7 +10,7 @@ import mido
 import pytest
 from support import ROOT, nottingham_files, write_config
 
-from companion.cli import main
+from companion.commands.cli import main
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from companion.curves import Vocabulary
-from companion.sampler import Sampler
+from companion.encoding.curves import Vocabulary
+from companion.engine.sampler import Sampler
 
 CURVES = [[-2, 1.0], [-1, 0.5], [0, 1.0], [1, 0.5], [2, 1.0], [5, 2.0], [12, 1.0]]
 

@@ -8,8 +8,8 @@ import time
 
 import mido
 
-from companion.clock import RealClock, VirtualClock
-from companion.scheduler import Scheduler, TimedNote, Timeline, VirtualScheduler
+from companion.realtime.clock import RealClock, VirtualClock
+from companion.realtime.scheduler import Scheduler, TimedNote, Timeline, VirtualScheduler
 
 
 def test_timeline_orders_offs_before_ons_and_handles_overlaps():

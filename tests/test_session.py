@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mido
 
-from companion.session import SessionRecorder
+from companion.midi.session import SessionRecorder
 
 
 def test_session_is_saved_as_two_tracks(tmp_path):

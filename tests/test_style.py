@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from companion.style import StyleMemory
+from companion.engine.style import StyleMemory
 
 V = 10
 

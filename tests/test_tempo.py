@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from support import nottingham_files
 
-from companion.tempo import Pace, estimate_beat, intervals
+from companion.engine.tempo import Pace, estimate_beat, intervals
 
 
 def played(beats: list[float], bpm: float, jitter_s: float = 0.0, seed: int = 0) -> list[float]:
@@ -51,7 +51,7 @@ def test_nottingham_calls_near_the_prior():
     octave of the prior the beat is found (to 3%) for most; the rest at double or half."""
     found = total = 0
     for f in nottingham_files(40)[::4]:
-        from companion.melody import read_melodies
+        from companion.encoding.melody import read_melodies
 
         m = read_melodies(f)[0]
         for bpm in (95, 110, 125):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from companion.curves import Vocabulary
-from companion.model import StepModel
+from companion.encoding.curves import Vocabulary
+from companion.engine.model import StepModel
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTTINGHAM = ROOT.parent / "shared" / "data" / "nottingham-melody"

@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from companion.clock import Clock
 from companion.config import Config
-from companion.curves import curve
-from companion.grid import Grid
-from companion.key import KeyBias, KeyEstimator, key_name, parse_key
-from companion.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
-from companion.midiclock import CLOCK_TYPES, ClockFollower
-from companion.model import State, StepModel
-from companion.sampler import Sampler
-from companion.scheduler import Player, TimedNote
-from companion.style import StyleMemory
-from companion.tempo import Pace, estimate_beat
+from companion.encoding.curves import curve
+from companion.engine.grid import Grid
+from companion.engine.key import KeyBias, KeyEstimator, key_name, parse_key
+from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
+from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
+from companion.engine.model import State, StepModel
+from companion.engine.sampler import Sampler
+from companion.engine.style import StyleMemory
+from companion.engine.tempo import Pace, estimate_beat
+from companion.realtime.clock import Clock
+from companion.realtime.scheduler import Player, TimedNote
 
 #: A runaway guard: no answer has more notes than this (16 per beat at 256 beats).
 MAX_ANSWER_NOTES = 4096

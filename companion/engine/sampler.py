@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from companion.curves import MIN_TIME, Vocabulary
+from companion.encoding.curves import MIN_TIME, Vocabulary
 
 #: Below this temperature sampling is the argmax (a division by ~0 would overflow).
 MIN_TEMPERATURE = 1e-4

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.curves import Vocabulary
+from companion.encoding.curves import Vocabulary
 
 
 class ModelError(ValueError):

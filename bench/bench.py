@@ -216,7 +216,7 @@ def _timed(fn: Callable[[int], object], tokens: np.ndarray, out: list[float]) ->
 
 def measure_steps(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> None:
     """``step_us``, ``tf_step_us``, ``keras_call_us``: interleaved rounds in one process."""
-    from companion.model import StepModel
+    from companion.engine.model import StepModel
 
     model = StepModel(model_dir)
     state = model.zero_state()
@@ -325,7 +325,7 @@ def _train_throughput(corpus, plan: Plan, quiet: bool, vocab_size: int) -> tuple
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from companion.curves import Vocabulary
+    from companion.encoding.curves import Vocabulary
     from train.dataset import encode, melody_curves, tf_dataset, windows
     from train.model import ModelConfig, build, compile_model
     from train.train import parse_args
@@ -458,7 +458,7 @@ def _next_pitch(pitch: int, rng: np.random.Generator) -> int:
 def _as_live(seconds: float = 0.001):
     """What `companion live` sets (live.run): threads get the GIL back within ~1 ms, and the
     start-up heap is set aside (no long garbage collection while playing)."""
-    from companion.live import settled_heap
+    from companion.realtime.live import settled_heap
 
     old = sys.getswitchinterval()
     sys.setswitchinterval(seconds)
@@ -470,8 +470,8 @@ def _as_live(seconds: float = 0.001):
 
 
 def _start_live(model_dir: Path, cfg=None):
-    from companion.live import Live
-    from companion.model import StepModel
+    from companion.engine.model import StepModel
+    from companion.realtime.live import Live
 
     cfg = cfg or _live_config(model_dir)
     inport, outport = _LoopIn(), _LoopOut()
@@ -541,7 +541,7 @@ def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> N
     the engine steps the model for each of its notes, as with ``barge_in: keep``)."""
     import mido
 
-    from companion.scheduler import TimedNote
+    from companion.realtime.scheduler import TimedNote
 
     live, inport, probe = _start_live(model_dir, _live_config(model_dir, tempo_bpm=110))
     rng = np.random.default_rng(3)
@@ -738,7 +738,7 @@ def _jack_roundtrip(client: str, notes: int, rng: np.random.Generator) -> tuple[
 
     import rtmidi
 
-    from companion.midi_in import open_input
+    from companion.midi.input import open_input
 
     got: list[tuple[float, list[int]]] = []
     arrived = threading.Event()
@@ -759,7 +759,7 @@ def _jack_roundtrip(client: str, notes: int, rng: np.random.Generator) -> tuple[
         if not target or not source:
             raise RuntimeError(f"no JACK ports {client}:in / {client}:out (inputs {ins})")
         to.open_port(target[0], "to-companion")
-        # polled, as the companion reads its input (companion.midi_in): the trip includes
+        # polled, as the companion reads its input (companion.midi.input): the trip includes
         # up to midi_in.POLL_S on this side too
         frm = open_input("UNIX_JACK", source[-1], callback=on_msg)
         time.sleep(0.3)
@@ -979,7 +979,7 @@ def _nottingham() -> str:
 
 def main(args: argparse.Namespace) -> int:
     """`companion bench [--json] [--model DIR] [--quick] [--train [--corpus SPEC]]`."""
-    from companion.model import ModelError, StepModel
+    from companion.engine.model import ModelError, StepModel
 
     as_json = bool(getattr(args, "json", False))
     quick = bool(getattr(args, "quick", False))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import mido
 
-from companion.clock import SPIN_S, Clock, RealClock, realtime_thread
+from companion.realtime.clock import SPIN_S, Clock, RealClock, realtime_thread
 
 NOTE_OFF, NOTE_ON = 0, 1  # at equal times a note-off goes first: a repeated pitch re-strikes
 

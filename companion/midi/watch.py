@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from companion.midi_in import open_input
-from companion.ports import BACKENDS, PortError, match_port, quiet_stderr
+from companion.midi.input import open_input
+from companion.midi.ports import BACKENDS, PortError, match_port, quiet_stderr
 
 #: Seconds between two looks at the port list: modest, a listing costs a JACK round trip.
 POLL_S = 1.0
@@ -45,7 +45,7 @@ class PortWatcher:
         log: Callable[[str], None],
         poll_s: float = POLL_S,
     ):
-        from companion.ports import get_backend
+        from companion.midi.ports import get_backend
 
         self.live = live
         self.backend = get_backend(backend_name)

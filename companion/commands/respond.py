@@ -15,13 +15,13 @@ from typing import TextIO
 
 import mido
 
-from companion.clock import VirtualClock
 from companion.config import Config
-from companion.engine import Engine
-from companion.midifile import write_tracks
-from companion.model import StepModel
-from companion.phrases import CallError, Phrase, PhraseNote, read_call
-from companion.scheduler import VirtualScheduler
+from companion.encoding.phrases import CallError, Phrase, PhraseNote, read_call
+from companion.engine.engine import Engine
+from companion.engine.model import StepModel
+from companion.midi.files import write_tracks
+from companion.realtime.clock import VirtualClock
+from companion.realtime.scheduler import VirtualScheduler
 
 
 @dataclass
@@ -113,7 +113,7 @@ def run(cfg: Config, call_path: str, out_path: str | None, seed: int | None, jso
     path = Path(out_path) if out_path else Path(f"{Path(call_path).stem}-response.mid")
     write(path, r, cfg.midi.output_channel - 1)
     if plot:
-        from companion.plot import piano_roll
+        from companion.commands.plot import piano_roll
 
         piano_roll(plot, call.notes, r.answer, title=f"{call.name}: call and answer "
                    f"(seed {seed})", key=r.key)

@@ -11,11 +11,11 @@ from typing import TextIO
 
 import mido
 
-from companion.clock import RealClock, StopFlag
 from companion.config import Config
-from companion.live import Live, settled_heap, stop_on_signals
-from companion.model import StepModel
-from companion.phrases import Phrase, builtin
+from companion.encoding.phrases import Phrase, builtin
+from companion.engine.model import StepModel
+from companion.realtime.clock import RealClock, StopFlag
+from companion.realtime.live import Live, settled_heap, stop_on_signals
 
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 

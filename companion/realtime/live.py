@@ -1,6 +1,6 @@
 """The live companion: ports -> listener/engine -> scheduler -> ports, and a clean stop.
 
-Threads: the MIDI input callback (on the input port's thread, companion.midi_in) only
+Threads: the MIDI input callback (on the input port's thread, companion.midi.input) only
 stamps and queues each message; the engine thread takes them off the queue (waking at the
 phrase-end deadline when nothing comes), advances the model and generates answers; the
 scheduler thread plays them. Sends to the output port from any thread go through the
@@ -27,15 +27,15 @@ from typing import TextIO
 
 import mido
 
-from companion.clock import Clock, RealClock, StopFlag, realtime_thread
 from companion.config import Config
-from companion.controls import ANSWERING, LISTENING, Controls, StateOut
-from companion.engine import Engine, EventHook
-from companion.metronome import ClickThread, Metronome
-from companion.midiclock import CLOCK_TYPES
-from companion.model import StepModel
-from companion.scheduler import Scheduler
-from companion.session import Autosave, SessionRecorder
+from companion.engine.engine import Engine, EventHook
+from companion.engine.midiclock import CLOCK_TYPES
+from companion.engine.model import StepModel
+from companion.midi.session import Autosave, SessionRecorder
+from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
+from companion.realtime.controls import ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.metronome import ClickThread, Metronome
+from companion.realtime.scheduler import Scheduler
 
 #: The engine thread looks at its stop flag at least this often.
 IDLE_WAKE_S = 0.25
@@ -122,7 +122,7 @@ class Live:
 
     def _arrival(self, msg: mido.Message, port) -> float:
         """When ``msg`` arrived: the port's stamp when it stamps on our clock (a polled port,
-        companion.midi_in: read up to a poll late, stamped in the MIDI system's thread), else
+        companion.midi.input: read up to a poll late, stamped in the MIDI system's thread), else
         now. A stamp out of reason (later than now, over a second old) is not believed."""
         now = self.clock.now()
         if getattr(port, "clock", None) is self.clock.now:  # RealClock's: time.perf_counter
@@ -341,7 +341,7 @@ def settled_heap() -> Iterator[None]:
     while playing. A full collection walks all ~30,000 objects of the loaded process and
     holds the GIL for 4 to 8 ms: about a JACK period (5.3 ms at 256 frames), so the
     scheduler's next note and the reading of input would be that late (input keeps its
-    arrival times: companion.midi_in). Objects made while playing are collected as usual,
+    arrival times: companion.midi.input). Objects made while playing are collected as usual,
     and walking them is short."""
     gc.collect()
     gc.freeze()
@@ -378,7 +378,7 @@ def _print(out: TextIO) -> Callable[[str], None]:
 
 def run(cfg: Config, out: TextIO | None = None) -> int:
     """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0."""
-    from companion.ports import open_ports
+    from companion.midi.ports import open_ports
 
     log = _print(out or sys.stdout)
     stop = StopFlag()
@@ -406,7 +406,7 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
                 recorder = SessionRecorder(clock.now(), cfg.listen.tempo_bpm)
                 autosave = Autosave(recorder, cfg.session_dir(), cfg.session.save_every_s, log)
             if cfg.time.clock_port is not None and cfg.time.clock == "follow":
-                from companion.ports import open_clock_port
+                from companion.midi.ports import open_clock_port
 
                 clockport = open_clock_port(m.backend, cfg.time.clock_port)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
@@ -417,7 +417,7 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
             if autosave is not None:
                 autosave.start()
             if m.input is not None or m.output is not None:
-                from companion.watch import PortWatcher
+                from companion.midi.watch import PortWatcher
 
                 watcher = PortWatcher(live, m.backend, m.input, m.output, ports.input_label,
                                       ports.output_label, log)

@@ -1,4 +1,4 @@
-"""Musicianship figures on held-out calls: `python -m companion.measure [--json]`.
+"""Musicianship figures on held-out calls: `python -m bench.musicianship [--json]`.
 
 Calls are cut from tunes the model never trained on (the Nottingham melodies; the default
 model trained on O'Neill's 1850 and Ryan's Mammoth): the first ``--beats`` quarter notes
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from companion import config as config_mod
+from companion.commands.respond import Response, respond
 from companion.config import Config
-from companion.key import in_scale, parse_key
-from companion.model import StepModel
-from companion.phrases import Phrase, PhraseNote, read_call
-from companion.respond import Response, respond
+from companion.encoding.phrases import Phrase, PhraseNote, read_call
+from companion.engine.key import in_scale, parse_key
+from companion.engine.model import StepModel
 
 NOTTINGHAM = Path("/work/shared/data/nottingham-melody")
 GOAL_IN_KEY = 0.95
@@ -124,7 +124,7 @@ def measure(cfg: Config, model: StepModel, calls: list[Phrase], seed: int = 0) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m companion.measure", description=__doc__.split(
+    p = argparse.ArgumentParser(prog="python -m bench.musicianship", description=__doc__.split(
         "\n")[0])
     p.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
     p.add_argument("--model", metavar="DIR", help="model package (default: the config's)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from companion.key import NAMES, SCALES, parse_key
-from companion.phrases import PhraseNote
+from companion.encoding.phrases import PhraseNote
+from companion.engine.key import NAMES, SCALES, parse_key
 
 CALL_COLOUR = "#3b6ea8"
 ANSWER_COLOUR = "#d9822b"

@@ -1,6 +1,6 @@
 """MIDI ports: choosing the MIDI system, opening virtual or named ports, and saying
 clearly what is missing when there is no MIDI system. Outputs are mido's python-rtmidi
-ports; inputs are polled (companion.midi_in says why).
+ports; inputs are polled (companion.midi.input says why).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from companion.midi_in import open_input
+from companion.midi.input import open_input
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from companion.tempo import Pace
+from companion.engine.tempo import Pace
 
 #: What a message did to the melody (plain ints: the live path allocates no event objects).
 NOTHING, NEW_NOTE, TOP_CHANGED = 0, 1, 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mido
 
-from companion.midifile import TrackWriter, ticks, write_chunks
+from companion.midi.files import TrackWriter, ticks, write_chunks
 
 
 class Events:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mido
 
-from companion.curves import write_atomic
+from companion.encoding.curves import write_atomic
 
 TICKS_PER_BEAT = 480
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mido
 
-CALLS_DIR = Path(__file__).parent / "calls"
+CALLS_DIR = Path(__file__).resolve().parents[1] / "calls"
 
 
 class CallError(ValueError):
@@ -77,7 +77,7 @@ def read_call(path: str | Path) -> Phrase:
         raise CallError(f"{path}: no such file")
     if path.suffix.lower() == ".json":
         return read_json(path)
-    from companion.melody import read_melodies
+    from companion.encoding.melody import read_melodies
 
     try:
         melodies = read_melodies(path)

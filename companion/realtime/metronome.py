@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import mido
 
-from companion.clock import Clock, StopFlag
+from companion.realtime.clock import Clock, StopFlag
 
 CLICK_S = 0.05
 

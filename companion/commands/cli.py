@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--seed", type=int, metavar="N", help="random seed")
 
-    # `companion bench ...` is parsed by companion.bench itself (see main); listed for --help
+    # `companion bench ...` is parsed by bench.bench itself (see main); listed for --help
     sub.add_parser("bench", help="performance figures (`companion bench --help`)")
     return p
 
@@ -101,7 +101,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def _ports(cfg: Config) -> int:
-    from companion.ports import LABELS, get_backend, list_ports
+    from companion.midi.ports import LABELS, get_backend, list_ports
 
     backend = get_backend(cfg.midi.backend)
     ins, outs = list_ports(backend)
@@ -117,12 +117,12 @@ def _ports(cfg: Config) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    """`companion bench`: its options belong to companion.bench (``parser()``), imported
+    """`companion bench`: its options belong to bench.bench (``parser()``), imported
     only here."""
     try:
-        import companion.bench as bench
+        import bench.bench as bench
     except ModuleNotFoundError as e:
-        if e.name != "companion.bench":
+        if e.name != "bench.bench":
             raise
         print("error: companion bench is not available yet (companion/bench.py is missing)",
               file=sys.stderr)
@@ -140,18 +140,18 @@ def _bench(argv: list[str]) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if args.command == "live":
-        from companion.live import run
+        from companion.realtime.live import run
 
         return run(cfg)
     if args.command == "ports":
         return _ports(cfg)
     if args.command == "respond":
-        from companion.respond import run
+        from companion.commands.respond import run
 
         return run(cfg, args.call, args.out, cfg.answer.seed, args.json,
                    plot=getattr(args, "plot", None), beats=getattr(args, "beats", None))
     if args.command == "demo":
-        from companion.demo import run
+        from companion.commands.demo import run
 
         return run(cfg)
     raise UsageError("expected a command: live, ports, respond, demo or bench "
@@ -159,9 +159,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from companion.model import ModelError
-    from companion.phrases import CallError
-    from companion.ports import PortError
+    from companion.encoding.phrases import CallError
+    from companion.engine.model import ModelError
+    from companion.midi.ports import PortError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

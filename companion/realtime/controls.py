@@ -14,7 +14,7 @@ from collections.abc import Callable
 import mido
 
 from companion.config import ControlsConfig
-from companion.engine import Engine
+from companion.engine.engine import Engine
 
 #: Values of the outgoing state CC.
 LISTENING, ANSWERING = 0, 127
