@@ -12,8 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from companion.curves import write_atomic
-from companion.melody import EXTRACTOR_VERSION, SUFFIXES, Melody, read_melodies
+from companion.encoding.curves import write_atomic
+from companion.encoding.melody import EXTRACTOR_VERSION, SUFFIXES, Melody, read_melodies
 
 log = logging.getLogger(__name__)
 

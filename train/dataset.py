@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from companion.curves import Vocabulary, curves_from_notes
-from companion.melody import Melody
+from companion.encoding.curves import Vocabulary, curves_from_notes
+from companion.encoding.melody import Melody
 
 
 def melody_curves(m: Melody) -> np.ndarray:

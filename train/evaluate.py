@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.curves import Vocabulary
-from companion.model import ModelError, StepModel
+from companion.encoding.curves import Vocabulary
+from companion.engine.model import ModelError, StepModel
 from train.corpus import CorpusError, load_corpus, resolve
 from train.dataset import encode, melody_curves, prepare
 from train.ngram import KneserNey, Unigram, score

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.curves import write_atomic
+from companion.encoding.curves import write_atomic
 
 OPSET = 17
 

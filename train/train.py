@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.curves import Vocabulary, write_atomic
+from companion.encoding.curves import Vocabulary, write_atomic
 from train.corpus import CorpusError, load_corpus
 from train.dataset import encode, prepare, tf_dataset, windows
 from train.model import ModelConfig
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     model = _load_best(mcfg, work)
 
     # -- export, check, evaluate into a staging folder, then swap ---------------------------
-    from companion.model import StepModel
+    from companion.engine.model import StepModel
     from train.evaluate import figures, held_out
     from train.export import StepWeights, write_step
 
