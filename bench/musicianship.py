@@ -22,14 +22,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.data import ORIGIN, nottingham_dir
 from companion import config as config_mod
 from companion.commands.respond import Response, respond
-from companion.config import Config
+from companion.config import Config, ConfigError
 from companion.encoding.phrases import Phrase, PhraseNote, read_call
 from companion.engine.key import in_scale, parse_key
-from companion.engine.model import StepModel
+from companion.engine.model import ModelError, StepModel
 
-NOTTINGHAM = Path("/work/shared/data/nottingham-melody")
 GOAL_IN_KEY = 0.95
 OCTAVE = 12
 
@@ -46,8 +46,10 @@ def cut_call(phrase: Phrase, beats: float) -> Phrase | None:
     return Phrase(phrase.name, notes) if len(notes) >= 4 else None
 
 
-def held_out_calls(n: int, beats: float = 8.0, folder: Path = NOTTINGHAM) -> list[Phrase]:
-    """``n`` calls from tunes spread evenly over the folder (sorted, deterministic)."""
+def held_out_calls(n: int, beats: float = 8.0, folder: Path | None = None) -> list[Phrase]:
+    """``n`` calls from tunes spread evenly over ``folder`` (default: bench.data's Nottingham
+    folder), sorted, deterministic."""
+    folder = nottingham_dir() if folder is None else folder
     files = sorted(folder.glob("*.mid"))
     if not files:
         raise FileNotFoundError(f"{folder}: no MIDI files")
@@ -130,15 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", metavar="DIR", help="model package (default: the config's)")
     p.add_argument("--calls", type=int, default=80, help="number of held-out calls")
     p.add_argument("--beats", type=float, default=8.0, help="length of each call, in beats")
-    p.add_argument("--data", default=str(NOTTINGHAM), help="folder of held-out MIDI tunes")
+    p.add_argument("--data", default=str(nottingham_dir()),
+                   help="folder of held-out MIDI tunes (default: $NOTTINGHAM_DIR, bench.data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    cfg = config_mod.load(args.config)
-    if args.model:
-        config_mod.override(cfg, "model", str(Path(args.model).resolve()))
-    model = StepModel(cfg.model_dir())
-    calls = held_out_calls(args.calls, args.beats, Path(args.data))
+    try:
+        cfg = config_mod.load(args.config)
+        if args.model:
+            config_mod.override(cfg, "model", str(Path(args.model).resolve()))
+        model = StepModel(cfg.model_dir())
+        calls = held_out_calls(args.calls, args.beats, Path(args.data))
+    except (ConfigError, ModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e} ({ORIGIN})", file=sys.stderr)
+        return 2
     f = measure(cfg, model, calls, args.seed)
     if args.json:
         print(json.dumps({**f.__dict__, "model": str(cfg.model_dir()), "goals_met": f.goals_met()}))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 
-import mido
-
+from companion.midi.loopback import LoopbackOut
 from companion.realtime.clock import RealClock, VirtualClock
 from companion.realtime.scheduler import Scheduler, TimedNote, Timeline, VirtualScheduler
 
@@ -67,22 +65,11 @@ def test_a_new_answer_ends_what_is_left_of_the_previous_one():
     assert len(sent) == 2
 
 
-class Recorder:
-    def __init__(self, clock):
-        self.clock = clock
-        self.got: list[tuple[float, mido.Message]] = []
-        self.lock = threading.Lock()
-
-    def send(self, msg):
-        with self.lock:
-            self.got.append((self.clock.now(), msg))
-
-
 def test_real_clock_timing_does_not_drift():
     """200 notes, 10 ms apart: the last is as punctual as the first (absolute deadlines).
     The bounds are loose on purpose (a loaded CI machine); `companion bench` measures."""
     clock = RealClock()
-    rec = Recorder(clock)
+    rec = LoopbackOut(now=clock.now)
     sched = Scheduler(rec.send, clock)
     sched.start()
     try:
@@ -96,20 +83,20 @@ def test_real_clock_timing_does_not_drift():
             time.sleep(0.05)
     finally:
         sched.close()
-    ons = [t for t, m in rec.got if m.type == "note_on"]
+    ons = [t for t, m in rec.messages() if m.type == "note_on"]
     assert len(ons) == 200
     errors = [t - n.start for t, n in zip(ons, notes, strict=True)]
     assert min(errors) >= 0  # never early
     early, late = statistics.median(errors[:50]), statistics.median(errors[-50:])
     assert late < early + 0.02, (early, late)  # no accumulated drift
     assert statistics.median(errors) < 0.005
-    offs = [m.note for _, m in rec.got if m.type == "note_off"]
+    offs = [m.note for _, m in rec.messages() if m.type == "note_off"]
     assert len(offs) == 200
 
 
 def test_cancel_and_halt_on_the_real_clock():
     clock = RealClock()
-    rec = Recorder(clock)
+    rec = LoopbackOut(now=clock.now)
     sched = Scheduler(rec.send, clock)
     sched.start()
     try:
@@ -127,7 +114,23 @@ def test_cancel_and_halt_on_the_real_clock():
         assert 2 <= played <= 50
     finally:
         sched.close()
-    assert not [t for t, m in rec.got if m.type == "note_on" and t > t_halt]
-    ons = sum(m.type == "note_on" for _, m in rec.got)
-    offs = sum(m.type == "note_off" for _, m in rec.got)
+    assert not [t for t, m in rec.messages() if m.type == "note_on" and t > t_halt]
+    ons = sum(m.type == "note_on" for _, m in rec.messages())
+    offs = sum(m.type == "note_off" for _, m in rec.messages())
     assert ons == offs
+
+
+def test_observer_sees_each_note_handed_over_until_removed():
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(sent.append, clock)
+    seen = []
+    vs.observe(lambda answer, note, t: seen.append((answer, note.pitch, t)))
+    clock.set(1.5)
+    vs.add(3, TimedNote(60, 2.0, 1.0, 80))
+    vs.add(3, TimedNote(62, 3.0, 1.0, 80))
+    vs.observe(None)
+    vs.add(3, TimedNote(64, 4.0, 1.0, 80))
+    assert seen == [(3, 60, 1.5), (3, 62, 1.5)]
+    vs.flush()  # it only watches: every note is played all the same
+    assert [m.note for m in sent if m.type == "note_on"] == [60, 62, 64]

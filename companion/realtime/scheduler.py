@@ -103,6 +103,9 @@ class Timeline:
 #: ``on_event(kind, t, **data)``: "note_on" / "note_off" right after the send, with
 #: ``answer`` (id), ``index`` (of the note in the answer), ``pitch``.
 EventHook = Callable[..., None]
+#: ``on_added(answer, note, t)``: a note handed to the player (``add``), t = clock time of
+#: the hand-over, before the note is queued. For measurements (the bench's answer latency).
+AddedHook = Callable[[int, TimedNote, float], None]
 
 
 class Player:
@@ -126,8 +129,17 @@ class Player:
         self.timeline = Timeline()
         #: Set (signal-safe, no lock) at shutdown: no note-on is sent after it.
         self.halted = False
+        self._on_added: AddedHook | None = None
+
+    def observe(self, on_added: AddedHook | None) -> None:
+        """Report every note handed over from now on to ``on_added`` (None: stop). Unset, it
+        costs ``add`` one test."""
+        self._on_added = on_added
 
     def add(self, answer: int, note: TimedNote) -> None:
+        on_added = self._on_added
+        if on_added is not None:
+            on_added(answer, note, self.clock.now())
         with self.lock:
             self.timeline.add(answer, note)
         self._wake()

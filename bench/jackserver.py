@@ -1,0 +1,116 @@
+"""A private JACK server on the dummy driver (no sound card), for the bench and the tests.
+
+``dummy_server(frames)`` starts ``jackd --no-realtime -n NAME -d dummy -r 48000 -p FRAMES``
+under a name of its own, waits until a client can reach it (``jack_lsp`` where installed,
+else an rtmidi client), yields the environment in which clients find it, and stops it at
+the end (SIGTERM, then SIGKILL after 5 s). JACK moves MIDI once a period: FRAMES / 48 kHz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+RATE = 48000
+#: The environment key that names the server's log (its xruns), for failure messages.
+LOG_KEY = "JACKD_LOG"
+#: What a client needs to find this server and no other (and never to start one).
+CLIENT_KEYS = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
+START_TIMEOUT_S = 15.0
+
+_PROBE = (
+    "import rtmidi, sys\n"
+    "try:\n    rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK).delete()\n"
+    "except rtmidi.SystemError:\n    sys.exit(1)\n"
+)
+
+
+class JackdError(RuntimeError):
+    """jackd did not start (the message ends with its log), or is not installed."""
+
+
+class JackdMissing(JackdError):
+    """No ``jackd`` on PATH."""
+
+
+def reachable(env: dict[str, str]) -> bool:
+    """Whether a client in ``env`` reaches a JACK server (jack_lsp, else an rtmidi client)."""
+    cmd = ["jack_lsp"] if shutil.which("jack_lsp") else [sys.executable, "-c", _PROBE]
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def period_text(frames: int) -> str:
+    return f"{RATE // 1000} kHz, period {frames} frames ({frames * 1000 / RATE:.2f} ms)"
+
+
+@contextlib.contextmanager
+def dummy_server(frames: int = 256, log: Path | None = None,
+                 prefix: str = "companion") -> Iterator[dict[str, str]]:
+    """A private jackd; yields ``os.environ`` plus JACK_DEFAULT_SERVER (its unique name),
+    JACK_NO_START_SERVER=1, JACK_NO_AUDIO_RESERVATION=1 and JACKD_LOG (``log``, else a
+    temporary file). Raises JackdMissing without jackd, JackdError when it does not come up
+    within START_TIMEOUT_S."""
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        raise JackdMissing("jackd is not installed (install jackd2)")
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix))
+            log = Path(folder) / "jackd.log"
+        name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1",
+                   JACK_NO_AUDIO_RESERVATION="1", **{LOG_KEY: str(log)})
+        out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
+        proc = subprocess.Popen(
+            [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE),
+             "-p", str(frames)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        stack.callback(_stop, proc)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not reachable(env):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out.flush()
+                raise JackdError(f"jackd did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield env
+
+
+@contextlib.contextmanager
+def client_env(env: dict[str, str]) -> Iterator[None]:
+    """This process's own JACK clients find the server of ``env`` (CLIENT_KEYS), until the
+    end of the block."""
+    old = {k: os.environ.get(k) for k in CLIENT_KEYS}
+    os.environ.update({k: env[k] for k in CLIENT_KEYS if k in env})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within 5 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
