@@ -9,15 +9,20 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from companion.midi.input import open_input
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
+AUTO = "auto"  # midi.backend: the platform's MIDI system (choose_backend)
 LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "winmm": "Windows MM"}
 NO_SYSTEM_HINT = "`companion demo` and `companion respond CALL` need no MIDI system"
+ALSA_SEQ = "/dev/snd/seq"  # the ALSA sequencer's device: ALSA MIDI works when it is there
+NATIVE = {"darwin": "coremidi", "win32": "winmm", "linux": "alsa"}  # by sys.platform prefix
+PLATFORM_NAMES = {"coremidi": "macOS", "winmm": "Windows"}
+JACK_TODO = "start a JACK server (`jackd -d alsa`, or `jackd -d dummy` without a sound card)"
 
 
 class PortError(Exception):
@@ -48,14 +53,13 @@ def quiet_stderr() -> Iterator[None]:
 
 def no_system_message(backend: str, detail: str = "") -> str:
     if backend == "alsa":
-        what = "the ALSA sequencer (/dev/snd/seq) is not there"
+        what = f"the ALSA sequencer ({ALSA_SEQ}) is not there"
         todo = ("load it with `sudo modprobe snd-seq`, or start a JACK server and use "
                 "--backend jack")
     elif backend == "jack":
         server = os.environ.get("JACK_DEFAULT_SERVER")
         what = "no JACK server is running" + (f" (JACK_DEFAULT_SERVER={server})" if server else "")
-        todo = ("start one (`jackd -d alsa`, or `jackd -d dummy` without a sound card), or use "
-                "--backend alsa")
+        todo = f"{JACK_TODO}, or use --backend alsa"
     else:
         what = f"{LABELS[backend]} did not start" + (f" ({detail})" if detail else "")
         todo = "check the MIDI setup of this computer"
@@ -63,7 +67,8 @@ def no_system_message(backend: str, detail: str = "") -> str:
 
 
 def get_backend(name: str):
-    """The mido backend for ``name`` (alsa, jack, coremidi, winmm), checked to be usable."""
+    """The mido backend for ``name`` (alsa, jack, coremidi, winmm: auto resolved by
+    resolve_backend first), checked to be usable."""
     import mido
 
     if name not in BACKENDS:
@@ -82,8 +87,16 @@ def get_backend(name: str):
 
 def check_system(name: str) -> None:
     """Raise NoMidiSystem, with what to do, when the MIDI system cannot be reached."""
-    if name == "alsa" and sys.platform.startswith("linux") and not os.path.exists("/dev/snd/seq"):
+    if name == "alsa" and sys.platform.startswith("linux") and not os.path.exists(ALSA_SEQ):
         raise NoMidiSystem(no_system_message("alsa"))
+    detail = _probe(name)
+    if detail is not None:
+        raise NoMidiSystem(no_system_message(name, detail))
+
+
+def _probe(name: str) -> str | None:
+    """None when an rtmidi client of ``name`` can be made (for JACK: a server is reachable;
+    rtmidi never starts one), else rtmidi's reason."""
     import rtmidi
 
     api = getattr(rtmidi, f"API_{BACKENDS[name]}")
@@ -91,15 +104,95 @@ def check_system(name: str) -> None:
         with quiet_stderr():
             probe = rtmidi.MidiIn(rtapi=api, name="companion-probe")
     except rtmidi.SystemError as e:
-        raise NoMidiSystem(no_system_message(name, str(e))) from e
+        return str(e)
     probe.delete()
+    return None
+
+
+def _native(platform: str) -> str | None:
+    """The platform's own MIDI system (``platform`` as sys.platform says it), if it has one."""
+    return next((b for prefix, b in NATIVE.items() if platform.startswith(prefix)), None)
+
+
+def choose_backend(
+    platform: str,
+    alsa_seq: bool,
+    jack_running: bool,
+    compiled: Collection[str],
+    jack_server: str | None = None,
+) -> tuple[str, str]:
+    """(backend, why) for ``midi.backend: auto``: the platform's own MIDI system when this
+    python-rtmidi has it (CoreMIDI on macOS, Windows MM on Windows, ALSA on Linux when
+    ``alsa_seq``: /dev/snd/seq is there), else JACK when a server runs and rtmidi has JACK.
+    Neither: NoMidiSystem saying what is missing and what to do. ``compiled``: the backend
+    names rtmidi was built with; ``jack_server``: JACK_DEFAULT_SERVER, for the message.
+    """
+    native = _native(platform)
+    what: list[str] = []
+    todo: list[str] = []
+    lacks = ""  # why JACK, when the platform's own system was not taken
+    if native is not None and native not in compiled:
+        lacks = f"python-rtmidi has no {LABELS[native]}"
+        what.append(f"this python-rtmidi was built without {LABELS[native]}")
+        todo.append(f"install a python-rtmidi built with {LABELS[native]}")
+    elif native == "alsa" and not alsa_seq:
+        lacks = f"no {ALSA_SEQ}"
+        what.append(f"the ALSA sequencer ({ALSA_SEQ}) is not there")
+        todo.append("load the ALSA sequencer with `sudo modprobe snd-seq`")
+    elif native == "alsa":
+        return native, f"auto: {ALSA_SEQ} is present"
+    elif native is not None:
+        return native, f"auto: the MIDI system of {PLATFORM_NAMES[native]}"
+    if jack_running and "jack" in compiled:
+        return "jack", "auto: " + ", ".join(filter(None, [lacks, "a JACK server is running"]))
+    if "jack" in compiled:
+        what.append("no JACK server is running"
+                    + (f" (JACK_DEFAULT_SERVER={jack_server})" if jack_server else ""))
+        todo.append(JACK_TODO)
+    elif not what:
+        what.append(f"{platform} has no MIDI system this python-rtmidi knows")
+        todo.append("install a python-rtmidi built with JACK, and a JACK server")
+    raise NoMidiSystem(f"no MIDI system: {' and '.join(what)}; {', or '.join(todo)}; "
+                       f"{NO_SYSTEM_HINT}")
+
+
+def compiled_backends() -> list[str]:
+    """The backend names this python-rtmidi was built with."""
+    import rtmidi
+
+    apis = set(rtmidi.get_compiled_api())
+    return [name for name, api in BACKENDS.items() if getattr(rtmidi, f"API_{api}") in apis]
+
+
+def resolve_backend(name: str) -> tuple[str, str]:
+    """(backend, why): ``name`` itself, or for auto the choice of choose_backend on what
+    this machine has. JACK is probed only when nothing else will do (a probe is a client)."""
+    if name != AUTO:
+        if name not in BACKENDS:
+            raise PortError(f"--backend: expected one of {', '.join((AUTO, *BACKENDS))}, "
+                            f"got {name!r}")
+        return name, f"midi.backend: {name}"
+    compiled = compiled_backends()
+    seq = os.path.exists(ALSA_SEQ)
+    server = os.environ.get("JACK_DEFAULT_SERVER")
+    try:
+        return choose_backend(sys.platform, seq, False, compiled, server)
+    except NoMidiSystem:
+        if "jack" not in compiled:
+            raise
+    return choose_backend(sys.platform, seq, _probe("jack") is None, compiled, server)
+
+
+def describe(backend: str, why: str) -> str:
+    """How logs and `companion ports` name the MIDI system: ``JACK (auto: ...)``."""
+    return f"{LABELS.get(backend, backend)} ({why})"
 
 
 def midi_system_problem(backend: str | None = None) -> str | None:
     """The one-line "no MIDI system" message, or None when the MIDI system is there.
 
     For `make run`, which shows `companion demo` instead when this says something. With no
-    ``backend``, the one of ./config.yaml (alsa if that cannot be read).
+    ``backend``, the one of ./config.yaml (auto if that cannot be read).
     """
     if backend is None:
         from companion import config
@@ -107,11 +200,9 @@ def midi_system_problem(backend: str | None = None) -> str | None:
         try:
             backend = config.load().midi.backend
         except config.ConfigError:
-            backend = "alsa"
-    if backend not in BACKENDS:
-        return None
+            backend = AUTO
     try:
-        check_system(backend)
+        check_system(resolve_backend(backend)[0])
     except NoMidiSystem as e:
         return str(e)
     except Exception:  # noqa: BLE001 - not built in, etc.: a different problem, said by live
@@ -144,10 +235,15 @@ def match_port(query: str, names: list[str], kind: str, label: str) -> str:
 
 @dataclass
 class OpenPorts:
+    """Open ports, the names others see them by, and the MIDI system they are on (resolved,
+    never auto; empty for in-process ports) with why it was chosen."""
+
     inport: object
     outport: object
     input_label: str
     output_label: str
+    backend: str = ""
+    why: str = ""
 
     def close(self) -> None:
         for p in (self.inport, self.outport):
@@ -164,7 +260,9 @@ def open_ports(
     output_query: str | None = None,
 ) -> OpenPorts:
     """Named ports where a query is given (opened first, so they never match our own
-    virtual ports), virtual ``client_name:input_name`` / ``:output_name`` otherwise."""
+    virtual ports), virtual ``client_name:input_name`` / ``:output_name`` otherwise.
+    ``backend_name`` may be auto: the result says which system was chosen, for the rest."""
+    backend_name, why = resolve_backend(backend_name)
     backend = get_backend(backend_name)
     label = LABELS[backend_name]
     if (input_query is None or output_query is None) and backend_name == "winmm":
@@ -203,7 +301,7 @@ def open_ports(
         in_label = _own(outs2, client_name, input_name)
     if output_query is None:
         out_label = _own(ins2, client_name, output_name)
-    return OpenPorts(inport, outport, in_label, out_label)
+    return OpenPorts(inport, outport, in_label, out_label, backend_name, why)
 
 
 def _own(names: list[str], client: str, port: str) -> str:
