@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,44 @@ from companion.encoding.curves import Vocabulary
 
 class ModelError(ValueError):
     """A missing or broken model package (exit 2)."""
+
+
+INSTALLED = "companion.models"  # the package the shipped model packages are installed as
+
+
+def locate(model: str | Path, base_dir: Path) -> Path:
+    """The folder of the model package ``model`` (config key ``model``, ``--model``).
+
+    An absolute path is taken as it is. A relative one is tried against ``base_dir`` (the
+    config file's folder), then the working folder; a bare ``NAME`` or ``models/NAME`` found
+    in neither is looked up among the packages installed with the companion
+    (``companion.models``), so ``models/default`` is found from any working folder. The first
+    folder that exists wins; none: ModelError naming every place looked in.
+    """
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        tried = [path]
+    else:
+        tried = list(dict.fromkeys([base_dir / path, Path.cwd() / path]))
+        parts = path.parts
+        if len(parts) == 1 or (len(parts) == 2 and parts[0] == "models"):
+            installed = installed_models()
+            if installed is not None:
+                tried.append(installed / parts[-1])
+    for folder in tried:
+        if folder.is_dir():
+            return folder
+    where = "" if tried == [path] else f"; looked in {', '.join(map(str, tried))}"
+    raise ModelError(f"{model}: no model package there (expected a folder with model.onnx{where})")
+
+
+def installed_models() -> Path | None:
+    """The folder of the model packages installed with the companion, if it is one."""
+    try:
+        root = resources.files(INSTALLED)
+    except ModuleNotFoundError:
+        return None
+    return root if isinstance(root, Path) else None
 
 
 INPUTS = {"token": "int64", "h": "float", "c": "float"}
