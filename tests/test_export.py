@@ -1,4 +1,4 @@
-"""The ONNX step graph: the LSTM equations, the CONTRACT signature, atomic writes."""
+"""The ONNX step graph: the LSTM equations, the signature of docs/interface.md, atomic writes."""
 
 import numpy as np
 import pytest

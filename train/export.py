@@ -1,7 +1,7 @@
 """One LSTM step as an ONNX graph, with the state as explicit inputs and outputs.
 
 The graph is written op by op from the Keras weights rather than converted: the
-live model must be exactly `token, h, c -> logits, h_out, c_out` (CONTRACT), and a
+live model must be exactly `token, h, c -> logits, h_out, c_out` (docs/interface.md), and a
 converter would export the whole sequence loop with its state hidden inside.
 Keras gate order is i, f, c (candidate), o; one MatMul per layer over [x, h].
 """

@@ -1,4 +1,4 @@
-"""The `companion` command: live, ports, respond, demo, bench (see CONTRACT.md).
+"""The `companion` command: live, ports, respond, demo, bench (docs/interface.md).
 
 Every failure the user can fix (usage, config, model, port, no MIDI system) is one line
 ``error: ...`` and exit 2; anything else is exit 1. Heavy modules are imported by the
@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 from companion import config as config_mod
 from companion.config import Config, ConfigError
 
-BACKEND_CHOICES = ("alsa", "jack", "coremidi", "winmm")
+# auto, or a MIDI system by name: what the config key midi.backend accepts
+BACKEND_CHOICES = config_mod.MidiConfig.__dataclass_fields__["backend"].metadata["choices"]
 
 
 class UsageError(Exception):
@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser, model: bool = True) -> None:
         sp.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
         if model:
-            sp.add_argument("--model", metavar="DIR", help="model package (config key: model)")
+            sp.add_argument("--model", metavar="DIR", help="model package: its folder, or "
+                            "the name of an installed one (config key: model)")
 
     live = sub.add_parser("live", help="the live companion on MIDI ports (until Ctrl-C)")
     common(live)
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--seed", type=int, metavar="N", help="random seed")
 
-    # `companion bench ...` is parsed by bench.bench itself (see main); listed for --help
+    # `companion bench ...` is parsed by bench.cli itself (see main); listed for --help
     sub.add_parser("bench", help="performance figures (`companion bench --help`)")
     return p
 
@@ -84,7 +85,7 @@ def load_config(args: argparse.Namespace) -> Config:
     """The config file, then the command line over it."""
     cfg = config_mod.load(getattr(args, "config", None))
     if getattr(args, "model", None):
-        _set(cfg, "model", str(Path(args.model).expanduser().resolve()), "--model")
+        _set(cfg, "model", args.model, "--model")
     if getattr(args, "backend", None):
         _set(cfg, "midi.backend", args.backend, "--backend")
     if getattr(args, "virtual", False):
@@ -101,11 +102,14 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def _ports(cfg: Config) -> int:
-    from companion.midi.ports import LABELS, get_backend, list_ports
+    """The MIDI system chosen and why (one line), then the ports to listen and play to."""
+    from companion.midi.ports import LABELS, describe, get_backend, list_ports, resolve_backend
 
-    backend = get_backend(cfg.midi.backend)
+    name, why = resolve_backend(cfg.midi.backend)
+    backend = get_backend(name)
+    print(f"MIDI system: {describe(name, why)}")
     ins, outs = list_ports(backend)
-    label = LABELS[cfg.midi.backend]
+    label = LABELS[name]
     for title, names in ((f"MIDI inputs ({label}): ports to listen to", ins),
                          (f"MIDI outputs ({label}): ports to play to", outs)):
         print(title)
@@ -117,24 +121,17 @@ def _ports(cfg: Config) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    """`companion bench`: its options belong to bench.bench (``parser()``), imported
-    only here."""
+    """`companion bench`: the bench package's command (bench.cli, its options too), imported
+    only here; without the package, one line saying so and exit 1."""
     try:
-        import bench.bench as bench
+        import bench.cli as bench_cli
     except ModuleNotFoundError as e:
-        if e.name != "bench.bench":
+        if e.name not in ("bench", "bench.cli"):
             raise
-        print("error: companion bench is not available yet (companion/bench.py is missing)",
-              file=sys.stderr)
+        print("error: companion bench is not available: the bench package (bench/ in the "
+              "repository) is not importable", file=sys.stderr)
         return 1
-    make_parser = getattr(bench, "parser", None)
-    if make_parser is not None:
-        args = make_parser().parse_args(argv)
-    else:
-        p = _Parser(prog="companion bench")
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        args = p.parse_args(argv)
-    return int(bench.main(args) or 0)
+    return int(bench_cli.main(bench_cli.parser().parse_args(argv)) or 0)
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ def curve(prev_pitch: int, prev_onset: float, pitch: int, onset: float) -> tuple
 
 @dataclass
 class Vocabulary:
-    """Curves of the training songs, plus special tokens after them (CONTRACT: vocab.json)."""
+    """Curves of the training songs, plus special tokens after them (docs/interface.md)."""
 
     curves: np.ndarray  # [N, 2] float64: pitch_diff, time_diff
     specials: dict[str, int] = field(default_factory=dict)
