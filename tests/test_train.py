@@ -8,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import ROOT
 
 from companion.encoding.curves import Vocabulary
 from companion.engine.model import StepModel
-
-ROOT = Path(__file__).resolve().parents[1]
-NOTTINGHAM = ROOT.parent / "shared" / "data" / "nottingham-melody"
-
-pytestmark = pytest.mark.skipif(
-    not NOTTINGHAM.is_dir() and not os.environ.get("CI"), reason="../shared data not present"
-)
 
 
 def run_module(*args, cwd=ROOT, env_extra=None, timeout=600):
@@ -28,15 +22,14 @@ def run_module(*args, cwd=ROOT, env_extra=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory):
+def small_corpus(tmp_path_factory, nottingham):
     """Twelve Nottingham tunes, and two more held out, copied to a scratch folder."""
     d = tmp_path_factory.mktemp("corpus")
-    files = sorted(NOTTINGHAM.glob("*.mid"))
     (d / "train").mkdir()
     (d / "held").mkdir()
-    for f in files[:12]:
+    for f in nottingham[:12]:
         (d / "train" / f.name).write_bytes(f.read_bytes())
-    for f in files[500:502]:
+    for f in nottingham[500:502]:
         (d / "held" / f.name).write_bytes(f.read_bytes())
     return d
 
@@ -74,6 +67,7 @@ def test_card_records_corpora_sizes_parity_and_baselines(trained, small_corpus):
     out, _ = trained
     card = json.loads((out / "card.json").read_text())
     assert card["corpora"] == [str(small_corpus / "train")]
+    assert card["extraction"].startswith("melody part")  # which melody line it learned from
     assert card["corpus_sizes"]["melodies"] == 12
     assert card["onnx"]["parity_max_abs_diff"] <= 1e-4
     assert card["training"]["epochs_run"] == 3

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from companion.encoding.curves import Vocabulary, write_atomic
+from companion.encoding.melody import EXTRACTION
 from train.corpus import CorpusError, load_corpus
 from train.dataset import encode, prepare, tf_dataset, windows
 from train.model import ModelConfig
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     test_fig = figures(step, tr, te) if te else None
     card = {
         "corpora": list(args.corpus),
+        "extraction": EXTRACTION,
         "corpus_sizes": {"files": corpus.files, "unreadable": len(corpus.failed),
                          "melodies": len(curves), "duplicates_dropped": songs.duplicates,
                          "tokens": n_tok,

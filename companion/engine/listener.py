@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from companion.encoding.skyline import (
+    NEW_NOTE,
+    NOTHING,
+    OVERLAP_S,
+    REST_BEATS,
+    TOP_CHANGED,
+    MelodyTracker,
+)
 from companion.engine.tempo import Pace
 
-#: What a message did to the melody (plain ints: the live path allocates no event objects).
-NOTHING, NEW_NOTE, TOP_CHANGED = 0, 1, 2
+__all__ = ["NEW_NOTE", "NOTHING", "TOP_CHANGED", "Listener", "MelodyNote"]
 
 #: Controllers that silence every key: All Sound Off, All Notes Off.
 _ALL_OFF = (120, 123)
@@ -30,10 +37,12 @@ class MelodyNote:
 
 
 class Listener:
-    """Notes in, melody notes out: a chord (onsets within ``window_s`` of its first) is one
-    melody note, its highest pitch. The melody note is announced at the chord's first onset
-    and corrected if a higher note follows within the window, so that the model can advance
-    at once instead of waiting for the window to close.
+    """Notes in, melody notes and accompaniment out, by companion.encoding.skyline's rule
+    (``melody``: auto, top, split or channel). A chord (onsets within ``window_s`` of its
+    first) is one melody note, its highest pitch: announced at the chord's first onset and
+    corrected if a higher note follows within the window, so that the model can advance at
+    once instead of waiting for the window to close. A note under a held melody note is
+    announced when that note is released within ``overlap_s`` (legato), with its own onset.
     """
 
     def __init__(
@@ -42,16 +51,25 @@ class Listener:
         phrase_end_beats: float,
         window_s: float = 0.03,
         channel: int | None = None,
+        melody: str = "auto",
+        overlap_s: float = OVERLAP_S,
+        pedal_tone_beats: float = 4.0,
+        split_note: int = 60,
+        melody_channel: int | None = None,
     ):
         self.beat_s = beat_s
         self.phrase_end_s = phrase_end_beats * beat_s
         self.window_s = window_s
         self.channel = channel  # 0-based, None for omni
+        self.pedal_tone_beats = pedal_tone_beats
+        self.tracker = MelodyTracker(melody, window_s, overlap_s, pedal_tone_beats * beat_s,
+                                     split_note, melody_channel, REST_BEATS * beat_s)
         self.held: set[tuple[int, int]] = set()
         self._pressed: dict[tuple[int, int], float] = {}  # held key -> when it was pressed
         self.notes: list[MelodyNote] = []  # melody of the phrase being played
+        #: the phrase's other notes: they inform the key, never the melody
+        self.accompaniment: list[MelodyNote] = []
         self.silence_since: float | None = None  # last key released, while none is held
-        self._group_start = float("-inf")
         # Time (set by the engine from config.time; these defaults are the plain listener):
         # the sustain pedal, the explicit ends of a call, the performer's pace.
         self.sustain_holds = False
@@ -85,6 +103,7 @@ class Listener:
             self.sustained.clear()
             self.held.clear()
             self._pressed.clear()
+            self.tracker.clear()
             if self.notes and self.silence_since is None:
                 self.silence_since = t
             return NOTHING
@@ -99,26 +118,47 @@ class Listener:
             self.held.add(key)
             self._pressed[key] = t
             self.silence_since = None
-            if self.notes and t - self._group_start <= self.window_s:
+            tr = self.tracker
+            tr.pedal_tone = self.pedal_tone_beats * self.beat_s  # the beat may follow the tempo
+            tr.rest = REST_BEATS * self.beat_s
+            code = tr.press(key, msg.velocity, t)
+            if code == NEW_NOTE:
+                return self._melody_note(msg.note, t, msg.velocity)
+            if code == TOP_CHANGED:
                 top = self.notes[-1]
-                if msg.note > top.pitch:
-                    top.pitch, top.velocity = msg.note, msg.velocity
-                    return TOP_CHANGED
-                return NOTHING
-            self._group_start = t
-            if self.pace is not None and self.notes:
-                self.pace.add(t - self.notes[-1].time)
-            self.notes.append(MelodyNote(msg.note, t, msg.velocity))
-            return NEW_NOTE
+                top.pitch, top.velocity = msg.note, msg.velocity
+                return TOP_CHANGED
+            self.accompaniment.append(MelodyNote(msg.note, t, msg.velocity))
+            return NOTHING
         # note_off, or note_on with velocity 0
         if key in self.held:
             self.held.discard(key)
             self._pressed.pop(key, None)
+            code = self.tracker.release(key, t)
+            if code == NEW_NOTE:  # the note under it was the melody's next, played legato
+                pitch, onset, velocity = self.tracker.promoted
+                self._drop_accompaniment(pitch, onset)
+                code = self._melody_note(pitch, onset, velocity)
             if self.pedal and self.sustain_holds:
                 self.sustained.add(key)
             elif not self.held and not self.sustained and self.notes:
                 self.silence_since = t
+            return code
         return NOTHING
+
+    def _melody_note(self, pitch: int, onset: float, velocity: int) -> int:
+        if self.pace is not None and self.notes:
+            self.pace.add(onset - self.notes[-1].time)
+        self.notes.append(MelodyNote(pitch, onset, velocity))
+        return NEW_NOTE
+
+    def _drop_accompaniment(self, pitch: int, onset: float) -> None:
+        """The undecided note, counted as accompaniment until promoted, leaves it."""
+        acc = self.accompaniment
+        for i in range(len(acc) - 1, -1, -1):
+            if acc[i].pitch == pitch and acc[i].time == onset:
+                del acc[i]
+                return
 
     def _control(self, cc: int, value: int, t: float) -> None:
         """The sustain pedal (CC 64) and the end-of-call controller."""
@@ -145,6 +185,7 @@ class Listener:
         for k in stuck:
             self.held.discard(k)
             del self._pressed[k]
+            self.tracker.forget(k)
         if stuck and not self.held and not self.sustained:
             self.take_phrase()  # the phrase it held open is long gone: a new one starts
 
@@ -163,9 +204,11 @@ class Listener:
         return d is not None and t >= d
 
     def take_phrase(self) -> list[MelodyNote]:
-        """The finished phrase's melody; the listener starts on the next one."""
+        """The finished phrase's melody; the listener starts on the next one (and on a new
+        ``accompaniment`` list: take the finished one first)."""
         notes, self.notes = self.notes, []
+        self.accompaniment = []
         self.silence_since = None
         self.ended_at = None
-        self._group_start = float("-inf")
+        self.tracker.end_phrase()
         return notes
