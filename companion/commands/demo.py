@@ -13,43 +13,11 @@ import mido
 
 from companion.config import Config
 from companion.encoding.phrases import Phrase, builtin
+from companion.engine.key import note_name
 from companion.engine.model import StepModel
+from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.clock import RealClock, StopFlag
 from companion.realtime.live import Live, settled_heap, stop_on_signals
-
-NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-
-
-def note_name(pitch: int) -> str:
-    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
-class LoopbackIn:
-    """An input port whose messages come from the demo performer (same callback as rtmidi's)."""
-
-    def __init__(self) -> None:
-        self.callback = None
-
-    def deliver(self, msg: mido.Message) -> None:
-        cb = self.callback
-        if cb is not None:
-            cb(msg)
-
-    def close(self) -> None:
-        self.callback = None
-
-
-class LoopbackOut:
-    """An output port that shows what the companion plays instead of sounding it."""
-
-    def __init__(self, view: View):
-        self.view = view
-
-    def send(self, msg: mido.Message) -> None:
-        self.view.companion(msg)
-
-    def close(self) -> None:
-        pass
 
 
 class View:
@@ -152,7 +120,7 @@ def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
     model = StepModel(cfg.model_dir())
     clock = RealClock()
     view = View(out, clock)
-    inport, outport = LoopbackIn(), LoopbackOut(view)
+    inport, outport = LoopbackIn(), LoopbackOut(view.companion)  # shown, not sounded
     beat_s = 60.0 / cfg.listen.tempo_bpm
     print(
         f"companion demo: model {cfg.model_dir()} ({len(model.vocab.curves)} curves), "

@@ -10,14 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from companion.encoding.phrases import PhraseNote
-from companion.engine.key import NAMES, SCALES, parse_key
+from companion.engine.key import SCALES, note_name, parse_key
 
 CALL_COLOUR = "#3b6ea8"
 ANSWER_COLOUR = "#d9822b"
-
-
-def note_label(pitch: int) -> str:
-    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
 def piano_roll(
@@ -59,7 +55,7 @@ def piano_roll(
     ax.set_xlim(0, end + 0.5)
     ax.set_ylim(lo - 0.5, hi + 0.5)
     ticks = [p for p in range(lo, hi + 1) if p % 12 in (0, 2, 4, 5, 7, 9, 11)]
-    ax.set_yticks(ticks, [note_label(p) for p in ticks], fontsize=7)
+    ax.set_yticks(ticks, [note_name(p) for p in ticks], fontsize=7)
     ax.set_xlabel("beats")
     ax.grid(axis="x", color="#cccccc", lw=0.5, zorder=0)
     handles = [Patch(color=CALL_COLOUR, label="call"), Patch(color=ANSWER_COLOUR,

@@ -12,13 +12,15 @@ timestamps from the monotonic clock, `companion respond` and the tests a virtual
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from companion.config import Config
+from companion.config import Config, ConfigError, override
 from companion.encoding.curves import curve
 from companion.engine.grid import Grid
 from companion.engine.key import KeyBias, KeyEstimator, key_name, parse_key
@@ -38,6 +40,15 @@ MAX_ANSWER_NOTES = 4096
 CLOCK_LEAD_S = 0.01
 #: Onsets of the call the tempo estimate (``time.tempo: auto``) looks at, the latest.
 TEMPO_ONSETS = 32
+
+#: The settings that may change while playing (by MIDI controls, and later a web page or
+#: OSC), as config keys. Each is checked as in config.yaml, by the field's own range or
+#: choices: none has a check across keys.
+LIVE_SETTINGS = (
+    "answer.temperature", "answer.top_p", "answer.length", "answer.min_beats",
+    "answer.max_beats", "answer.articulation", "answer.max_note_beats", "answer.range_widen",
+    "answer.barge_in", "style.weight", "style.max_repeat", "key.strength",
+)
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
 #: advanced: ``received`` = callback time, ``pitch``, ``velocity``, ``steps``, ``chord``:
@@ -66,6 +77,9 @@ class Answer:
 class Engine:
     """One performer, one model: feed it messages with ``on_message``, call ``poll`` when
     ``next_deadline`` passes; answers go to the ``player`` note by note as they are sampled.
+
+    The engine keeps its own copy of the config: the settings changed while playing
+    (``set``, ``set_muted``, ``reset_style``) never change the Config others hold.
     """
 
     def __init__(
@@ -82,14 +96,18 @@ class Engine:
         self.player = player
         self.clock = clock
         self.on_event = on_event
+        cfg = self._cfg = copy.deepcopy(cfg)
         lc, ac = cfg.listen, cfg.answer
-        self.answer_cfg = ac
         self.beat_s = 60.0 / lc.tempo_bpm
         ch = cfg.midi.input_channel
         self.listener = Listener(
             self.beat_s, lc.phrase_end_beats, lc.chord_window_ms / 1000.0,
             None if ch == "omni" else int(ch) - 1,
+            melody=lc.melody, overlap_s=lc.legato_overlap_ms / 1000.0,
+            pedal_tone_beats=lc.pedal_tone_beats, split_note=lc.split_note,
+            melody_channel=lc.melody_channel - 1,
         )
+        self.accompaniment_key_weight = lc.accompaniment_key_weight
         self.reset_after_s = lc.reset_after_beats * self.beat_s
         self.rng = np.random.default_rng(seed)
         self.sampler = Sampler(self.vocab, self.rng, ac.temperature, ac.top_p)
@@ -127,8 +145,7 @@ class Engine:
         self._call_tokens: list[int] = []  # curves within the call being played
         self._history: list[int] = []  # n-gram context while answering
         self._last_token = 0
-        #: Listen, learn, but do not answer (a mute control).
-        self.muted = False
+        self._muted = False  # listen, learn, but do not answer
 
     def _init_time(self, cfg: Config) -> None:
         """Playing in time (config.time): the MIDI clock, the tempo estimate, the pace of the
@@ -150,6 +167,51 @@ class Engine:
             lst.pace = Pace(tc.phrase_end_ioi, tc.phrase_end_min_s, tc.phrase_end_max_s,
                             tc.pace_notes)
         self.grid = None if tc.quantize == "off" else Grid(tc.quantize, self.time_diff, tc.swing)
+
+    # -- settings changed while playing --------------------------------------------------
+
+    def set(self, name: str, value: Any) -> Any:
+        """Set ``name`` (one of LIVE_SETTINGS) to ``value`` with config.yaml's check; the value
+        as kept (a number made float) is returned. Anything else is a ConfigError naming the
+        key, and nothing changes. Sampling settings apply from the next curve sampled, the
+        others from the next answer. Like every change to the engine, call it on the thread
+        that feeds the engine."""
+        self.setting(name)  # a ConfigError unless it is one of LIVE_SETTINGS
+        override(self._cfg, name, value)
+        cfg = self._cfg
+        self.sampler.temperature = cfg.answer.temperature
+        self.sampler.top_p = cfg.answer.top_p
+        self.style.weight = cfg.style.weight
+        self.max_repeat = cfg.style.max_repeat
+        self.key_bias.strength = cfg.key.strength
+        return self.setting(name)
+
+    def setting(self, name: str) -> Any:
+        """The value of one of LIVE_SETTINGS now."""
+        if name not in LIVE_SETTINGS:
+            raise ConfigError(f"{name}: not a setting that can change while playing (those "
+                              f"are: {', '.join(LIVE_SETTINGS)})")
+        section, key = name.split(".")
+        return getattr(getattr(self._cfg, section), key)
+
+    def settings(self) -> dict[str, Any]:
+        """Every one of LIVE_SETTINGS and its value now."""
+        return {name: self.setting(name) for name in LIVE_SETTINGS}
+
+    @property
+    def muted(self) -> bool:
+        """Muted: the engine listens and learns but does not answer."""
+        return self._muted
+
+    def set_muted(self, muted: bool) -> bool:
+        """Mute or unmute; True if that changed anything."""
+        changed = bool(muted) != self._muted
+        self._muted = bool(muted)
+        return changed
+
+    def reset_style(self) -> None:
+        """Forget the performer's style learnt so far."""
+        self.style.reset()
 
     def on_clock(self, msg, t: float) -> None:
         """A MIDI clock message (tick, start, stop, continue, song position) received at t."""
@@ -253,7 +315,7 @@ class Engine:
         self._call_tokens.clear()
         a = self.answer
         if a is not None:
-            if self.answer_cfg.barge_in == "stop" and self.player.busy(a.id):
+            if self._cfg.answer.barge_in == "stop" and self.player.busy(a.id):
                 played = self.player.cancel(a.id)
                 if self.on_event is not None:
                     self.on_event("barge_in", self.clock.now(), answer=a.id, played=played)
@@ -319,13 +381,14 @@ class Engine:
             return None
         deadline = lst.deadline()
         call_end = lst.silence_since
+        accompaniment = lst.accompaniment
         call = lst.take_phrase()
         if call_end is None:  # ended explicitly, keys still down
             call_end = t
         self.last_sound = call_end
         self._follow_tempo(t, call)
-        self._learn(call, call_end)
-        if self.muted:
+        self._learn(call, call_end, accompaniment)
+        if self._muted:
             return None  # the state stays after the call, as if the answer had been cut
         answer = self._generate(call, call_end, t)
         if self.on_event is not None:
@@ -334,15 +397,25 @@ class Engine:
                           notes=len(answer.notes), call=len(call))
         return answer
 
-    def _learn(self, call: list[MelodyNote], call_end: float) -> None:
+    def _learn(self, call: list[MelodyNote], call_end: float,
+               accompaniment: list[MelodyNote]) -> None:
         """The finished call into the key estimate (each note weighted by its time to the
-        next onset, at most 4 beats) and the style memory."""
+        next onset of its line, at most 4 beats; an accompaniment note also by
+        ``listen.accompaniment_key_weight``) and, the melody only, the style memory."""
         if self.fixed_key is None:
-            est = self.key_estimator
             b = self.beat_s
-            for i, n in enumerate(call):
-                nxt = call[i + 1].time if i + 1 < len(call) else call_end
-                est.add(n.pitch, n.time / b, min(max(nxt - n.time, 0.0) / b, 4.0))
+            w = self.accompaniment_key_weight
+            notes = []
+            for line, weight in ((call, 1.0), (sorted(accompaniment, key=lambda n: n.time), w)):
+                if weight <= 0.0:
+                    continue
+                for i, n in enumerate(line):
+                    nxt = line[i + 1].time if i + 1 < len(line) else call_end
+                    notes.append((n.time, n.pitch, min(max(nxt - n.time, 0.0) / b, 4.0), weight))
+            notes.sort()
+            est = self.key_estimator
+            for t, pitch, beats, weight in notes:
+                est.add(pitch, t / b, beats, weight)
             self.key_bias.key = est.estimate()
         self.style.learn(self._call_tokens)
 
@@ -372,7 +445,7 @@ class Engine:
         return s.sample(scores, mask)
 
     def answer_beats(self, call: list[MelodyNote], call_end: float) -> float:
-        ac = self.answer_cfg
+        ac = self._cfg.answer
         if ac.length == "call":
             # whole beats, halves rounded up (Python's round() would take 2.5 to 2)
             beats = max(1.0, float(math.floor((call_end - call[0].time) / self.beat_s + 0.5)))
@@ -381,7 +454,7 @@ class Engine:
         return min(max(beats, ac.min_beats), ac.max_beats)
 
     def _generate(self, call: list[MelodyNote], call_end: float, decided: float) -> Answer:
-        ac = self.answer_cfg
+        ac = self._cfg.answer
         beat = self.beat_s
         anchor = call[0].time
         start = self._beat_at_or_after(decided, anchor)

@@ -53,6 +53,11 @@ def parse_key(text: str) -> tuple[int, int]:
     return tonic, mode
 
 
+def note_name(pitch: int) -> str:
+    """A MIDI pitch as a note name with its octave, middle C (60) being C4."""
+    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
 def key_name(tonic: int, mode: int) -> str:
     return f"{NAMES[tonic % 12]} {MODES[mode]}"
 
@@ -81,13 +86,14 @@ class KeyEstimator:
         self.hist[:] = 0.0
         self.last_beat = None
 
-    def add(self, pitch: int, beat: float, duration_beats: float) -> None:
-        """A note at ``beat`` (any origin, increasing) sounding for ``duration_beats``."""
+    def add(self, pitch: int, beat: float, duration_beats: float, weight: float = 1.0) -> None:
+        """A note at ``beat`` (any origin, increasing) sounding for ``duration_beats``, its
+        evidence scaled by ``weight`` (an accompaniment note counts less than the melody)."""
         if self.last_beat is not None and self.half_life > 0 and beat > self.last_beat:
             self.hist *= 0.5 ** ((beat - self.last_beat) / self.half_life)
         if self.last_beat is None or beat > self.last_beat:
             self.last_beat = beat
-        self.hist[pitch % 12] += max(duration_beats, 0.0)
+        self.hist[pitch % 12] += max(duration_beats, 0.0) * weight
 
     def estimate(self) -> tuple[int, int] | None:
         """(tonic, mode) of the best-correlated profile; None before any note or when the

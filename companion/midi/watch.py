@@ -4,9 +4,9 @@ When the companion was told to connect to a port by name (``--input`` / ``--outp
 a watcher thread lists the ports about once a second. A port that disappears is said
 once, and the companion goes on running (an output with nowhere to go simply sounds
 nowhere); when a port matching the same name comes back, it is opened again and put in
-place. The hot path (input callback, engine, scheduler) is never touched: the input
-port's callback is moved to the new port, and the output port is swapped under the
-scheduler's send lock.
+place. The hot path (input callback, engine, scheduler) is never touched: the new port
+is put in place by ``Live.swap_input`` / ``Live.swap_output`` (the input's callback moves
+to it; the output is swapped under the send lock), and the old one closed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from companion.midi.input import open_input
 from companion.midi.ports import BACKENDS, PortError, match_port, quiet_stderr
 
 #: Seconds between two looks at the port list: modest, a listing costs a JACK round trip.
 POLL_S = 1.0
+
+
+class Swaps(Protocol):
+    """What the watcher needs of the live companion: to put a reopened port in place."""
+
+    def swap_input(self, port: Any) -> Any: ...
+
+    def swap_output(self, port: Any) -> Any: ...
 
 
 @dataclass
@@ -36,7 +45,7 @@ class PortWatcher:
 
     def __init__(
         self,
-        live,
+        live: Swaps,
         backend_name: str,
         input_query: str | None,
         output_query: str | None,
@@ -126,18 +135,10 @@ class PortWatcher:
             self.log(f"{w.kind} port {name} is back: reconnected")
 
     def _reopen(self, kind: str, name: str) -> None:
-        live = self.live
         with quiet_stderr():
             if kind == "input":
-                new = open_input(BACKENDS[self.label], name)
-                old, live.inport = live.inport, new
-                with contextlib.suppress(Exception):
-                    old.callback = None
-                new.callback = live._on_input
+                old = self.live.swap_input(open_input(BACKENDS[self.label], name))
             else:
-                new = self.backend.open_output(name)
-                with live.scheduler.lock:
-                    old, live.outport = live.outport, new
-                    live._send_failed = False
+                old = self.live.swap_output(self.backend.open_output(name))
         with contextlib.suppress(Exception):
             old.close()

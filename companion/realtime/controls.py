@@ -24,14 +24,14 @@ ON = 64
 
 
 class Controls:
-    """Routes mapped CCs to the engine. Called on the engine thread only, like everything
-    else that touches the engine, so no lock is needed for the settings it changes."""
+    """Routes mapped CCs to the engine's settings (``Engine.set``, ``set_muted``,
+    ``reset_style``: nothing else). Called on the engine thread only, like everything else
+    that touches the engine, so no lock is needed for the settings it changes."""
 
     def __init__(
         self,
         cfg: ControlsConfig,
         engine: Engine,
-        max_beats: float,
         on_mute: Callable[[bool], None] | None = None,
         on_panic: Callable[[], None] | None = None,
         log: Callable[[str], None] | None = None,
@@ -39,7 +39,6 @@ class Controls:
         self.engine = engine
         self.channel = None if cfg.channel == "omni" else int(cfg.channel) - 1
         self.temperature_max = cfg.temperature_max
-        self.max_beats = max_beats
         self.on_mute = on_mute
         self.on_panic = on_panic
         self.log = log or (lambda line: None)
@@ -68,25 +67,25 @@ class Controls:
     # -- continuous ---------------------------------------------------------------------
 
     def _temperature(self, v: int) -> None:
-        self.engine.sampler.temperature = v / 127 * self.temperature_max
+        self.engine.set("answer.temperature", v / 127 * self.temperature_max)
 
     def _length(self, v: int) -> None:
-        """0: as long as the call; else 1..max_beats whole beats."""
-        ac = self.engine.answer_cfg
-        ac.length = "call" if v == 0 else float(max(1, round(v / 127 * self.max_beats)))
+        """0: as long as the call; else 1..answer.max_beats whole beats."""
+        max_beats = self.engine.setting("answer.max_beats")
+        self.engine.set("answer.length",
+                        "call" if v == 0 else float(max(1, round(v / 127 * max_beats))))
 
     def _style_weight(self, v: int) -> None:
-        self.engine.style.weight = v / 127
+        self.engine.set("style.weight", v / 127)
 
     def _key_strength(self, v: int) -> None:
-        self.engine.key_bias.strength = v / 127
+        self.engine.set("key.strength", v / 127)
 
     # -- switches and triggers -------------------------------------------------------------
 
     def _mute(self, v: int) -> None:
         muted = v >= ON
-        if muted != self.engine.muted:
-            self.engine.muted = muted
+        if self.engine.set_muted(muted):
             self.log("muted: listening only" if muted else "unmuted: answering again")
             if self.on_mute is not None:
                 self.on_mute(muted)
@@ -109,7 +108,7 @@ class Controls:
             self.on_panic()
 
     def _reset_style(self) -> None:
-        self.engine.style.reset()
+        self.engine.reset_style()
         self.log("style memory reset")
 
 

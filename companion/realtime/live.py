@@ -15,6 +15,7 @@ Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live cloc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import queue
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 import mido
 
@@ -100,8 +101,8 @@ class Live:
         self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=self._played)
         self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event)
         self.clicks = self._clicks(cfg)
-        self.controls = Controls(cfg.controls, self.engine, cfg.answer.max_beats,
-                                 on_mute=self._on_mute, on_panic=self.panic, log=self.log)
+        self.controls = Controls(cfg.controls, self.engine, on_mute=self._on_mute,
+                                 on_panic=self.panic, log=self.log)
         self.state_out = StateOut(cfg.controls.state_out, self.channel, self.scheduler.send,
                                   self.scheduler.lock)
         self._key_logged: str | None = None
@@ -171,6 +172,24 @@ class Live:
             return
         if self.recorder is not None:
             self.recorder.played(self.clock.now(), msg)
+
+    def swap_input(self, port: Any) -> Any:
+        """Listen to ``port`` instead of the input port (its callback moves there); returns
+        the old port, no longer listened to, for the caller to close."""
+        old, self.inport = self.inport, port
+        with contextlib.suppress(Exception):
+            old.callback = None
+        port.callback = self._on_input
+        return old
+
+    def swap_output(self, port: Any) -> Any:
+        """Play to ``port`` instead of the output port, under the send lock (a message goes
+        wholly to one or the other); a failure of the new port is said again. Returns the
+        old port, no longer sent to, for the caller to close."""
+        with self.scheduler.lock:
+            old, self.outport = self.outport, port
+            self._send_failed = False
+        return old
 
     def all_notes_off(self) -> None:
         """Note-off for every note we echoed, then All Notes Off (CC 123) on our channel."""
@@ -378,7 +397,7 @@ def _print(out: TextIO) -> Callable[[str], None]:
 
 def run(cfg: Config, out: TextIO | None = None) -> int:
     """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0."""
-    from companion.midi.ports import open_ports
+    from companion.midi.ports import describe, open_ports
 
     log = _print(out or sys.stdout)
     stop = StopFlag()
@@ -408,7 +427,7 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
             if cfg.time.clock_port is not None and cfg.time.clock == "follow":
                 from companion.midi.ports import open_clock_port
 
-                clockport = open_clock_port(m.backend, cfg.time.clock_port)
+                clockport = open_clock_port(ports.backend, cfg.time.clock_port)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
                         recorder=recorder, log=log, clockport=clockport)
             running.append(live)
@@ -419,12 +438,13 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
             if m.input is not None or m.output is not None:
                 from companion.midi.watch import PortWatcher
 
-                watcher = PortWatcher(live, m.backend, m.input, m.output, ports.input_label,
+                watcher = PortWatcher(live, ports.backend, m.input, m.output, ports.input_label,
                                       ports.output_label, log)
                 watcher.start()
             log(
                 f"listening on {ports.input_label}, answering on {ports.output_label} channel "
-                f"{m.output_channel} ({m.backend}); model {cfg.model_dir()}; "
+                f"{m.output_channel} on {describe(ports.backend, ports.why)}; model "
+                f"{cfg.model_dir()}; "
                 f"{cfg.listen.tempo_bpm:g} BPM, answer after {cfg.listen.phrase_end_beats:g} "
                 f"beats of silence. Ctrl-C stops."
             )
@@ -435,7 +455,8 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
                 watcher.stop()
             for live in running:
                 live.stop()
-                ports.inport, ports.outport = live.inport, live.outport  # the watcher's
+                # the ports now in place (the watcher may have swapped them)
+                ports = dataclasses.replace(ports, inport=live.inport, outport=live.outport)
             ports.close()
             if clockport is not None:
                 with contextlib.suppress(Exception):
