@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORPUS ?= music21:oneills1850 music21:ryansMammoth
-NOTTINGHAM ?= ../shared/data/nottingham-melody
+# the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
+NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
 .PHONY: run test lint train evaluate bench demo clean
 
@@ -23,7 +24,7 @@ $(VENV)/.all: pyproject.toml
 
 run: $(VENV)/.runtime
 	@$(VENV)/bin/companion live $(ARGS); rc=$$?; \
-	if [ $$rc -eq 2 ] && ! $(PY) -c 'import sys; from companion.ports import midi_system_problem as p; sys.exit(1 if p() else 0)'; then \
+	if [ $$rc -eq 2 ] && ! $(PY) -c 'import sys; from companion.midi.ports import midi_system_problem as p; sys.exit(1 if p() else 0)'; then \
 	  echo "make run: no MIDI system on this machine, so here is 'companion demo' instead"; \
 	  $(VENV)/bin/companion demo; \
 	else exit $$rc; fi

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-from support import nottingham_files
+from support import tunes
+
+from bench.jackserver import JackdError, JackdMissing, dummy_server
 
 # -- TensorFlow last ----------------------------------------------------------------------
 # TensorFlow's thread pools and its garbage (graphs with C++ objects behind them) stay out
-# of the way of the timing tests' MIDI, scheduler and JACK threads, as in the bench. (A
-# crash in a garbage collection once blamed on it was python-rtmidi's callbacks: see
-# companion/midi_in.py.) Tests that import it carry the `tensorflow` mark and run at the
-# end; one that imports it without the mark fails.
+# of the way of the timing tests' MIDI, scheduler and JACK threads, as in the bench: tests
+# that import it carry the `tensorflow` mark and run at the end; one that imports it
+# without the mark fails.
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,14 +34,14 @@ def _tensorflow_only_where_marked(request):
 
 @pytest.fixture(scope="session")
 def model_pkg(tmp_path_factory) -> Path:
-    """A model package with a vocabulary from four real tunes and random weights:
-    the real file formats and sizes, no TensorFlow, no training."""
+    """A model package with a vocabulary from four real tunes (the first of support.TUNES, which
+    ships with music21) and random weights: the real file formats and sizes, no TensorFlow,
+    no training, no data beside the repository."""
     from companion.encoding.curves import Vocabulary, curves_from_notes
-    from companion.encoding.melody import read_melodies
     from train.export import StepWeights, write_step
 
     pkg = tmp_path_factory.mktemp("model")
-    melodies = [m for f in nottingham_files(4) for m in read_melodies(f)]
+    melodies = tunes(1, 4)
     vocab = Vocabulary.build([curves_from_notes(m.pitches, m.onsets) for m in melodies])
     vocab.save(pkg / "vocab.json")
     write_step(StepWeights.random(vocab.size, seed=7), pkg / "model.onnx")
@@ -59,30 +55,30 @@ def model(model_pkg):
     return StepModel(model_pkg)
 
 
+@pytest.fixture(scope="session")
+def nottingham() -> list[Path]:
+    """The Nottingham melodies' MIDI files, sorted, from the folder bench.data names: the
+    one way in for the tests that need them. Without them such a test is skipped with one
+    line naming the folder and where the data comes from; with CI set it fails instead."""
+    from bench import data
+
+    files = data.nottingham_files()
+    if not files:
+        why = f"{data.nottingham_dir()}: no Nottingham melodies (*.mid) there; {data.ORIGIN}"
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return files
+
+
 # -- JACK -------------------------------------------------------------------------------
-
-
-_PROBE = (
-    "import rtmidi, sys\n"
-    "try:\n    rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK).delete()\n"
-    "except rtmidi.SystemError:\n    sys.exit(1)\n"
-)
-
-
-def _jack_up(env: dict) -> bool:
-    """Whether clients can reach the server (jack_lsp if installed, else an rtmidi client)."""
-    if shutil.which("jack_lsp"):
-        cmd = ["jack_lsp"]
-    else:
-        cmd = [sys.executable, "-c", _PROBE]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=20)
-    return r.returncode == 0
 
 
 @pytest.fixture
 def jack_server(tmp_path, request):
-    """A JACK server on the dummy driver (no sound card), private to this test: yields the
-    environment (JACK_DEFAULT_SERVER) in which clients find it. In CI a missing jackd fails.
+    """A JACK server on the dummy driver (no sound card), private to this test
+    (bench.jackserver): yields the environment (JACK_DEFAULT_SERVER) in which clients find
+    it. In CI a missing jackd fails; elsewhere it skips.
 
     Its period is 256 frames at 48 kHz; a test that times MIDI to the millisecond asks for a
     shorter one (MIDI moves once a period) with ``@pytest.mark.parametrize("jack_server",
@@ -91,34 +87,14 @@ def jack_server(tmp_path, request):
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
     server's log (its xruns), for failure messages. Tests read JACK input polled
     (companion.midi.input), so no Python runs in their JACK clients' threads either."""
-    frames = str(getattr(request, "param", 256))
-    jackd = shutil.which("jackd")
-    if jackd is None:
+    frames = int(getattr(request, "param", 256))
+    try:
+        with dummy_server(frames, log=tmp_path / "jackd.log", prefix="companion-test") as env:
+            yield env
+    except JackdMissing:
         if os.environ.get("CI"):
             pytest.fail("jackd is not installed: the JACK end-to-end tests cannot run "
                         "(install jackd2)")
         pytest.skip("jackd is not installed (install jackd2 to run the JACK tests)")
-    name = f"companion-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1",
-               JACKD_LOG=str(tmp_path / "jackd.log"))
-    log = open(tmp_path / "jackd.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", frames],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not _jack_up(env):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    except JackdError as e:
+        pytest.fail(str(e))

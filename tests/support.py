@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
+import mido
+
+from companion.engine.engine import Answer, Engine
+from companion.realtime.clock import VirtualClock
+from companion.realtime.scheduler import VirtualScheduler
+
+if TYPE_CHECKING:
+    from companion.config import Config
+    from companion.encoding.melody import Melody
+    from companion.engine.model import StepModel
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTTINGHAM = Path("/work/shared/data/nottingham-melody")
-if not NOTTINGHAM.is_dir():
-    NOTTINGHAM = ROOT.parent / "shared" / "data" / "nottingham-melody"
+
+#: The music21 corpus whose first tunes make the tests' vocabulary and calls: it ships with
+#: music21, so these tests need no data beside the repository.
+TUNES = "music21:oneills1850"
 
 
 class Heard:
@@ -30,14 +43,35 @@ class Heard:
             return list(self.got)
 
 
-def nottingham_files(n: int) -> list[Path]:
-    files = sorted(NOTTINGHAM.glob("*.mid"))[:n]
-    if not files:
-        pytest.fail(f"{NOTTINGHAM}: no Nottingham MIDI files for the test vocabulary")
-    return files
+@cache
+def tunes(first: int, count: int) -> tuple[Melody, ...]:
+    """Melodies of TUNES numbered ``first`` .. ``first + count - 1`` (1-based), read with
+    companion.encoding.melody like any corpus file, one tune at a time."""
+    from music21 import converter
+
+    from companion.encoding.melody import melody_from_score
+    from train.corpus import resolve
+
+    opus = resolve(TUNES)[0]  # tunes 1-50
+    if first < 1 or first + count - 1 > 50:
+        raise ValueError(f"tunes {first}..{first + count - 1}: {opus.name} holds tunes 1-50")
+    return tuple(melody_from_score(converter.parse(str(opus), number=i), f"{opus.name}#{i}")
+                 for i in range(first, first + count))
 
 
-def make_config(model_pkg: Path | None = None, **sections):
+def write_tune(path: Path, number: int) -> Path:
+    """Tune ``number`` of TUNES as a one-track MIDI file at ``path`` (a call file)."""
+    from companion.encoding.phrases import Phrase, PhraseNote
+    from companion.midi.files import write_tracks
+
+    m = tunes(number, 1)[0]
+    notes = [PhraseNote(int(p), float(s), float(d), int(v))
+             for p, s, d, v in zip(m.pitches, m.onsets, m.durations, m.velocities, strict=True)]
+    write_tracks(path, [("call", Phrase(m.name, notes).messages())], 120.0)
+    return path
+
+
+def make_config(model_pkg: Path | None = None, **sections: dict) -> Config:
     """A Config from defaults and ``section={key: value}`` overrides, checked like a file."""
     from companion import config
 
@@ -47,7 +81,7 @@ def make_config(model_pkg: Path | None = None, **sections):
     return config.from_dict(data)
 
 
-def write_config(path: Path, model_pkg: Path | None = None, **sections) -> Path:
+def write_config(path: Path, model_pkg: Path | None = None, **sections: dict) -> Path:
     import yaml
 
     data: dict = {k: dict(v) for k, v in sections.items()}
@@ -55,3 +89,80 @@ def write_config(path: Path, model_pkg: Path | None = None, **sections) -> Path:
         data["model"] = str(model_pkg)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+class EngineRig:
+    """The engine on a virtual clock, as `companion respond` runs it: a VirtualScheduler that
+    records what it sends, and time that moves only when the test moves it.
+
+    Moving time to ``t`` first plays every answer note due by then, each at its own time,
+    so what the engine hears at ``t`` finds playback where it would be live. ``sent`` holds
+    (time, message) as sent; ``events`` (kind, time, data) from the engine's event hook.
+    """
+
+    def __init__(self, model: StepModel, cfg: Config, seed: int | None = 1) -> None:
+        self.clock = VirtualClock()
+        self.sent: list[tuple[float, mido.Message]] = []
+        self.player = VirtualScheduler(lambda m: self.sent.append((self.clock.now(), m)),
+                                       self.clock, 0)
+        self.events: list[tuple[str, float, dict]] = []
+        self.engine = Engine(model, cfg, self.player, self.clock, seed,
+                             on_event=lambda k, t, **d: self.events.append((k, t, d)))
+        self.beat = 60.0 / cfg.listen.tempo_bpm  # seconds: ``play`` counts in these beats
+
+    def to(self, t: float) -> None:
+        """Move time to ``t`` (never back), playing what is due on the way."""
+        self.player.advance(t)
+        self.clock.set(t)
+
+    def at(self, t: float, msg: mido.Message) -> None:
+        """The engine hears ``msg`` at ``t``."""
+        self.to(t)
+        self.engine.on_message(msg, t)
+
+    def poll(self, t: float) -> Answer | None:
+        """The engine's poll at ``t``: the answer decided then, or None."""
+        self.to(t)
+        return self.engine.poll(t)
+
+    def play(self, notes: Iterable[tuple[int, float, float]], t0: float = 0.0,
+             velocity: int | Callable[[int], int] = 80) -> float:
+        """Play ``notes`` (pitch, start_beats, duration_beats: beats of the config's tempo)
+        from ``t0`` seconds, events in time order (at one time note-offs first); the velocity
+        is fixed or a function of the pitch. Returns the time of the last release."""
+        beat = self.beat
+        events = []
+        for p, s, d in notes:
+            v = velocity(p) if callable(velocity) else velocity
+            events.append((t0 + s * beat, 1, mido.Message("note_on", note=p, velocity=v)))
+            events.append((t0 + (s + d) * beat, 0, mido.Message("note_off", note=p)))
+        events.sort(key=lambda e: (e[0], e[1]))
+        for t, _, m in events:
+            self.at(t, m)
+        return events[-1][0]
+
+    def until(self, t: float) -> None:
+        """Every phrase end and every scheduled note up to ``t``, each at its own time."""
+        while True:
+            d = self.engine.next_deadline()
+            if d is None or d > t:
+                break
+            self.poll(max(d, self.clock.now()))
+        self.to(t)
+
+    def feed(self, t: float, msg: mido.Message) -> None:
+        """``msg`` at ``t`` (or now, if ``t`` is past), after every phrase end before it."""
+        t = max(t, self.clock.now())
+        self.until(t)
+        self.engine.on_message(msg, t)
+
+    def finish(self) -> tuple[float, Answer | None]:
+        """Poll at the next deadline and play the answer out: (deadline, answer)."""
+        d = self.engine.next_deadline()
+        answer = self.poll(d)
+        self.player.flush()
+        return d, answer
+
+    def events_of(self, kind: str) -> list[dict]:
+        """The data of each event of ``kind``, with its time as ``t``."""
+        return [d | {"t": t} for k, t, d in self.events if k == kind]

@@ -65,9 +65,10 @@ def test_missing_model_is_exit_2(tmp_path, capsys):
 
 
 def test_bench_missing_is_a_one_line_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "bench.bench", None)  # as if bench.py did not exist
+    monkeypatch.setitem(sys.modules, "bench.cli", None)  # as if the bench were not there
     assert main(["bench"]) == 1
-    assert "bench" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "companion bench is not available" in line and "bench package" in line
 
 
 def _run(*args, env=None):

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import mido
 import pytest
-from support import make_config
-from test_live import CALL, Out, play, wait_for
+from support import EngineRig, make_config
+from test_live import CALL, play, wait_for
 
-from companion.commands.demo import LoopbackIn
 from companion.config import ConfigError
-from companion.engine.engine import Engine
-from companion.realtime.clock import VirtualClock
+from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.controls import ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.live import Live
-from companion.realtime.scheduler import VirtualScheduler
 
 MAP = {"temperature": 20, "length": 21, "style_weight": 22, "key_strength": 23, "mute": 24,
        "panic": 25, "reset_style": 26, "state_out": 27}
@@ -31,15 +28,13 @@ def cc(control, value, channel=0):
 def unit(model, model_pkg):
     cfg = make_config(model_pkg, controls={**MAP, "channel": 2, "temperature_max": 2.0},
                       answer={"max_beats": 16})
-    clock = VirtualClock()
-    engine = Engine(model, cfg, VirtualScheduler(lambda m: None, clock), clock, 1)
+    engine = EngineRig(model, cfg, 1).engine
     calls = {"mute": [], "panic": 0}
 
     def panic():
         calls["panic"] += 1
 
-    ctl = Controls(cfg.controls, engine, cfg.answer.max_beats,
-                   on_mute=calls["mute"].append, on_panic=panic)
+    ctl = Controls(cfg.controls, engine, on_mute=calls["mute"].append, on_panic=panic)
     return ctl, engine, calls
 
 
@@ -50,15 +45,39 @@ def test_continuous_controls(unit):
     ctl.handle(cc(20, 0, channel=1))
     assert engine.sampler.temperature == 0.0
     ctl.handle(cc(21, 127, channel=1))
-    assert engine.answer_cfg.length == 16.0
+    assert engine.setting("answer.length") == 16.0
     ctl.handle(cc(21, 32, channel=1))
-    assert engine.answer_cfg.length == 4.0
+    assert engine.setting("answer.length") == 4.0
     ctl.handle(cc(21, 0, channel=1))
-    assert engine.answer_cfg.length == "call"
+    assert engine.setting("answer.length") == "call"
     ctl.handle(cc(22, 127, channel=1))
     assert engine.style.weight == 1.0
     ctl.handle(cc(23, 0, channel=1))
     assert engine.key_bias.strength == 0.0
+
+
+def test_engine_settings_are_checked_and_its_own(model, model_pkg):
+    cfg = make_config(model_pkg, answer={"temperature": 0.9, "length": "call"})
+    engine = EngineRig(model, cfg, 1).engine
+    assert engine.set("answer.temperature", 1) == 1.0 and engine.sampler.temperature == 1.0
+    assert engine.set("answer.length", 8) == 8.0
+    assert engine.set("key.strength", 0.25) == 0.25 and engine.key_bias.strength == 0.25
+    assert engine.set("style.max_repeat", 2) == 2 and engine.max_repeat == 2
+    assert cfg.answer.temperature == 0.9 and cfg.answer.length == "call"  # not the engine's
+    assert cfg.key.strength == 0.9 and cfg.style.max_repeat == 3
+    before = engine.settings()
+    for name, value, error in [
+        ("answer.temperature", 9, "answer.temperature: expected a number in 0..5, got 9"),
+        ("style.weight", True, "style.weight: expected a number, got True"),
+        ("answer.length", "long", "answer.length: expected \"call\" or a number of beats"),
+        ("answer.barge_in", "maybe", "answer.barge_in: expected one of stop, keep"),
+        ("listen.tempo_bpm", 100, "listen.tempo_bpm: not a setting that can change while "
+                                  "playing"),
+    ]:
+        with pytest.raises(ConfigError, match=error):
+            engine.set(name, value)
+    assert engine.settings() == before and engine.sampler.temperature == 1.0
+    assert engine.set_muted(True) and engine.muted and not engine.set_muted(True)
 
 
 def test_channel_and_unmapped_ccs_pass(unit):
@@ -117,7 +136,7 @@ def live(model, model_pkg):
         cfg = make_config(model_pkg, listen={"tempo_bpm": 240.0, "phrase_end_beats": 1},
                           answer={"length": 2, "min_beats": 1, "max_beats": 2},
                           controls={"mute": 24, "panic": 25, "state_out": 27, **controls})
-        inport, out = LoopbackIn(), Out()
+        inport, out = LoopbackIn(), LoopbackOut()
         lv = Live(cfg, model, inport, out, seed=4)
         lv.start()
         made.append(lv)

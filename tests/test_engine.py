@@ -5,54 +5,17 @@ from __future__ import annotations
 import mido
 import numpy as np
 import pytest
-from support import make_config
+from support import EngineRig, make_config
 
 from companion.encoding.curves import curve
-from companion.engine.engine import Engine
-from companion.realtime.clock import VirtualClock
-from companion.realtime.scheduler import VirtualScheduler
 
 TEMPO = 120.0
 BEAT = 60.0 / TEMPO
 
 
-class Rig:
-    """An engine with a virtual clock and a recording player."""
-
-    def __init__(self, model, cfg, seed=1):
-        self.clock = VirtualClock()
-        self.sent: list[tuple[float, mido.Message]] = []
-        self.player = VirtualScheduler(lambda m: self.sent.append((self.clock.now(), m)),
-                                       self.clock, 0)
-        self.events: list[tuple[str, dict]] = []
-        self.engine = Engine(model, cfg, self.player, self.clock, seed,
-                             on_event=lambda k, t, **d: self.events.append((k, d)))
-
-    def at(self, t: float, msg: mido.Message) -> None:
-        self.player.advance(t)
-        self.clock.set(t)
-        self.engine.on_message(msg, t)
-
-    def poll(self, t: float):
-        self.player.advance(t)
-        self.clock.set(t)
-        return self.engine.poll(t)
-
-    def play(self, notes, t0=0.0):
-        """notes: (pitch, start_beats, duration_beats); returns the last release time."""
-        events = []
-        for p, s, d in notes:
-            events.append((t0 + s * BEAT, 1, mido.Message("note_on", note=p, velocity=70 + p % 20)))
-            events.append((t0 + (s + d) * BEAT, 0, mido.Message("note_off", note=p)))
-        for t, _, m in sorted(events, key=lambda e: (e[0], e[1])):
-            self.at(t, m)
-        return max(t for t, _, _ in events)
-
-    def finish(self):
-        d = self.engine.next_deadline()
-        answer = self.poll(d)
-        self.player.flush()
-        return d, answer
+def touch(pitch: int) -> int:
+    """The calls' velocities: each pitch its own, 70..89."""
+    return 70 + pitch % 20
 
 
 CALL = [(62, 0, 0.9), (66, 1, 0.4), (69, 1.5, 0.4), (71, 2, 0.9), (69, 3, 0.9), (66, 4, 1.7)]
@@ -61,13 +24,14 @@ CALL = [(62, 0, 0.9), (66, 1, 0.4), (69, 1.5, 0.4), (71, 2, 0.9), (69, 3, 0.9), 
 def cfg(model_pkg, **answer):
     return make_config(model_pkg, listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1.5,
                                           "chord_window_ms": 30},
-                       answer={"length": "call", "max_beats": 8, **answer})
+                       answer={"length": "call", "max_beats": 8, **answer},
+                       time={"tempo": "fixed", "phrase_end": "fixed"})
 
 
 def test_one_step_per_melody_note(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg))
+    rig = EngineRig(model, cfg(model_pkg))
     assert rig.engine.steps == 1  # bos
-    rig.play(CALL)
+    rig.play(CALL, velocity=touch)
     assert rig.engine.steps == 1 + len(CALL) - 1  # the first note has no curve yet
     # a chord is one melody note; a higher note in the window re-takes that one step
     before = rig.engine.steps
@@ -79,8 +43,8 @@ def test_one_step_per_melody_note(model, model_pkg):
 
 
 def test_answer_comes_after_the_phrase_end_on_the_beat(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg))
-    release = rig.play(CALL)
+    rig = EngineRig(model, cfg(model_pkg))
+    release = rig.play(CALL, velocity=touch)
     deadline = rig.engine.next_deadline()
     assert deadline == pytest.approx(release + 1.5 * BEAT)
     assert rig.poll(deadline - 1e-3) is None
@@ -105,8 +69,8 @@ def test_answer_comes_after_the_phrase_end_on_the_beat(model, model_pkg):
 
 def test_pitches_stay_in_the_widened_range_and_midi(model, model_pkg):
     for seed in range(5):
-        rig = Rig(model, cfg(model_pkg, temperature=2.0, top_p=1.0, range_widen=3), seed)
-        rig.play([(120, 0, 0.5), (124, 1, 0.5), (122, 2, 0.5)])
+        rig = EngineRig(model, cfg(model_pkg, temperature=2.0, top_p=1.0, range_widen=3), seed)
+        rig.play([(120, 0, 0.5), (124, 1, 0.5), (122, 2, 0.5)], velocity=touch)
         _, answer = rig.finish()
         assert all(117 <= n.pitch <= 127 for n in answer.notes), [n.pitch for n in answer.notes]
         vels = [n.velocity for n in answer.notes]
@@ -114,8 +78,8 @@ def test_pitches_stay_in_the_widened_range_and_midi(model, model_pkg):
 
 
 def test_every_note_on_gets_its_note_off(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg, articulation=1.0))
-    rig.play(CALL)
+    rig = EngineRig(model, cfg(model_pkg, articulation=1.0))
+    rig.play(CALL, velocity=touch)
     rig.finish()
     sounding = set()
     for _, m in rig.sent:
@@ -129,8 +93,8 @@ def test_every_note_on_gets_its_note_off(model, model_pkg):
 
 def test_same_seed_same_answer(model, model_pkg):
     def notes(seed):
-        rig = Rig(model, cfg(model_pkg), seed)
-        rig.play(CALL)
+        rig = EngineRig(model, cfg(model_pkg), seed)
+        rig.play(CALL, velocity=touch)
         _, answer = rig.finish()
         return [(n.pitch, round(n.start, 9), round(n.duration, 9), n.velocity)
                 for n in answer.notes]
@@ -142,8 +106,8 @@ def test_same_seed_same_answer(model, model_pkg):
 def test_barge_in_stops_the_answer_and_keeps_the_state_of_what_was_played(model, model_pkg):
     from companion.engine.model import StepModel
 
-    rig = Rig(model, cfg(model_pkg, length=8, min_beats=8))
-    rig.play(CALL)
+    rig = EngineRig(model, cfg(model_pkg, length=8, min_beats=8))
+    rig.play(CALL, velocity=touch)
     answer = rig.poll(rig.engine.next_deadline())  # not flushed: still to be played
     assert len(answer.notes) >= 3
     k = 2
@@ -151,7 +115,7 @@ def test_barge_in_stops_the_answer_and_keeps_the_state_of_what_was_played(model,
     rig.player.advance(t)
     n_before = len(rig.sent)
     rig.at(t, mido.Message("note_on", note=64, velocity=90))
-    assert any(kind == "barge_in" and d["played"] == k for kind, d in rig.events)
+    assert any(kind == "barge_in" and d["played"] == k for kind, _, d in rig.events)
     after = rig.sent[n_before:]
     ons = [m for _, m in after if m.type == "note_on" and m.velocity > 0]
     assert ons == []  # the cut answer plays nothing more
@@ -180,8 +144,8 @@ def test_barge_in_stops_the_answer_and_keeps_the_state_of_what_was_played(model,
 
 
 def test_barge_in_keep_plays_the_answer_out(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg, length=8, min_beats=8, barge_in="keep"))
-    rig.play(CALL)
+    rig = EngineRig(model, cfg(model_pkg, length=8, min_beats=8, barge_in="keep"))
+    rig.play(CALL, velocity=touch)
     answer = rig.poll(rig.engine.next_deadline())
     t = answer.notes[1].start + 0.01
     rig.at(t, mido.Message("note_on", note=64, velocity=90))
@@ -193,26 +157,26 @@ def test_barge_in_keep_plays_the_answer_out(model, model_pkg):
 def test_long_silence_restarts_the_model(model, model_pkg):
     c = cfg(model_pkg)
     c.listen.reset_after_beats = 8
-    rig = Rig(model, c)
-    rig.play(CALL)
+    rig = EngineRig(model, c)
+    rig.play(CALL, velocity=touch)
     _, answer = rig.finish()
     later = answer.notes[-1].end + 9 * BEAT
     rig.at(later, mido.Message("note_on", note=60, velocity=80))
-    assert any(kind == "reset" for kind, _ in rig.events)
+    assert any(kind == "reset" for kind, _, _ in rig.events)
     st = model.zero_state()
     model.step(model.vocab.bos, st)
     np.testing.assert_allclose(rig.engine.state.h, st.h, atol=1e-6)
     # within the limit: no restart, the new note continues the melody
-    rig2 = Rig(model, c)
-    rig2.play(CALL)
+    rig2 = EngineRig(model, c)
+    rig2.play(CALL, velocity=touch)
     _, answer = rig2.finish()
     rig2.at(answer.notes[-1].end + 2 * BEAT, mido.Message("note_on", note=60, velocity=80))
-    assert not any(kind == "reset" for kind, _ in rig2.events)
+    assert not any(kind == "reset" for kind, _, _ in rig2.events)
 
 
 def test_one_note_call_still_gets_an_answer(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg, min_beats=2))
-    rig.play([(60, 0, 0.5)])
+    rig = EngineRig(model, cfg(model_pkg, min_beats=2))
+    rig.play([(60, 0, 0.5)], velocity=touch)
     _, answer = rig.finish()
     assert answer.notes and answer.beats == 2.0
     assert all(48 <= n.pitch <= 72 for n in answer.notes)

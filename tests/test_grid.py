@@ -1,17 +1,13 @@
 """Quantizing answers with the performer's swing: the grid mask, swing placement, and
-answers of the engine on the grid (the issue's "answer onsets on the grid: goal all")."""
+answers of the engine on the grid (the goal: every answer onset on it)."""
 
 from __future__ import annotations
 
-import mido
 import numpy as np
 import pytest
-from support import make_config, nottingham_files
+from support import EngineRig, make_config, tunes
 
-from companion.engine.engine import Engine
 from companion.engine.grid import Grid, estimate_swing
-from companion.realtime.clock import VirtualClock
-from companion.realtime.scheduler import VirtualScheduler
 
 
 def test_mask_keeps_the_curves_that_land_on_the_grid():
@@ -60,15 +56,10 @@ def answer_to(model, model_pkg, call, quantize, swing="auto", seed=0, temperatur
                       answer={"length": 8, "max_beats": 8, "temperature": temperature,
                               "top_p": 1.0},
                       time={"quantize": quantize, "swing": swing})
-    clock = VirtualClock()
-    player = VirtualScheduler(lambda m: None, clock, 0)
-    engine = Engine(model, cfg, player, clock, seed)
-    for p, s, d in call:
-        engine.on_message(mido.Message("note_on", note=p, velocity=80), s * BEAT)
-        engine.on_message(mido.Message("note_off", note=p), (s + d) * BEAT)
-    deadline = engine.next_deadline()
-    answer = engine.poll(deadline)
-    return engine, answer
+    rig = EngineRig(model, cfg, seed)
+    rig.play(call)
+    answer = rig.poll(rig.engine.next_deadline())
+    return rig.engine, answer
 
 
 def on_grid(answer, grid: Grid) -> list[float]:
@@ -83,12 +74,10 @@ def on_grid(answer, grid: Grid) -> list[float]:
 
 
 def calls(n: int) -> list[list[tuple[int, float, float]]]:
-    """Calls cut from Nottingham tunes (their first 8 notes), as (pitch, start, duration)."""
-    from companion.encoding.melody import read_melodies
-
+    """Calls cut from ``n`` real tunes outside the vocabulary (their first 8 notes), as
+    (pitch, start, duration)."""
     out = []
-    for f in nottingham_files(n):
-        m = read_melodies(f)[0]
+    for m in tunes(5, n):
         s0 = m.onsets[0]
         out.append([(int(p), float(s - s0), float(d) * 0.9)
                     for p, s, d in zip(m.pitches[:8], m.onsets[:8], m.durations[:8],
@@ -134,10 +123,7 @@ def test_quantize_off_is_the_plain_engine(model, model_pkg):
     cfg_plain = make_config(model_pkg, listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1.0},
                             answer={"length": 8, "max_beats": 8, "temperature": 1.5,
                                     "top_p": 1.0})
-    clock = VirtualClock()
-    e2 = Engine(model, cfg_plain, VirtualScheduler(lambda m: None, clock, 0), clock, 5)
-    for p, s, d in calls(1)[0]:
-        e2.on_message(mido.Message("note_on", note=p, velocity=80), s * BEAT)
-        e2.on_message(mido.Message("note_off", note=p), (s + d) * BEAT)
-    a2 = e2.poll(e2.next_deadline())
+    rig = EngineRig(model, cfg_plain, 5)
+    rig.play(calls(1)[0])
+    a2 = rig.poll(rig.engine.next_deadline())
     assert [(n.pitch, n.start) for n in a1.notes] == [(n.pitch, n.start) for n in a2.notes]

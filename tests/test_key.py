@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from companion.encoding.curves import Vocabulary
-from companion.engine.key import MAJOR, MINOR, KeyBias, KeyEstimator, in_scale, key_name, parse_key
+from companion.engine.key import (
+    MAJOR,
+    MINOR,
+    KeyBias,
+    KeyEstimator,
+    in_scale,
+    key_name,
+    note_name,
+    parse_key,
+)
 from companion.engine.sampler import Sampler
 
 
@@ -25,6 +34,10 @@ def test_parse_key(text, expected):
 def test_parse_key_rejects(text):
     with pytest.raises(ValueError, match="expected a key"):
         parse_key(text)
+
+
+def test_note_name_middle_c_is_c4():
+    assert [note_name(p) for p in (60, 69, 61, 0, 127)] == ["C4", "A4", "C#4", "C-1", "G9"]
 
 
 def feed(est, pitches, start=0.0, dur=1.0):

@@ -1,38 +1,21 @@
 """The live wiring (input queue, engine thread, scheduler thread, passthrough, stop) on the
-demo's in-process loopback: real threads and clock, no MIDI system. Ordering, not latency."""
+in-process loopback (companion.midi.loopback): real threads and clock, no MIDI system.
+Ordering, not latency."""
 
 from __future__ import annotations
 
 import gc
-import threading
 import time
 
 import mido
 import pytest
 from support import make_config
 
-from companion.commands.demo import LoopbackIn
+from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
 
 TEMPO = 240.0
 BEAT = 60.0 / TEMPO
-
-
-class Out:
-    def __init__(self):
-        self.got: list[tuple[float, mido.Message]] = []
-        self.lock = threading.Lock()
-
-    def send(self, msg):
-        with self.lock:
-            self.got.append((time.perf_counter(), msg))
-
-    def messages(self):
-        with self.lock:
-            return list(self.got)
-
-    def close(self):
-        pass
 
 
 def play(inport, notes, channel=0):
@@ -70,7 +53,7 @@ def rig(model, model_pkg):
         sections["listen"] = {"tempo_bpm": TEMPO, "phrase_end_beats": 1, **sections["listen"]}
         cfg = make_config(model_pkg, **sections)
         events = []
-        inport, out = LoopbackIn(), Out()
+        inport, out = LoopbackIn(), LoopbackOut()
         live = Live(cfg, model, inport, out, seed=4,
                     on_event=lambda k, t, **d: events.append((k, t, d)))
         live.start()
@@ -225,10 +208,38 @@ def test_live_run_plays_with_the_start_up_heap_set_aside(monkeypatch, model_pkg)
         raise RuntimeError("stop before playing")
 
     monkeypatch.setattr(ports_mod, "open_ports",
-                        lambda *a: OpenPorts(LoopbackIn(), Out(), "loop:in", "loop:out"))
+                        lambda *a: OpenPorts(LoopbackIn(), LoopbackOut(), "loop:in", "loop:out"))
     monkeypatch.setattr(Live, "start", start)
     cfg = make_config(model_pkg, session={"enabled": False})
     with pytest.raises(RuntimeError, match="stop before playing"):
         live_mod.run(cfg)
     assert frozen and frozen[0] > 10_000  # the modules, the model, the config: all set aside
     assert gc.get_freeze_count() == 0
+
+
+def test_swapped_ports_take_over_from_the_old_ones(rig):
+    """The port watcher's seams: a new input is listened to and the old one no longer; the
+    answer goes to the new output only."""
+    live, inport, out, _ = rig(answer={"length": 2, "min_beats": 1, "max_beats": 2})
+    new_in, new_out = LoopbackIn(), LoopbackOut()
+    assert live.swap_input(new_in) is inport and live.swap_output(new_out) is out
+    assert inport.callback is None
+    n = len(out.messages())
+    play(new_in, CALL)
+    wait_for(lambda: any(m.type == "note_on" for _, m in new_out.messages()))
+    assert len(out.messages()) == n
+
+
+def test_a_failing_output_swapped_in_is_said_again(model, model_pkg):
+    class Dead:
+        def send(self, msg):
+            raise OSError("port gone")
+
+    lines: list[str] = []
+    live = Live(make_config(model_pkg), model, LoopbackIn(), Dead(), log=lines.append)
+    live.all_notes_off()
+    live.all_notes_off()
+    assert len(lines) == 1 and "port gone" in lines[0]  # said once per port
+    live.swap_output(Dead())
+    live.all_notes_off()
+    assert len(lines) == 2 and "cannot send to the output port" in lines[1]

@@ -161,8 +161,8 @@ def jackd_log(env: dict) -> str:
 
 
 # Every message of both calls and answers must arrive: 21 ms cycles (1024 frames), so that
-# a client descheduled for a few ms on a busy CI machine is not an xrun that drops MIDI
-# (at 256 frames CI once lost the call's last note-off that way: no phrase end, no answer).
+# a client descheduled for a few ms on a busy CI machine is not an xrun, which drops that
+# cycle's MIDI (a lost note-off: no phrase end, no answer).
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_call_and_response_over_jack(jack_server, monkeypatch, tmp_path, live_config):
     for k, v in jack_server.items():

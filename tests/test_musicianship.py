@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import ROOT, make_config
-from test_engine import CALL, Rig
+from support import ROOT, EngineRig, make_config
+from test_engine import CALL, touch
 
 from bench.musicianship import GOAL_IN_KEY, degenerate, held_out_calls, measure
 from companion.engine.key import in_scale, parse_key
@@ -26,8 +26,8 @@ def cfg(model_pkg, answer=None, **sections):
 
 
 def answer_of(model, c, call, seed):
-    rig = Rig(model, c, seed)
-    rig.play(call)
+    rig = EngineRig(model, c, seed)
+    rig.play(call, velocity=touch)
     _, a = rig.finish()
     return rig.engine, a
 
@@ -86,8 +86,8 @@ def test_repeat_guard(model, model_pkg):
 def test_style_memory_picks_up_the_performers_curves(model, model_pkg):
     c = cfg(model_pkg, key={"strength": 0.0}, style={"weight": 1.0, "order": 3},
             answer={"temperature": 0.5, "range_widen": 24})
-    rig = Rig(model, c, 2)
-    t = rig.play(G_CALL)
+    rig = EngineRig(model, c, 2)
+    t = rig.play(G_CALL, velocity=touch)
     _, a = rig.finish()
     learnt = set(rig.engine.style.contexts[()].counts)
     assert len(learnt) >= 4 and rig.engine.style.tokens_seen == len(G_CALL) - 1
@@ -102,9 +102,9 @@ def test_style_memory_picks_up_the_performers_curves(model, model_pkg):
 
 
 def test_mute_listens_and_learns_without_answering(model, model_pkg):
-    rig = Rig(model, cfg(model_pkg), 1)
-    rig.engine.muted = True
-    rig.play(G_CALL)
+    rig = EngineRig(model, cfg(model_pkg), 1)
+    rig.engine.set_muted(True)
+    rig.play(G_CALL, velocity=touch)
     d = rig.engine.next_deadline()
     assert rig.poll(d) is None and rig.sent == []
     assert rig.engine.key == (7, 0) and not rig.engine.style.empty
@@ -120,8 +120,8 @@ def _package(model_pkg):
 
 
 @pytest.fixture(scope="module")
-def calls():
-    return held_out_calls(60)
+def calls(nottingham):
+    return held_out_calls(60, folder=nottingham[0].parent)
 
 
 def test_goals_on_held_out_calls(model_pkg, calls):

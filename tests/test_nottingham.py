@@ -1,7 +1,4 @@
-"""The tutorial's table, reproduced on the 1034 Nottingham melodies in ../shared."""
-
-import os
-from pathlib import Path
+"""The tutorial's table, reproduced on the 1034 Nottingham melodies (bench.data's folder)."""
 
 import pytest
 
@@ -9,15 +6,13 @@ from companion.encoding.curves import Vocabulary
 from train.corpus import load_corpus
 from train.dataset import melody_curves
 
-NOTTINGHAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "nottingham-melody"
 TUTORIAL_CURVES = 195_174
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not NOTTINGHAM.is_dir() and not os.environ.get("CI"),
-                    reason="../shared data not present")
-def test_nottingham_table(capsys):
-    corpus = load_corpus([str(NOTTINGHAM)], progress=False)
+def test_nottingham_table(capsys, nottingham):
+    folder = nottingham[0].parent
+    corpus = load_corpus([str(folder)], progress=False)
     curves = [melody_curves(m) for m in corpus.melodies]
     total = sum(len(c) for c in curves)
     vocab = Vocabulary.build(curves)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import mido
 import pytest
-from support import make_config
+from support import EngineRig, make_config
 
-from companion.engine.engine import Engine
 from companion.engine.listener import NEW_NOTE, NOTHING, Listener
 from companion.engine.tempo import Pace
-from companion.realtime.clock import VirtualClock
-from companion.realtime.scheduler import VirtualScheduler
 
 BEAT = 0.5
 
@@ -93,35 +90,35 @@ def test_explicit_ends():
     assert [n.pitch for n in lst2.notes] == [62] and lst2.deadline() == 1.2
 
 
-def engine(model, model_pkg, **time):
+def rig(model, model_pkg, **time) -> EngineRig:
     cfg = make_config(model_pkg, listen={"tempo_bpm": 120.0, "phrase_end_beats": 2.0},
                       answer={"length": 4, "max_beats": 4}, time=time)
-    clock = VirtualClock()
-    return Engine(model, cfg, VirtualScheduler(lambda m: None, clock, 0), clock, 1), clock
+    return EngineRig(model, cfg, 1)
 
 
 def test_end_note_answers_at_once_through_the_engine(model, model_pkg):
-    e, clock = engine(model, model_pkg, end_note=108, phrase_end="adaptive")
+    r = rig(model, model_pkg, end_note=108, phrase_end="adaptive")
     for i, p in enumerate((60, 62, 64)):
-        e.on_message(on(p), i * 0.5)
-    e.on_message(on(108), 1.3)  # keys still held
-    assert e.next_deadline() == 1.3
-    answer = e.poll(1.3)
+        r.at(i * 0.5, on(p))
+    r.at(1.3, on(108))  # keys still held
+    assert r.engine.next_deadline() == 1.3
+    answer = r.poll(1.3)
     assert answer is not None and [n.pitch for n in answer.call] == [60, 62, 64]
     assert answer.start == pytest.approx(1.5)  # the next beat of the call's grid
 
 
 def test_tempo_auto_takes_the_calls_beat(model, model_pkg):
-    e, clock = engine(model, model_pkg, tempo="auto")
+    r = rig(model, model_pkg, tempo="auto", phrase_end="fixed")
+    e = r.engine
     beat = 60 / 100
     for i, s in enumerate((0, 1, 1.5, 2, 3, 3.5, 4)):
-        e.on_message(on(60 + i), s * beat)
-        e.on_message(off(60 + i), (s + 0.4) * beat)
+        r.at(s * beat, on(60 + i))
+        r.at((s + 0.4) * beat, off(60 + i))
     assert e.beat_s == pytest.approx(beat, rel=0.02)
     assert e.next_deadline() == pytest.approx(4.4 * beat + 2 * e.beat_s)  # in its beats
-    answer = e.poll(e.next_deadline())
+    answer = r.poll(e.next_deadline())
     assert (answer.start / beat) == pytest.approx(round(answer.start / beat), abs=0.1)
-    fixed, _ = engine(model, model_pkg)
+    fixed = rig(model, model_pkg, tempo="fixed")
     for i, s in enumerate((0, 1, 1.5, 2, 3, 3.5, 4)):
-        fixed.on_message(on(60 + i), s * beat)
-    assert fixed.beat_s == 0.5
+        fixed.at(s * beat, on(60 + i))
+    assert fixed.engine.beat_s == 0.5

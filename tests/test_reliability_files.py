@@ -1,4 +1,4 @@
-"""Bad files and settings (issue 6): exit 2, ONE line naming the file or key and what was
+"""Bad files and settings: exit 2, ONE line naming the file or key and what was
 expected, no traceback, and nothing overwritten (every file's bytes compared before/after).
 """
 

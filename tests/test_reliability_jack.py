@@ -1,4 +1,4 @@
-"""Reliability over real MIDI ports (issue 6): `companion live` in a subprocess on a JACK
+"""Reliability over real MIDI ports: `companion live` in a subprocess on a JACK
 server (dummy driver), fed garbage bytes and floods, stopped by signals and killed, its
 named ports unplugged and plugged back.
 

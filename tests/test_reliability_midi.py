@@ -1,10 +1,10 @@
-"""Reliability in-process (issue 6): arbitrary MIDI, every message type, into the engine and
+"""Reliability in-process: arbitrary MIDI, every message type, into the engine and
 the live wiring; and a soak of 500 calls and answers.
 
 Property-based (hypothesis): whatever messages come, interleaved with normal calls, no
 exception escapes, no note the companion started stays on, and the next clean call is
 answered normally. The engine runs on the virtual clock (exact, fast); the live wiring
-(input queue, engine and scheduler threads) on the demo's loopback with the real clock.
+(input queue, engine and scheduler threads) on the in-process loopback with the real clock.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import mido
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import make_config
+from support import EngineRig, make_config
 
-from companion.commands.demo import LoopbackIn
-from companion.engine.engine import Engine
 from companion.engine.listener import STUCK_KEY_BEATS
-from companion.realtime.clock import VirtualClock
+from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
-from companion.realtime.scheduler import VirtualScheduler
 
 TEMPO = 240.0
 BEAT = 60.0 / TEMPO
@@ -100,49 +97,19 @@ def assert_all_off(msgs: list[mido.Message]) -> None:
     assert not sounding, f"left sounding: {sorted(sounding)}"
 
 
-class VirtualRig:
-    """The engine and player on the virtual clock, driven event by event like `respond`."""
-
-    def __init__(self, model, model_pkg, **sections):
-        sections.setdefault("listen", {})
-        sections["listen"] = {"tempo_bpm": TEMPO, "phrase_end_beats": PHRASE_END_BEATS,
-                              **sections["listen"]}
-        self.cfg = make_config(model_pkg, **sections)
-        self.clock = VirtualClock()
-        self.out: list[tuple[float, mido.Message]] = []
-        self.player = VirtualScheduler(lambda m: self.out.append((self.clock.now(), m)),
-                                       self.clock, 0)
-        self.events: list[tuple[str, float, dict]] = []
-        self.engine = Engine(model, self.cfg, self.player, self.clock, seed=5,
-                             on_event=lambda k, t, **d: self.events.append((k, t, d)))
-
-    def until(self, t: float) -> None:
-        """Every phrase end and every scheduled note up to ``t``, each at its own time."""
-        while True:
-            d = self.engine.next_deadline()
-            if d is None or d > t:
-                break
-            d = max(d, self.clock.now())
-            self.player.advance(d)
-            self.clock.set(d)
-            self.engine.poll(d)
-        self.player.advance(t)
-        self.clock.set(t)
-
-    def feed(self, t: float, msg: mido.Message) -> None:
-        t = max(t, self.clock.now())
-        self.until(t)
-        self.engine.on_message(msg, t)
-
-    def answers(self) -> list[dict]:
-        return [d | {"t": t} for k, t, d in self.events if k == "phrase_end"]
+def virtual_rig(model, model_pkg, **sections) -> EngineRig:
+    """The engine and player on the virtual clock at the calls' tempo, driven event by event
+    like `respond`."""
+    sections["listen"] = {"tempo_bpm": TEMPO, "phrase_end_beats": PHRASE_END_BEATS,
+                          **sections.get("listen", {})}
+    return EngineRig(model, make_config(model_pkg, **sections), seed=5)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(items=ITEMS, channel=st.sampled_from(["omni", 1, 10]))
 def test_any_messages_then_a_clean_call_is_answered(model, model_pkg, items, channel):
-    rig = VirtualRig(model, model_pkg, midi={"input_channel": channel})
+    rig = virtual_rig(model, model_pkg, midi={"input_channel": channel})
     call_ch = 0 if channel == "omni" else channel - 1
     t = 0.0
     for item in items:
@@ -156,43 +123,26 @@ def test_any_messages_then_a_clean_call_is_answered(model, model_pkg, items, cha
     # quiet, then a clean call after the time a lost note-off is forgiven
     t += (STUCK_KEY_BEATS + 4) * BEAT
     rig.until(t)
-    before = len(rig.answers())
+    before = len(rig.events_of("phrase_end"))
     call = call_messages(CALLS[0], t, call_ch)
     for tm, m in call:
         rig.feed(tm, m)
     released = call[-1][0]
     rig.until(released + (PHRASE_END_BEATS + 1 + 16 + 4) * BEAT)
     rig.player.flush()
-    answers = rig.answers()[before:]
+    answers = rig.events_of("phrase_end")[before:]
     assert len(answers) == 1, answers
     a = answers[0]
     assert a["notes"] >= 1 and a["call"] == len(CALLS[0])
     assert released + PHRASE_END_BEATS * BEAT - 1e-9 <= a["t"] <= a["start"]
     assert rig.player.timeline.sounding == {}
-    assert_all_off([m for _, m in rig.out])
-    ons = [m for tm, m in rig.out if tm >= a["start"] - 1e-9 and m.type == "note_on"]
+    assert_all_off([m for _, m in rig.sent])
+    ons = [m for tm, m in rig.sent if tm >= a["start"] - 1e-9 and m.type == "note_on"]
     assert len(ons) == a["notes"]
     assert all(0 <= m.note <= 127 and 1 <= m.velocity <= 127 for m in ons)
 
 
 # -- the live wiring: threads, queue, passthrough, stop ---------------------------------
-
-
-class Out:
-    def __init__(self) -> None:
-        self.got: list[tuple[float, mido.Message]] = []
-        self.lock = threading.Lock()
-
-    def send(self, msg: mido.Message) -> None:
-        with self.lock:
-            self.got.append((time.perf_counter(), msg))
-
-    def messages(self) -> list[tuple[float, mido.Message]]:
-        with self.lock:
-            return list(self.got)
-
-    def close(self) -> None:
-        pass
 
 
 def wait_for(cond, timeout: float = 15.0) -> None:
@@ -223,7 +173,7 @@ def test_live_wiring_survives_any_messages(model, model_pkg, garbage, cut):
     cfg = make_config(model_pkg, listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1},
                       answer={"length": 4, "max_beats": 4, "min_beats": 1},
                       midi={"passthrough": True}, session={"enabled": False})
-    inport, out = LoopbackIn(), Out()
+    inport, out = LoopbackIn(), LoopbackOut()
     events: list[tuple[str, float, dict]] = []
     logs: list[str] = []
     live = Live(cfg, model, inport, out, seed=2, log=logs.append,
@@ -266,7 +216,7 @@ def rss_kb() -> int:
 def test_soak_500_calls_on_the_virtual_clock(model, model_pkg):
     """500 calls and answers back to back, hours of music on the compressed clock: memory
     flat (< 10 MB), every answer on the grid after its phrase end, no drift with time."""
-    rig = VirtualRig(model, model_pkg, answer={"length": 4, "max_beats": 4, "min_beats": 1})
+    rig = virtual_rig(model, model_pkg, answer={"length": 4, "max_beats": 4, "min_beats": 1})
     t = 0.0
     rss = {}
     for i in range(500):
@@ -282,12 +232,12 @@ def test_soak_500_calls_on_the_virtual_clock(model, model_pkg):
     rig.player.flush()
     gc.collect()
     rss["end"] = rss_kb()
-    answers = rig.answers()
+    answers = rig.events_of("phrase_end")
     assert len(answers) == 500
     for a in answers:  # on the beat grid of its call, within a beat of deciding
         assert a["t"] <= a["start"] <= a["t"] + BEAT + 1e-6
     # every note played exactly at its planned time, early answers as late ones
-    assert_all_off([m for _, m in rig.out])
+    assert_all_off([m for _, m in rig.sent])
     growth_mb = (rss["end"] - rss["start"]) / 1024
     print(f"soak (virtual clock): 500 answers, {t / 3600:.2f} h of music, RSS "
           f"{rss['start'] / 1024:.1f} -> {rss['end'] / 1024:.1f} MB ({growth_mb:+.2f} MB)")
@@ -303,7 +253,7 @@ def test_soak_500_calls_through_the_live_threads(model, model_pkg, calls):
                       session={"enabled": False})
     cfg.listen.tempo_bpm = 4800.0  # beyond the config's range on purpose: a compressed clock
     beat = 60.0 / cfg.listen.tempo_bpm
-    inport, out = LoopbackIn(), Out()
+    inport, out = LoopbackIn(), LoopbackOut()
     events: list[tuple[str, float, dict]] = []
     lock = threading.Lock()
     done = threading.Semaphore(0)
@@ -370,7 +320,7 @@ def test_backlog_is_dropped_counted_and_said_once(model, model_pkg):
     cfg = make_config(model_pkg, listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1},
                       answer={"length": 2, "max_beats": 2, "min_beats": 1},
                       midi={"passthrough": True}, session={"enabled": False})
-    inport, out = LoopbackIn(), Out()
+    inport, out = LoopbackIn(), LoopbackOut()
     events: list[tuple[str, float, dict]] = []
     logs: list[str] = []
     live = Live(cfg, model, inport, out, seed=2, log=logs.append,

@@ -8,14 +8,14 @@ import sys
 
 import mido
 import pytest
-from support import ROOT, nottingham_files, write_config
+from support import ROOT, write_config, write_tune
 
 from companion.commands.cli import main
 
 
 @pytest.fixture
-def call_file():
-    return nottingham_files(6)[5]  # not one of the vocabulary's tunes
+def call_file(tmp_path):
+    return write_tune(tmp_path / "call.mid", 5)  # not one of the vocabulary's tunes
 
 
 def run_json(capsys, *args) -> list[dict]:
@@ -25,8 +25,9 @@ def run_json(capsys, *args) -> list[dict]:
 
 def test_respond_writes_call_and_answer(tmp_path, capsys, model_pkg, call_file):
     out = tmp_path / "r.mid"
+    fixed = write_config(tmp_path / "c.yaml", time={"tempo": "fixed", "phrase_end": "fixed"})
     notes = run_json(capsys, str(call_file), "-o", str(out), "--model", str(model_pkg),
-                     "--seed", "11")
+                     "--seed", "11", "--config", str(fixed))
     assert notes and set(notes[0]) == {"pitch", "start_beats", "duration_beats", "velocity"}
     mf = mido.MidiFile(out)
     assert len(mf.tracks) == 2
@@ -39,7 +40,8 @@ def test_respond_writes_call_and_answer(tmp_path, capsys, model_pkg, call_file):
     lo = min(m.note for m in call_ons) - 12
     hi = max(m.note for m in call_ons) + 12
     assert all(lo <= n["pitch"] <= hi and 0 <= n["pitch"] <= 127 for n in notes)
-    # the answer starts on a beat after the call's end + phrase_end_beats (1.5 by default)
+    # the answer starts on a beat after the call's end + phrase_end_beats (1.5 by default,
+    # with the fixed phrase end)
     ticks, end = 0, 0
     for m in mf.tracks[0]:
         ticks += m.time

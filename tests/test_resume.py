@@ -1,4 +1,4 @@
-"""Training faults (issue 6): a run killed mid-way resumes from its checkpoint in --work, and
+"""Training faults: a run killed mid-way resumes from its checkpoint in --work, and
 an export that fails leaves the previous --out package byte-identical. A tiny model on a
 few Nottingham tunes, so that each run takes seconds, not minutes."""
 
@@ -14,11 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import NOTTINGHAM, ROOT
-
-pytestmark = pytest.mark.skipif(
-    not NOTTINGHAM.is_dir() and not os.environ.get("CI"), reason="../shared data not present"
-)
+from support import ROOT
 
 TINY = ["--units", "16", "--embed", "8", "--window", "32", "--epochs", "4", "--batch", "8",
         "--seed", "7", "--patience", "10", "--quiet"]
@@ -29,9 +25,9 @@ def env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(tmp_path_factory, nottingham) -> Path:
     d = tmp_path_factory.mktemp("corpus")
-    for f in sorted(NOTTINGHAM.glob("*.mid"))[:40]:
+    for f in nottingham[:40]:
         (d / f.name).write_bytes(f.read_bytes())
     return d
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import nottingham_files
 
 from companion.engine.tempo import Pace, estimate_beat, intervals
 
@@ -46,11 +45,11 @@ def test_intervals_drop_ornaments_and_pauses():
     assert intervals([0.0, 0.02, 0.5, 4.0, 4.5]) == pytest.approx([0.48, 0.5])
 
 
-def test_nottingham_calls_near_the_prior():
+def test_nottingham_calls_near_the_prior(nottingham):
     """Calls cut from tunes (12 notes), played with 10 ms of jitter: within a third of an
     octave of the prior the beat is found (to 3%) for most; the rest at double or half."""
     found = total = 0
-    for f in nottingham_files(40)[::4]:
+    for f in nottingham[:40:4]:
         from companion.encoding.melody import read_melodies
 
         m = read_melodies(f)[0]

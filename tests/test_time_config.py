@@ -13,7 +13,7 @@ def test_defaults_and_yaml_off(tmp_path):
     p.write_text("time:\n  quantize: off\n  swing: auto\n  end_cc: 20\n")
     t = config.load(p).time
     assert t.quantize == "off" and t.swing == "auto" and t.end_cc == 20
-    assert t.clock == "follow" and t.tempo == "fixed" and t.phrase_end == "fixed"
+    assert t.clock == "follow" and t.tempo == "auto" and t.phrase_end == "adaptive"
     assert config.from_dict({"time": {"swing": 0.6, "quantize": "1/8T"}}).time.swing == 0.6
 
 
