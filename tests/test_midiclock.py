@@ -81,8 +81,8 @@ def test_no_clock_or_a_lost_clock():
 
 
 def test_ticks_too_far_apart_or_too_close_are_no_tempo():
-    """Two stray ticks 0.23 s apart once made a 10.7 BPM clock, and an answer spread over
-    11 s (hypothesis found it); the clock is believed between 20 and 400 BPM."""
+    """The clock is believed between 20 and 400 BPM: two stray ticks 0.23 s apart (10.7 BPM)
+    are no tempo, and neither are ticks 4 ms apart (600 BPM)."""
     f = ClockFollower()
     f.feed(TICK, 0.6)
     f.feed(TICK, 0.834)
@@ -97,21 +97,16 @@ def test_ticks_too_far_apart_or_too_close_are_no_tempo():
 
 
 def test_engine_goes_back_to_its_tempo_when_the_clock_goes(model, model_pkg):
-    from support import make_config
-
-    from companion.engine.engine import Engine
-    from companion.realtime.clock import VirtualClock
-    from companion.realtime.scheduler import VirtualScheduler
+    from support import EngineRig, make_config
 
     cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0})
-    clock = VirtualClock()
-    e = Engine(model, cfg, VirtualScheduler(lambda m: None, clock, 0), clock, 2)
+    rig = EngineRig(model, cfg, 2)
+    e = rig.engine
 
     def call(t0: float) -> float:
         for i, p in enumerate((62, 64, 66, 67)):
-            clock.set(t0 + 0.3 * i)
-            e.on_message(mido.Message("note_on", note=p, velocity=80), t0 + 0.3 * i)
-            e.on_message(mido.Message("note_off", note=p), t0 + 0.3 * i + 0.2)
+            rig.at(t0 + 0.3 * i, mido.Message("note_on", note=p, velocity=80))
+            rig.at(t0 + 0.3 * i + 0.2, mido.Message("note_off", note=p))
         return t0 + 1.2
 
     events = [(0.025 * i, TICK) for i in range(24 * 8)]  # 100 BPM, until 4.8 s
@@ -119,8 +114,7 @@ def test_engine_goes_back_to_its_tempo_when_the_clock_goes(model, model_pkg):
         events += [(2.3 + 0.3 * i, mido.Message("note_on", note=p, velocity=80)),
                    (2.5 + 0.3 * i, mido.Message("note_off", note=p))]
     for t, m in sorted(events, key=lambda ev: ev[0]):
-        clock.set(t)
-        e.on_message(m, t)
+        rig.at(t, m)
     assert e.beat_s == pytest.approx(0.6)
     t = call(10.0)  # the clock stopped at 4.8 s
     assert e.beat_s == pytest.approx(60.0 / 130.0)
@@ -134,20 +128,16 @@ def test_not_clock_messages():
 def test_engine_answers_on_the_clocks_beats(model, model_pkg):
     """On a virtual clock: ticks at 100 BPM from t = 0.31 s, a call played off the grid at
     another pace; the answer starts on a clock beat, its onsets on the clock's 1/8 grid."""
-    from support import make_config
-
-    from companion.engine.engine import Engine
-    from companion.realtime.clock import VirtualClock
-    from companion.realtime.scheduler import VirtualScheduler
+    from support import EngineRig, make_config
 
     cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0},
                       answer={"length": 4, "max_beats": 4},
                       time={"quantize": "1/8", "swing": 0.5})
-    clock = VirtualClock()
-    e = Engine(model, cfg, VirtualScheduler(lambda m: None, clock, 0), clock, 2)
+    rig = EngineRig(model, cfg, 2)
+    e = rig.engine
     per = 0.6 / 24
     t0 = 0.31
-    e.on_message(mido.Message("start"), t0 - 0.001)
+    rig.at(t0 - 0.001, mido.Message("start"))
     notes = [(62, 1.0), (64, 1.33), (66, 1.61), (67, 1.95)]
     events = [(t0 + i * per, TICK) for i in range(24 * 6)]
     for p, t in notes:
@@ -155,11 +145,10 @@ def test_engine_answers_on_the_clocks_beats(model, model_pkg):
                    (t + 0.2, mido.Message("note_off", note=p))]
     answer = None
     for t, m in sorted(events, key=lambda e: e[0]):
-        clock.set(t)
-        e.on_message(m, t)
+        rig.at(t, m)
         d = e.next_deadline()
         if answer is None and d is not None and d <= t:
-            answer = e.poll(t)
+            answer = rig.poll(t)
     assert answer is not None
     assert e.beat_s == pytest.approx(0.6)
     k = (answer.start - t0) / 0.6
@@ -192,3 +181,109 @@ def test_ticks_held_up_and_then_delivered_in_a_burst_are_not_lost():
         f.feed(TICK, i * per)
     assert f.lost == 0
     assert f.next_beat(59 * per) == pytest.approx(3 * 0.5, abs=0.002)
+
+
+# -- stamps quantised to the MIDI system's cycles ----------------------------------------
+# Over JACK, RtMidi stamps a message when its client's process callback runs: every tick
+# that a cycle carries gets that cycle's stamp (the start of the cycle after the one it was
+# sent in, plus the callback's wake-up jitter, alike for the whole cycle). At 1024 frames a
+# cycle is 21.3 ms, near a 100 BPM tick (25 ms): cycles carry 0, 1 or 2 ticks.
+
+RATE = 48000
+PERIODS = (64, 256, 512, 1024)
+
+
+def cycle_stamps(times: np.ndarray, frames: int, seed: int = 0,
+                 wake_s: float = 0.0003) -> np.ndarray:
+    """The stamps of messages sent at ``times`` through a system of ``frames`` a cycle."""
+    q = frames / RATE
+    cycle = np.floor(times / q).astype(int) + 1
+    wake = np.random.default_rng(seed).uniform(0.0, wake_s, cycle.max() + 1)
+    return cycle * q + wake[cycle]
+
+
+def tolerance_s(frames: int) -> float:
+    """Where a beat may be found: within max(3 ms, one period)."""
+    return max(0.003, frames / RATE)
+
+
+def follow(f: ClockFollower, times: np.ndarray, frames: int, bpm_at, beats: np.ndarray,
+           settle_s: float = 2.4) -> tuple[float, float]:
+    """Feed the ticks sent at ``times``, stamped per cycle; after ``settle_s`` of clock (four
+    beats at 100 BPM: two windows of 48 ticks, the least the tempo comes from), ask at
+    every tick for the tempo and the next beat. Returns the worst tempo error (BPM, against
+    ``bpm_at(t)``) and the worst beat error (s, against the nearest of ``beats``)."""
+    stamps = cycle_stamps(times, frames)
+    worst_bpm = worst_beat = 0.0
+    for sent, t in zip(times, stamps, strict=True):
+        f.feed(TICK, float(t))
+        if sent - times[0] < settle_s:
+            continue
+        worst_bpm = max(worst_bpm, abs(f.bpm(t) - bpm_at(sent)))
+        b = f.next_beat(t + 0.05)
+        if b > times[-1]:
+            continue  # past the last tick sent: no beat to hold it against
+        worst_beat = max(worst_beat, float(np.min(np.abs(beats - b))))
+    return worst_bpm, worst_beat
+
+
+@pytest.mark.parametrize("frames", PERIODS)
+def test_a_steady_clock_is_followed_at_every_period(frames):
+    per = 0.6 / 24
+    times = 3.0123 + per * np.arange(24 * 40)  # 100 BPM, 24 s
+    f = ClockFollower(window=48)
+    f.feed(mido.Message("start"), 3.0)
+    worst_bpm, worst_beat = follow(f, times, frames, lambda t: 100.0, times[::24])
+    assert worst_bpm <= 0.3, worst_bpm
+    assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
+    assert f.lost == 0  # a cycle with two ticks and the next with none lost nothing
+
+
+@pytest.mark.parametrize("frames", (64, 1024))
+def test_a_slowly_drifting_clock_is_followed(frames):
+    """99 -> 101 BPM over a minute: tick i is sent where the tempo's integral reaches it."""
+    ticks_per_s = lambda t: (99.0 + 2.0 * t / 60.0) / 60.0 * 24  # noqa: E731
+    grid = np.linspace(0.0, 60.0, 600001)
+    count = np.concatenate([[0.0], np.cumsum(ticks_per_s(grid[1:]) * np.diff(grid))])
+    times = 0.5 + np.interp(np.arange(int(count[-1])), count, grid)
+    f = ClockFollower(window=48)
+    f.feed(mido.Message("start"), 0.4)
+    worst_bpm, worst_beat = follow(f, times, frames, lambda t: 99.0 + 2.0 * (t - 0.5) / 60.0,
+                                   times[::24])
+    assert worst_bpm <= 0.3, worst_bpm
+    assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
+
+
+@pytest.mark.parametrize("frames", PERIODS)
+def test_a_clock_that_stops_and_restarts_at_another_phase(frames):
+    per = 0.6 / 24
+    f = ClockFollower(window=48)
+    f.feed(mido.Message("start"), 1.0)
+    first = 1.0 + per * np.arange(24 * 8)
+    follow(f, first, frames, lambda t: 100.0, first[::24])
+    stop = float(first[-1] + per)
+    f.feed(mido.Message("stop"), stop)
+    assert f.next_beat(stop) is None  # stopped, no ticks: no grid and no tempo
+    assert f.beat_s(stop + 1.0) is None
+    restart = stop + 2.345  # Start, the first tick a beat on, off the old grid
+    f.feed(mido.Message("start"), restart)
+    second = restart + 0.001 + per * np.arange(24 * 12)
+    worst_bpm, worst_beat = follow(f, second, frames, lambda t: 100.0, second[::24])
+    assert worst_bpm <= 0.3, worst_bpm
+    assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
+
+
+def test_ticks_of_a_cycle_lost_in_an_xrun_are_counted_at_256_frames():
+    """A cycle's MIDI dropped (an xrun) takes its tick: the count carries on past it."""
+    per = 0.6 / 24
+    times = 0.2 + per * np.arange(24 * 10)
+    stamps = cycle_stamps(times, 256)
+    dropped = {100, 150, 151}  # the ticks of dropped cycles
+    f = ClockFollower(window=48)
+    f.feed(mido.Message("start"), 0.1)
+    for i, t in enumerate(stamps):
+        if i not in dropped:
+            f.feed(TICK, float(t))
+    assert f.lost == 3
+    b = f.next_beat(float(stamps[-1]) + 0.05)
+    assert float(np.min(np.abs(0.2 + 0.6 * np.arange(20) - b))) <= tolerance_s(256)

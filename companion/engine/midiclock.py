@@ -29,6 +29,16 @@ LOST_S = 0.5
 MIN_BPM, MAX_BPM = 20.0, 400.0
 #: A tick later than the line by this many median absolute deviations is left out of it.
 LATE_MADS = 3.0
+#: Lost ticks are inferred only from a window of this many ticks (the band of scatter is
+#: known by then) ...
+MIN_TICKS_FOR_LOSS = 24
+#: ... and only while the stamps scatter over less than this many tick periods.
+BAND_TICKS = 0.75
+#: The tempo comes from up to this many windows of ticks, the longest run of them whose
+#: slope agrees with the last window's (within ``AGREE_SE`` standard errors of it): stamps
+#: quantised to 21 ms cycles scatter too widely for 48 ticks to give the tempo to 0.3 BPM.
+LONG_WINDOWS = 4
+AGREE_SE = 3.0
 #: The messages a clock follower takes.
 CLOCK_TYPES = frozenset({"clock", "start", "stop", "continue", "songpos"})
 
@@ -43,6 +53,14 @@ def _fit(ticks) -> tuple[float, float, float] | None:
     return (nm, tm, sxy / sxx) if sxx > 0 and sxy > 0 else None
 
 
+def _slope_error(ticks, fit: tuple[float, float, float]) -> float:
+    """The standard error of a least-squares line's slope."""
+    nm, tm, per = fit
+    sxx = sum((n - nm) ** 2 for n, _ in ticks)
+    sse = sum((t - tm - (n - nm) * per) ** 2 for n, t in ticks)
+    return math.sqrt(sse / max(1, len(ticks) - 2) / sxx)
+
+
 class ClockFollower:
     """Feed it clock messages with their receive times; ask for ``beat_s`` and ``next_beat``.
 
@@ -51,7 +69,9 @@ class ClockFollower:
     """
 
     def __init__(self, window: int = 48):
-        self.ticks: deque[tuple[int, float]] = deque(maxlen=max(2, window))
+        self.window = max(2, window)
+        # the window's ticks are the last of these: the tempo may come from more of them
+        self.ticks: deque[tuple[int, float]] = deque(maxlen=LONG_WINDOWS * self.window)
         self.playing = True  # a clock that never sends Start is taken as running
         self.last_tick = -math.inf
         self._n = 0  # index of the next tick (all ticks, playing or not)
@@ -61,6 +81,7 @@ class ClockFollower:
         self._lock = threading.RLock()
         self.lost = 0  # ticks inferred lost from the gaps between those that came
         self._credit = 0  # ticks of the last gap counted as lost, that may come late yet
+        self._band = (0.0, 0.0)  # (lowest, highest) residual of the window's stamps
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -72,23 +93,11 @@ class ClockFollower:
             if t - self.last_tick > LOST_S:
                 self.ticks.clear()  # a clock that went and came back: a fresh line
                 self._credit = 0
-            elif self._line() is not None:
-                # A gap of k tick periods: k - 1 ticks lost on the way (a MIDI system that
-                # skipped a cycle), counted, or the grid would slip. Unless they come right
-                # after in a burst (held up, not lost): those only pay the credit back.
-                per = self._fit[2]
-                dt = t - self.last_tick
-                if self._credit and dt < 0.5 * per:
-                    self._credit -= 1
-                    self.lost -= 1
-                    self.last_tick = t
-                    return True
-                self._credit = 0
-                gap = round(dt / per)
-                if gap > 1:
-                    self._n += gap - 1
-                    self.lost += gap - 1
-                    self._credit = gap - 1
+            elif (step := self._missed(t)) < 0:
+                self.last_tick = t  # one of the late ticks already counted: paid back
+                return True
+            else:
+                self._n += step
             self.ticks.append((self._n, t))
             self._n += 1
             self.last_tick = t
@@ -115,23 +124,81 @@ class ClockFollower:
     def _position(self, n: float) -> float:
         return self._origin[1] + n - self._origin[0]
 
+    def _missed(self, t: float) -> int:
+        """Ticks lost before the one arriving at ``t`` (counted, or the grid would slip), or
+        -1 for a tick that only came late after a gap counted as lost (it pays one back).
+
+        Ticks are counted, not timed: the MIDI system may stamp a whole cycle's ticks alike
+        (JACK at 1024 frames holds 21 ms of them), so a gap between stamps is no tick count.
+        A tick is lost only where its stamp lies more than half a tick period past the band
+        in which the window's stamps scatter about the line, and only while that band is
+        narrower than ``BAND_TICKS`` periods: where the stamps' scatter nears a tick
+        period, a late stamp and a lost tick look alike and the count alone is believed."""
+        line = self._line()
+        if line is None or len(self.ticks) < MIN_TICKS_FOR_LOSS:
+            self._credit = 0
+            return 0
+        nm, tm, per = line
+        lo, hi = self._band
+        mid = (lo + hi) / 2
+        r = (t - tm - (self._n - nm) * per - mid) / per  # in tick periods, off the band's middle
+        if self._credit and r < -0.5:
+            self._credit -= 1
+            self.lost -= 1
+            return -1
+        self._credit = 0
+        if (hi - lo) > BAND_TICKS * per or r <= 0.5:
+            return 0
+        gap = round(r)
+        self.lost += gap
+        self._credit = gap
+        return gap
+
     def _line(self) -> tuple[float, float, float] | None:
         """Least squares through the window, then again without the ticks that came late by
-        more than ``LATE_MADS`` median deviations (a delivery held up by a busy system)."""
+        more than ``LATE_MADS`` median deviations (a delivery held up by a busy system).
+        Stamps quantised to the MIDI system's cycles scatter evenly about this line. Its
+        slope is then that of the longest run of windows (``LONG_WINDOWS``) that agrees."""
         if self._fit is None and len(self.ticks) >= 2:
-            fit = _fit(self.ticks)
-            if fit is not None and len(self.ticks) >= 8:
+            window = list(self.ticks)[-self.window:]
+            fit = _fit(window)
+            kept = window
+            if fit is not None and len(window) >= 8:
                 nm, tm, per = fit
-                res = [t - tm - (n - nm) * per for n, t in self.ticks]
+                res = [t - tm - (n - nm) * per for n, t in window]
                 mad = sorted(abs(r) for r in res)[len(res) // 2]
-                kept = [nt for nt, r in zip(self.ticks, res, strict=True)
+                kept = [nt for nt, r in zip(window, res, strict=True)
                         if r <= LATE_MADS * mad + 1e-4]
                 if len(kept) >= len(res) // 2:
                     fit = _fit(kept) or fit
+                else:
+                    kept = window
+                if fit is not None and len(self.ticks) >= 2 * self.window:
+                    fit = self._longer(fit, kept)
             if fit is not None and not 60.0 / MAX_BPM <= TICKS_PER_BEAT * fit[2] <= 60.0 / MIN_BPM:
                 fit = None  # looked for again at the next tick (or question)
+            if fit is not None:
+                nm, tm, per = fit
+                res = [t - tm - (n - nm) * per for n, t in kept]
+                self._band = (min(res), max(res))
             self._fit = fit
         return self._fit
+
+    def _longer(self, fit: tuple[float, float, float], kept) -> tuple[float, float, float]:
+        """``fit`` (the window's line) with the slope of the longest run of whole windows
+        that agrees with it; the line still passes through the window's mean."""
+        nm, tm, per = fit
+        limit = AGREE_SE * _slope_error(kept, fit) + 1e-9
+        ticks = list(self.ticks)
+        best = per
+        k = 2
+        while k * self.window <= len(ticks):
+            longer = _fit(ticks[-k * self.window:])
+            if longer is None or abs(longer[2] - per) > limit:
+                break
+            best = longer[2]
+            k *= 2
+        return nm, tm, best
 
     def present(self, t: float) -> bool:
         """Ticks are arriving (at least two, the last within ``LOST_S`` of ``t``)."""
