@@ -112,8 +112,8 @@ def load_corpus(
     jobs = [(f, use_cache) for f in files]
     bar = _bar(len(files), progress)
     if workers > 1 and len(files) > 1:
-        # forkserver, not fork: after training, TensorFlow's threads run in this process,
-        # and a forked child can inherit a lock one of them held (it died mid-read here)
+        # forkserver, not fork: TensorFlow's threads may run in this process, and a forked
+        # child would inherit any lock one of them holds
         ctx = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = pool.map(_load_one, jobs, chunksize=4)

@@ -1,21 +1,15 @@
 """MIDI input read by a thread of ours that polls python-rtmidi's queue.
 
-python-rtmidi can instead call Python from the MIDI system's own thread (JACK's process
-thread, ALSA's input thread), and mido's rtmidi input always does. We never let it:
+Rule: no Python runs in the MIDI system's own thread (JACK's process thread, ALSA's input
+thread), so no rtmidi callback is ever set and mido's input, which always sets one, is not
+used. A callback there needs the GIL, so any busy Python thread (a garbage collection)
+makes JACK miss cycles and drop their MIDI; and a port closed while messages arrive can
+free the callback that thread is about to call.
 
-- that thread then needs the GIL, so a garbage collection or any busy Python thread makes
-  it miss JACK cycles (an xrun: JACK drops that cycle's MIDI, a note-off among it);
-- cancelling such a callback while messages arrive frees what that thread is about to
-  call: a flood of notes while setting and cancelling a callback segfaulted within 35 s in
-  each of 3 runs (python-rtmidi 1.5.8, JACK), and CI's test process died in a garbage
-  collection after closing such ports; deleting the port without cancelling deadlocks on
-  the GIL instead, and mido's input, opened and closed under the flood, hung.
-
-Polled, the MIDI system's thread only fills RtMidi's queue; closing is safe at any moment
-(the same flood with 850 opens and closes in 30 s: no crash, no hang). Reading is up to ``POLL_S``
-late, or later when Python is busy, but the arrival times given with each message are not:
-RtMidi stamps every message in the MIDI system's thread (JACK's process cycle), as seconds
-since the one before, and `ArrivalClock` puts those stamps on our clock.
+Polled, the MIDI system's thread only fills RtMidi's queue, and closing is safe at any
+moment. Reading is up to ``POLL_S`` late, or later when Python is busy, but the arrival
+times given with each message are not: RtMidi stamps every message in the MIDI system's
+thread, as seconds since the one before, and `ArrivalClock` puts those stamps on our clock.
 """
 
 from __future__ import annotations
