@@ -3,7 +3,10 @@
 ``dummy_server(frames)`` starts ``jackd --no-realtime -n NAME -d dummy -r 48000 -p FRAMES``
 under a name of its own, waits until a client can reach it (``jack_lsp`` where installed,
 else an rtmidi client), yields the environment in which clients find it, and stops it at
-the end (SIGTERM, then SIGKILL after 5 s). JACK moves MIDI once a period: FRAMES / 48 kHz.
+the end (SIGTERM, then SIGKILL after STOP_TIMEOUT_S). It leaves nothing behind: before a
+start it frees what servers whose process is gone left in JACK's shared-memory registry, and
+after a stop what its own server left (bench.jackregistry). JACK moves MIDI once a period:
+FRAMES / 48 kHz.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+from bench import jackregistry
 
 RATE = 48000
 #: The environment key that names the server's log (its xruns), for failure messages.
@@ -26,6 +32,7 @@ LOG_KEY = "JACKD_LOG"
 #: What a client needs to find this server and no other (and never to start one).
 CLIENT_KEYS = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
 START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
 
 _PROBE = (
     "import rtmidi, sys\n"
@@ -58,10 +65,12 @@ def period_text(frames: int) -> str:
 
 @contextlib.contextmanager
 def dummy_server(frames: int = 256, log: Path | None = None,
-                 prefix: str = "companion") -> Iterator[dict[str, str]]:
+                 prefix: str = "companion",
+                 stop_timeout_s: float = STOP_TIMEOUT_S) -> Iterator[dict[str, str]]:
     """A private jackd; yields ``os.environ`` plus JACK_DEFAULT_SERVER (its unique name),
     JACK_NO_START_SERVER=1, JACK_NO_AUDIO_RESERVATION=1 and JACKD_LOG (``log``, else a
-    temporary file). Raises JackdMissing without jackd, JackdError when it does not come up
+    temporary file); stops it with SIGTERM, then SIGKILL after ``stop_timeout_s``.
+    Raises JackdMissing without jackd, JackdError when it does not come up
     within START_TIMEOUT_S."""
     jackd = shutil.which("jackd")
     if jackd is None:
@@ -74,12 +83,14 @@ def dummy_server(frames: int = 256, log: Path | None = None,
         env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1",
                    JACK_NO_AUDIO_RESERVATION="1", **{LOG_KEY: str(log)})
         out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
+        _clean_registry()
+        stack.callback(_clean_registry, name)
         proc = subprocess.Popen(
             [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE),
              "-p", str(frames)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        stack.callback(_stop, proc)
+        stack.callback(_stop, proc, stop_timeout_s)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not reachable(env):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -105,12 +116,21 @@ def client_env(env: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not gone within 5 s."""
+def _clean_registry(*names: str) -> None:
+    """Free what dead servers, and the servers ``names``, left in JACK's registry; a registry
+    this cannot read is left as is, with a warning."""
+    try:
+        jackregistry.clean(names=names)
+    except jackregistry.JackRegistryError as e:
+        warnings.warn(str(e), stacklevel=2)
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``timeout_s``; reaped either way."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
     proc.wait()
