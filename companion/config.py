@@ -7,6 +7,7 @@ Each field carries its own check (range or choices) so that an error can name th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ def _text(default: str) -> Any:
 
 @dataclass
 class MidiConfig:
-    backend: str = _choice("alsa", "alsa", "jack", "coremidi", "winmm")
+    backend: str = _choice("auto", "auto", "alsa", "jack", "coremidi", "winmm")
     client_name: str = _text("companion")
     input_name: str = _text("in")
     output_name: str = _text("out")
@@ -52,6 +53,12 @@ class ListenConfig:
     tempo_bpm: float = _num(20, 400, 110.0)
     phrase_end_beats: float = _num(0.25, 32, 1.5)
     reset_after_beats: float = _num(0, 10_000, 32.0)
+    melody: str = _choice("auto", "auto", "top", "split", "channel")
+    split_note: int = _num(0, 127, 60)
+    melody_channel: int = _num(1, 16, 1)
+    legato_overlap_ms: float = _num(0, 1000, 100.0)
+    pedal_tone_beats: float = _num(0.25, 256, 4.0)
+    accompaniment_key_weight: float = _num(0, 1, 0.5)
 
 
 @dataclass
@@ -82,11 +89,11 @@ class TimeConfig:
     clock: str = _choice("follow", "follow", "ignore")
     clock_port: str | None = None
     clock_window_ticks: int = _num(6, 384, 48)
-    tempo: str = _choice("fixed", "fixed", "auto")
+    tempo: str = _choice("auto", "fixed", "auto")
     auto_min_bpm: float = _num(20, 400, 60.0)
     auto_max_bpm: float = _num(20, 400, 180.0)
-    phrase_end: str = _choice("fixed", "fixed", "adaptive")
-    phrase_end_ioi: float = _num(0.5, 32, 2.5)
+    phrase_end: str = _choice("adaptive", "fixed", "adaptive")
+    phrase_end_ioi: float = _num(0.5, 32, 3.0)
     phrase_end_min_s: float = _num(0.05, 60, 0.35)
     phrase_end_max_s: float = _num(0.05, 60, 4.0)
     pace_notes: int = _num(2, 256, 16)
@@ -200,7 +207,11 @@ class Config:
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
     def model_dir(self) -> Path:
-        return self._resolve(self.model)
+        """The model package's folder, found by companion.engine.model.locate (ModelError if
+        it is nowhere)."""
+        from companion.engine.model import locate
+
+        return locate(self.model, self.base_dir)
 
     def session_dir(self) -> Path:
         return self._resolve(self.session.folder)
@@ -278,7 +289,7 @@ def _is_union(hint: Any) -> bool:
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -292,6 +303,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             kwargs[name] = _check(f"{prefix}{name}", f, value, hint)
     return cls(**kwargs)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The type hints of a config section (evaluated once: they never change)."""
+    return typing.get_type_hints(cls)
 
 
 def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
@@ -329,6 +346,6 @@ def override(cfg: Config, key: str, value: Any) -> Config:
     for p in parts[:-1]:
         target = getattr(target, p)
     f = {f.name: f for f in dataclasses.fields(target)}[parts[-1]]
-    hint = typing.get_type_hints(type(target))[parts[-1]]
+    hint = _hints(type(target))[parts[-1]]
     setattr(target, parts[-1], _check(key, f, value, hint))
     return cfg
