@@ -71,23 +71,35 @@ def write_tune(path: Path, number: int) -> Path:
     return path
 
 
+def _config_data(model_pkg: Path | None, sections: dict) -> dict:
+    """``section={key: value}`` overrides as config data. A test that names
+    ``listen.tempo_bpm`` or ``listen.phrase_end_beats`` plays at that tempo and waits that
+    phrase end: its time.tempo and time.phrase_end are "fixed" unless it sets them."""
+    data: dict = {k: dict(v) for k, v in sections.items()}
+    listen, time = data.get("listen", {}), data.setdefault("time", {})
+    if "tempo_bpm" in listen:
+        time.setdefault("tempo", "fixed")
+    if "phrase_end_beats" in listen:
+        time.setdefault("phrase_end", "fixed")
+    if not time:
+        del data["time"]
+    if model_pkg is not None:
+        data["model"] = str(model_pkg)
+    return data
+
+
 def make_config(model_pkg: Path | None = None, **sections: dict) -> Config:
     """A Config from defaults and ``section={key: value}`` overrides, checked like a file."""
     from companion import config
 
-    data: dict = {k: dict(v) for k, v in sections.items()}
-    if model_pkg is not None:
-        data["model"] = str(model_pkg)
-    return config.from_dict(data)
+    return config.from_dict(_config_data(model_pkg, sections))
 
 
 def write_config(path: Path, model_pkg: Path | None = None, **sections: dict) -> Path:
+    """The same config data as ``make_config``, written as a config file."""
     import yaml
 
-    data: dict = {k: dict(v) for k, v in sections.items()}
-    if model_pkg is not None:
-        data["model"] = str(model_pkg)
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(_config_data(model_pkg, sections)))
     return path
 
 

@@ -13,7 +13,7 @@ from test_live import CALL, play, wait_for
 
 from companion.config import ConfigError
 from companion.midi.loopback import LoopbackIn, LoopbackOut
-from companion.realtime.controls import ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.controls import ANSWERING, LISTENING, StateOut
 from companion.realtime.live import Live
 
 MAP = {"temperature": 20, "length": 21, "style_weight": 22, "key_strength": 23, "mute": 24,
@@ -26,16 +26,19 @@ def cc(control, value, channel=0):
 
 @pytest.fixture
 def unit(model, model_pkg):
+    """The controls of a Live that is not started: CCs handled on this thread."""
     cfg = make_config(model_pkg, controls={**MAP, "channel": 2, "temperature_max": 2.0},
                       answer={"max_beats": 16})
-    engine = EngineRig(model, cfg, 1).engine
     calls = {"mute": [], "panic": 0}
 
-    def panic():
-        calls["panic"] += 1
+    def event(kind, t, **data):
+        if kind == "control" and data["name"] == "mute":
+            calls["mute"].append(data["value"])
+        elif kind == "control" and data["name"] == "panic":
+            calls["panic"] += 1
 
-    ctl = Controls(cfg.controls, engine, on_mute=calls["mute"].append, on_panic=panic)
-    return ctl, engine, calls
+    lv = Live(cfg, model, LoopbackIn(), LoopbackOut(), seed=1, on_event=event)
+    return lv.controls, lv.engine, calls
 
 
 def test_continuous_controls(unit):
@@ -94,9 +97,9 @@ def test_switches_and_triggers(unit):
     ctl.handle(cc(24, 127, channel=1))
     assert engine.muted and calls["mute"] == [True]
     ctl.handle(cc(24, 100, channel=1))  # still on: nothing new
-    assert calls["mute"] == [True]
+    assert calls["mute"] == [True, True] and engine.muted
     ctl.handle(cc(24, 0, channel=1))
-    assert not engine.muted and calls["mute"] == [True, False]
+    assert not engine.muted and calls["mute"] == [True, True, False]
     for v in (127, 127, 0, 90):  # fires when crossing 64 upwards
         ctl.handle(cc(25, v, channel=1))
     assert calls["panic"] == 2
@@ -182,3 +185,21 @@ def test_live_mute_listens_without_answering_and_panic(live):
     wait_for(lambda: any(m.type == "control_change" and m.control == 123
                          for _, m in out.messages()[n:]))
     assert not lv.scheduler.busy(lv.engine.answer.id)
+
+
+def test_posted_controls_take_the_engine_thread_and_reply(live):
+    """Live.post: applied on the engine thread in order with the MIDI, a reply for each, a
+    bad one refused with the config's one-line reason and nothing changed."""
+    lv, inport, out = live()
+    replies: list = []
+    assert lv.post("answer.temperature", 0.5, replies.append)
+    assert lv.post("answer.temperature", 99, replies.append)
+    assert lv.post("nonsense", 1, replies.append)
+    assert lv.post("mute", "loud", replies.append)
+    assert lv.post("mute", True, replies.append)
+    wait_for(lambda: len(replies) == 5)
+    assert replies[0] is None and replies[4] is None
+    assert replies[1].startswith("answer.temperature: expected a number in 0..5")
+    assert replies[2].startswith("nonsense: not a setting")
+    assert replies[3].startswith("mute: expected on or off")
+    assert lv.engine.setting("answer.temperature") == 0.5 and lv.engine.muted

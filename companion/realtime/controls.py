@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import mido
 
 from companion.config import ControlsConfig
-from companion.engine.engine import Engine
 
 #: Values of the outgoing state CC.
 LISTENING, ANSWERING = 0, 127
@@ -22,32 +22,32 @@ LISTENING, ANSWERING = 0, 127
 #: Switches and triggers are on from this value (the MIDI convention for on/off CCs).
 ON = 64
 
+#: The controls that are actions rather than settings: ``apply(name, value)`` takes them
+#: too (mute's value is on/off; the others fire and take none).
+ACTIONS = ("mute", "panic", "reset_style")
+
 
 class Controls:
-    """Routes mapped CCs to the engine's settings (``Engine.set``, ``set_muted``,
-    ``reset_style``: nothing else). Called on the engine thread only, like everything else
-    that touches the engine, so no lock is needed for the settings it changes."""
+    """Maps CCs to the companion's controls. Every change goes through ``apply(name, value)``
+    (``Live.apply``: the one path that MIDI, the web page and OSC share), with ``name`` a
+    setting of LIVE_SETTINGS or one of ACTIONS; ``setting(name)`` reads a setting's value."""
 
     def __init__(
         self,
         cfg: ControlsConfig,
-        engine: Engine,
-        on_mute: Callable[[bool], None] | None = None,
-        on_panic: Callable[[], None] | None = None,
-        log: Callable[[str], None] | None = None,
+        apply: Callable[[str, Any], Any],
+        setting: Callable[[str], Any],
     ):
-        self.engine = engine
+        self.apply = apply
+        self.setting = setting
         self.channel = None if cfg.channel == "omni" else int(cfg.channel) - 1
         self.temperature_max = cfg.temperature_max
-        self.on_mute = on_mute
-        self.on_panic = on_panic
-        self.log = log or (lambda line: None)
         self.actions: dict[int, Callable[[int], None]] = {}
         for name, act in (("temperature", self._temperature), ("length", self._length),
                           ("style_weight", self._style_weight),
                           ("key_strength", self._key_strength), ("mute", self._mute),
-                          ("panic", self._trigger(self._panic)),
-                          ("reset_style", self._trigger(self._reset_style))):
+                          ("panic", self._trigger("panic")),
+                          ("reset_style", self._trigger("reset_style"))):
             cc = getattr(cfg, name)
             if cc is not None:
                 self.actions[cc] = act
@@ -67,49 +67,35 @@ class Controls:
     # -- continuous ---------------------------------------------------------------------
 
     def _temperature(self, v: int) -> None:
-        self.engine.set("answer.temperature", v / 127 * self.temperature_max)
+        self.apply("answer.temperature", v / 127 * self.temperature_max)
 
     def _length(self, v: int) -> None:
         """0: as long as the call; else 1..answer.max_beats whole beats."""
-        max_beats = self.engine.setting("answer.max_beats")
-        self.engine.set("answer.length",
-                        "call" if v == 0 else float(max(1, round(v / 127 * max_beats))))
+        max_beats = self.setting("answer.max_beats")
+        self.apply("answer.length", "call" if v == 0 else float(max(1, round(v / 127 * max_beats))))
 
     def _style_weight(self, v: int) -> None:
-        self.engine.set("style.weight", v / 127)
+        self.apply("style.weight", v / 127)
 
     def _key_strength(self, v: int) -> None:
-        self.engine.set("key.strength", v / 127)
+        self.apply("key.strength", v / 127)
 
     # -- switches and triggers -------------------------------------------------------------
 
     def _mute(self, v: int) -> None:
-        muted = v >= ON
-        if self.engine.set_muted(muted):
-            self.log("muted: listening only" if muted else "unmuted: answering again")
-            if self.on_mute is not None:
-                self.on_mute(muted)
+        self.apply("mute", v >= ON)
 
-    def _trigger(self, action: Callable[[], None]) -> Callable[[int], None]:
-        """Fire ``action`` when the value crosses ON upwards (a held button fires once)."""
+    def _trigger(self, action: str) -> Callable[[int], None]:
+        """Apply ``action`` when the value crosses ON upwards (a held button fires once)."""
         state = {"on": False}
 
         def act(v: int) -> None:
             on = v >= ON
             if on and not state["on"]:
-                action()
+                self.apply(action, None)
             state["on"] = on
 
         return act
-
-    def _panic(self) -> None:
-        self.log("panic: all notes off")
-        if self.on_panic is not None:
-            self.on_panic()
-
-    def _reset_style(self) -> None:
-        self.engine.reset_style()
-        self.log("style memory reset")
 
 
 class StateOut:

@@ -9,7 +9,8 @@ scheduler's lock.
 Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live clock):
 "note_in" (``received`` = arrival time, t = model advanced), "phrase_end" (``deadline``,
 ``decided``, t = answer generated), "note_on"/"note_off" (answer notes, t = sent, ``index``
-0 is the first note of an answer), "barge_in", "reset".
+0 is the first note of an answer), "barge_in", "reset", "control" (``name``, ``value``: a
+setting changed or an action done, by a CC, the web page or OSC; see ``apply``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from typing import Any, TextIO
 
 import mido
 
-from companion.config import Config
+from companion.config import Config, ConfigError
 from companion.engine.engine import Engine, EventHook
 from companion.engine.midiclock import CLOCK_TYPES
 from companion.engine.model import StepModel
 from companion.midi.session import Autosave, SessionRecorder
 from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
-from companion.realtime.controls import ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.metronome import ClickThread, Metronome
 from companion.realtime.scheduler import Scheduler
 
@@ -71,6 +72,17 @@ def _ends_notes(msg) -> bool:
         kind == "control_change" and msg.control in (120, 123))
 
 
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A control posted from outside the engine thread (``Live.post``): a setting of
+    LIVE_SETTINGS or one of ACTIONS, and its value. ``reply`` is called on the engine thread
+    with None once it is applied, or with the one-line reason it was refused."""
+
+    name: str
+    value: Any = None
+    reply: Callable[[str | None], None] | None = None
+
+
 class Live:
     """A running companion on two open ports (rtmidi ports, or the demo's loopback)."""
 
@@ -101,8 +113,7 @@ class Live:
         self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=self._played)
         self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event)
         self.clicks = self._clicks(cfg)
-        self.controls = Controls(cfg.controls, self.engine, on_mute=self._on_mute,
-                                 on_panic=self.panic, log=self.log)
+        self.controls = Controls(cfg.controls, self.apply, self.engine.setting)
         self.state_out = StateOut(cfg.controls.state_out, self.channel, self.scheduler.send,
                                   self.scheduler.lock)
         self._key_logged: str | None = None
@@ -228,7 +239,7 @@ class Live:
                 if msg is None:  # stop() waking us
                     continue
                 heard = now()
-                if heard - t > BACKLOG_S and not _ends_notes(msg):
+                if heard - t > BACKLOG_S and not (isinstance(msg, Command) or _ends_notes(msg)):
                     self._flood += 1  # a backlog: never acted on (or played) late
                     self._last_drop = now()
                 else:
@@ -248,7 +259,10 @@ class Live:
         self.log(f"input flood: {n} messages came faster than they could be handled and were "
                  f"dropped (note-offs kept); listening normally again")
 
-    def _handle(self, t: float, msg: mido.Message) -> None:
+    def _handle(self, t: float, msg: mido.Message | Command) -> None:
+        if isinstance(msg, Command):
+            self._command(msg)
+            return
         try:
             if self.recorder is not None:
                 self.recorder.heard(t, msg)
@@ -269,6 +283,55 @@ class Live:
             self.engine.on_message(msg, t)
         except Exception as e:  # noqa: BLE001 - a strange message must not stop the companion
             self.log(f"ignored {msg!r}: {type(e).__name__}: {e}")
+
+    # -- controls: MIDI CCs, the web page and OSC take this one path ----------------------
+
+    def post(self, name: str, value: Any = None,
+             reply: Callable[[str | None], None] | None = None) -> bool:
+        """From any thread: have the engine thread ``apply(name, value)``, in order with the
+        MIDI heard. False (and nothing posted) while the input queue is full."""
+        if self.queue.qsize() >= MAX_QUEUED:
+            return False
+        self.queue.put((self.clock.now(), Command(name, value, reply)))
+        return True
+
+    def _command(self, cmd: Command) -> None:
+        try:
+            self.apply(cmd.name, cmd.value)
+        except ConfigError as e:
+            if cmd.reply is not None:
+                cmd.reply(str(e))
+            return
+        if cmd.reply is not None:
+            cmd.reply(None)
+
+    def apply(self, name: str, value: Any = None) -> Any:
+        """Change a setting of LIVE_SETTINGS (checked as in config.yaml) or do one of ACTIONS
+        (mute on/off, panic, reset_style); on the engine thread only. What changed goes out as
+        a "control" event (``name``, ``value`` as kept). ConfigError, and nothing changes,
+        for an unknown name or a bad value."""
+        if name == "mute":
+            if not isinstance(value, bool | int) or value not in (0, 1):
+                raise ConfigError(f"mute: expected on or off (true/false, 1/0), got {value!r}")
+            kept: Any = bool(value)
+            if self.engine.set_muted(kept):
+                self.log("muted: listening only" if kept else "unmuted: answering again")
+                self._on_mute(kept)
+        elif name == "panic":
+            self.log("panic: all notes off")
+            self.panic()
+            kept = None
+        elif name == "reset_style":
+            self.engine.reset_style()
+            self.log("style memory reset")
+            kept = None
+        elif name in ACTIONS:  # pragma: no cover - ACTIONS and the branches above agree
+            raise ConfigError(f"{name}: no such action")
+        else:
+            kept = self.engine.set(name, value)
+        if self.user_event is not None:
+            self.user_event("control", self.clock.now(), name=name, value=kept)
+        return kept
 
     def _played(self, kind: str, t: float, **data) -> None:
         """Scheduler events: the last note-off of the current answer ends its turn."""
