@@ -30,11 +30,11 @@ run: $(VENV)/.runtime
 	else exit $$rc; fi
 
 test: $(VENV)/.all
-	$(VENV)/bin/ruff check companion train tests
+	$(VENV)/bin/ruff check companion train tests bench
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(VENV)/.all
-	$(VENV)/bin/ruff check companion train tests
+	$(VENV)/bin/ruff check companion train tests bench
 
 # the default model, reproducibly; Nottingham is evaluated into the card when present
 train: $(VENV)/.all
