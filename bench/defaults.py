@@ -32,6 +32,7 @@ import mido
 import numpy as np
 
 from companion import config as config_mod
+from companion.commands.respond import answer_phrase_end, deliver
 from companion.config import Config
 from companion.encoding.phrases import Phrase, PhraseNote, read_call
 from companion.engine.engine import Engine
@@ -229,14 +230,8 @@ def play(model: StepModel, cfg: Config, events: list[tuple[float, mido.Message]]
             if t <= call_end:  # notes of the call are still to come
                 return Outcome(cut=True)
             break  # only clock ticks after the phrase end
-        player.advance(t)
-        clock.set(t)
-        engine.on_message(msg, t)
-    d = engine.next_deadline()
-    if d is None:
-        raise ValueError("the performance never ends: a note is still held")
-    clock.set(d)
-    answer = engine.poll(d)
+        deliver(engine, player, clock, t, msg)
+    answer = answer_phrase_end(engine, clock)
     if answer is None or not answer.notes:
         return Outcome(cut=False)
     start = answer.notes[0].start

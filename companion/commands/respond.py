@@ -17,7 +17,7 @@ import mido
 
 from companion.config import Config
 from companion.encoding.phrases import CallError, Phrase, PhraseNote, read_call
-from companion.engine.engine import Engine
+from companion.engine.engine import Answer, Engine
 from companion.engine.model import StepModel
 from companion.midi.files import write_tracks
 from companion.realtime.clock import VirtualClock
@@ -35,6 +35,25 @@ class Response:
     tokens: list[int] | None = None  # the answer's curve tokens (for measurements)
 
 
+def deliver(engine: Engine, player: VirtualScheduler, clock: VirtualClock, t: float,
+            msg: mido.Message) -> None:
+    """``msg`` heard at ``t`` by an engine on a virtual clock: the answer notes due by then
+    are played first, as they would have been in real time."""
+    player.advance(t)
+    clock.set(t)
+    engine.on_message(msg, t)
+
+
+def answer_phrase_end(engine: Engine, clock: VirtualClock) -> Answer | None:
+    """Move the virtual clock to the call's phrase end and answer there (CallError if a key
+    is still held, so the call never ends)."""
+    deadline = engine.next_deadline()
+    if deadline is None:
+        raise CallError("the call never ends: a note is still held")
+    clock.set(deadline)
+    return engine.poll(deadline)
+
+
 def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
     beat = 60.0 / cfg.listen.tempo_bpm
     clock = VirtualClock()
@@ -44,15 +63,8 @@ def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
     engine = Engine(model, cfg, player, clock, seed)
     listen_ch = cfg.midi.input_channel
     for t_beats, msg in call.messages(0 if listen_ch == "omni" else int(listen_ch) - 1):
-        t = t_beats * beat
-        player.advance(t)
-        clock.set(t)
-        engine.on_message(msg, t)
-    deadline = engine.next_deadline()
-    if deadline is None:
-        raise CallError("the call never ends: a note is still held")
-    clock.set(deadline)
-    engine.poll(deadline)
+        deliver(engine, player, clock, t_beats * beat, msg)
+    answer_phrase_end(engine, clock)
     player.flush()
     return Response(call, _notes(played, beat), seed, cfg.listen.tempo_bpm, engine.steps,
                     engine.key_name(), list(engine.answer.tokens) if engine.answer else None)
