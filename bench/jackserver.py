@@ -1,12 +1,15 @@
 """A private JACK server on the dummy driver (no sound card), for the bench and the tests.
 
-``dummy_server(frames)`` starts ``jackd --no-realtime -n NAME -d dummy -r 48000 -p FRAMES``
-under a name of its own, waits until a client can reach it (``jack_lsp`` where installed,
-else an rtmidi client), yields the environment in which clients find it, and stops it at
-the end (SIGTERM, then SIGKILL after STOP_TIMEOUT_S). It leaves nothing behind: before a
+``dummy_server(frames)`` starts ``jackd -R -n NAME -d dummy -r 48000 -p FRAMES`` (real-time:
+its clients' process threads run SCHED_FIFO where the machine allows it, else jackd goes on
+without; ``realtime=False`` asks for ``--no-realtime``) under a name of its own, waits
+until a client can reach it (``jack_lsp`` where installed, else an rtmidi client), yields
+the environment in which clients find it, and stops it at the end (SIGTERM, then SIGKILL
+after STOP_TIMEOUT_S). It leaves nothing behind: before a
 start it frees what servers whose process is gone left in JACK's shared-memory registry, and
 after a stop what its own server left (bench.jackregistry). JACK moves MIDI once a period:
-FRAMES / 48 kHz.
+FRAMES / 48 kHz. Without real-time scheduling, a client descheduled past its cycle on a busy
+machine is an xrun, and JACK drops that cycle's MIDI.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from bench import jackregistry
 RATE = 48000
 #: The environment key that names the server's log (its xruns), for failure messages.
 LOG_KEY = "JACKD_LOG"
+#: The environment key that says how the server's threads are scheduled: SCHED_FIFO where
+#: real-time was asked for and granted, else SCHED_OTHER.
+SCHED_KEY = "JACKD_SCHED"
 #: What a client needs to find this server and no other (and never to start one).
 CLIENT_KEYS = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
 START_TIMEOUT_S = 15.0
@@ -59,6 +65,20 @@ def reachable(env: dict[str, str]) -> bool:
     return r.returncode == 0
 
 
+def scheduling(pid: int) -> str:
+    """SCHED_FIFO if any thread of process ``pid`` runs under it (jackd's real-time threads),
+    else SCHED_OTHER."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return "SCHED_OTHER"
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            if os.sched_getscheduler(tid) == os.SCHED_FIFO:
+                return "SCHED_FIFO"
+    return "SCHED_OTHER"
+
+
 def period_text(frames: int) -> str:
     return f"{RATE // 1000} kHz, period {frames} frames ({frames * 1000 / RATE:.2f} ms)"
 
@@ -66,10 +86,12 @@ def period_text(frames: int) -> str:
 @contextlib.contextmanager
 def dummy_server(frames: int = 256, log: Path | None = None,
                  prefix: str = "companion",
-                 stop_timeout_s: float = STOP_TIMEOUT_S) -> Iterator[dict[str, str]]:
+                 stop_timeout_s: float = STOP_TIMEOUT_S,
+                 realtime: bool = True) -> Iterator[dict[str, str]]:
     """A private jackd; yields ``os.environ`` plus JACK_DEFAULT_SERVER (its unique name),
-    JACK_NO_START_SERVER=1, JACK_NO_AUDIO_RESERVATION=1 and JACKD_LOG (``log``, else a
-    temporary file); stops it with SIGTERM, then SIGKILL after ``stop_timeout_s``.
+    JACK_NO_START_SERVER=1, JACK_NO_AUDIO_RESERVATION=1, JACKD_LOG (``log``, else a
+    temporary file) and JACKD_SCHED (`scheduling`: what ``realtime`` got); stops it with
+    SIGTERM, then SIGKILL after ``stop_timeout_s``.
     Raises JackdMissing without jackd, JackdError when it does not come up
     within START_TIMEOUT_S."""
     jackd = shutil.which("jackd")
@@ -86,8 +108,8 @@ def dummy_server(frames: int = 256, log: Path | None = None,
         _clean_registry()
         stack.callback(_clean_registry, name)
         proc = subprocess.Popen(
-            [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(RATE),
-             "-p", str(frames)],
+            [jackd, "-R" if realtime else "--no-realtime", "-n", name, "-d", "dummy",
+             "-r", str(RATE), "-p", str(frames)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         stack.callback(_stop, proc, stop_timeout_s)
@@ -97,6 +119,7 @@ def dummy_server(frames: int = 256, log: Path | None = None,
                 out.flush()
                 raise JackdError(f"jackd did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
+        env[SCHED_KEY] = scheduling(proc.pid)
         yield env
 
 
