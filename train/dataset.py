@@ -72,6 +72,7 @@ class Songs:
     curves: list[np.ndarray]
     split: Split
     duplicates: int  # melodies dropped as exact copies of an earlier one
+    melodies: list[Melody]  # the melody of each of ``curves``
 
 
 def prepare(melodies: Sequence[Melody], seed: int, val_frac: float, test_frac: float) -> Songs:
@@ -82,6 +83,7 @@ def prepare(melodies: Sequence[Melody], seed: int, val_frac: float, test_frac: f
     seen: set[bytes] = set()
     names: list[str] = []
     curves: list[np.ndarray] = []
+    kept: list[Melody] = []
     for m in melodies:
         if len(m) < 2:
             continue
@@ -91,10 +93,11 @@ def prepare(melodies: Sequence[Melody], seed: int, val_frac: float, test_frac: f
         seen.add(c.tobytes())
         names.append(m.name)
         curves.append(c)
+        kept.append(m)
     families = [c[:FAMILY_CURVES].tobytes() for c in curves]
     split = split_songs(names, seed, val_frac, test_frac, families)
     dropped = sum(len(m) >= 2 for m in melodies) - len(curves)
-    return Songs(names, curves, split, dropped)
+    return Songs(names, curves, split, dropped, kept)
 
 
 def encode(songs: Sequence[np.ndarray], vocab: Vocabulary) -> list[np.ndarray]:

@@ -18,11 +18,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from companion.encoding.curves import Vocabulary
+from companion.encoding.melody import Melody
 from companion.engine.model import ModelError, StepModel
 from train.corpus import CorpusError, load_corpus, resolve
 from train.dataset import encode, melody_curves, prepare
@@ -130,7 +132,7 @@ def figures(step_model, train_seqs: Sequence[np.ndarray], test_seqs: Sequence[np
     }
 
 
-def _sequences(melodies, vocab: Vocabulary) -> list[np.ndarray]:
+def _sequences(melodies: Sequence[Melody], vocab: Vocabulary) -> list[np.ndarray]:
     """Token sequences of the melodies with at least one curve."""
     return encode([melody_curves(m) for m in melodies if len(m) >= 2], vocab)
 
@@ -154,13 +156,20 @@ def _card_setup(step: StepModel) -> tuple[list[str], dict]:
     return corpora, split
 
 
-def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int | None = None,
-             use_cache: bool = True, progress: bool = True) -> dict:
-    """Figures on ``specs``: the card's test split when they are its corpora, else all of them.
+@dataclass
+class HeldOut:
+    """Held-out songs of a package and the training split its baselines learn from."""
 
-    Baselines are trained on the card's training split, encoded with the package's vocabulary.
-    """
-    step = model if isinstance(model, StepModel) else StepModel(model)
+    kind: str  # "test split" or "whole corpus"
+    train: list[np.ndarray]  # token sequences of the card's training split
+    test: list[np.ndarray]  # token sequences of the held-out songs
+    melodies: list[Melody]  # the melody of each of ``test``
+
+
+def held_out_data(step: StepModel, specs: Sequence[str], workers: int | None = None,
+                  use_cache: bool = True, progress: bool = True) -> HeldOut:
+    """The card's test split when ``specs`` are its corpora, else all of their melodies;
+    every song encoded with the package's vocabulary."""
     corpora, split_cfg = _card_setup(step)
     specs = list(specs)
     same = {_spec_key(s) for s in specs} == {_spec_key(s) for s in corpora}
@@ -178,10 +187,12 @@ def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int |
         raise CorpusError(f"{' '.join(corpora)}: no training melodies with at least two notes")
     if same:
         kind, test = "test split", [seqs[i] for i in split.test]
+        melodies = [songs.melodies[i] for i in split.test]
     else:
         log.info("reading held-out corpora %s", " ".join(specs))
         held = load_corpus(specs, workers=workers, use_cache=use_cache, progress=progress)
-        kind, test = "whole corpus", _sequences(held.melodies, step.vocab)
+        melodies = [m for m in held.melodies if len(m) >= 2]
+        kind, test = "whole corpus", _sequences(melodies, step.vocab)
         seen = {s.tobytes() for s in train}
         overlap = sum(s.tobytes() in seen for s in test)
         if overlap:
@@ -191,9 +202,20 @@ def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int |
         raise CorpusError(
             f"{' '.join(specs)}: no held-out melodies with at least two notes ({kind})"
         )
-    log.info("scoring %d held-out songs (%s)", len(test), kind)
-    fig = figures(step, train, test)
-    return {"corpus": specs, "held_out": kind, "songs": len(test),
+    return HeldOut(kind, train, test, melodies)
+
+
+def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int | None = None,
+             use_cache: bool = True, progress: bool = True) -> dict:
+    """Figures on ``specs``: the card's test split when they are its corpora, else all of them.
+
+    Baselines are trained on the card's training split, encoded with the package's vocabulary.
+    """
+    step = model if isinstance(model, StepModel) else StepModel(model)
+    data = held_out_data(step, specs, workers, use_cache, progress)
+    log.info("scoring %d held-out songs (%s)", len(data.test), data.kind)
+    fig = figures(step, data.train, data.test)
+    return {"corpus": list(specs), "held_out": data.kind, "songs": len(data.test),
             "tokens": fig["lstm"]["tokens"], **fig}
 
 

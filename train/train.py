@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="model package folder to write (models/NAME)")
     p.add_argument("--eval-corpus", nargs="*", default=[], metavar="SPEC",
                    help="held-out corpora the model never trains on, evaluated into the card")
+    p.add_argument("--idiom", help="the music the model plays, in a few words (the card's "
+                                   "\"idiom\", which `companion models` lists)")
     p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience, epochs")
@@ -128,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"ONNX export differs from Keras by {parity:.2e} (> {PARITY_TOL})")
     test_fig = figures(step, tr, te) if te else None
     card = {
+        **({"idiom": args.idiom} if args.idiom else {}),
         "corpora": list(args.corpus),
         "extraction": EXTRACTION,
         "corpus_sizes": {"files": corpus.files, "unreadable": len(corpus.failed),

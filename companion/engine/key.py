@@ -33,6 +33,9 @@ SCALES = (
     frozenset({0, 2, 3, 5, 7, 8, 10, 11}),
 )
 
+#: Degrees a phrase comes to rest on (semitones above the tonic): tonic, third and fifth.
+STABLE = (frozenset({0, 4, 7}), frozenset({0, 3, 7}))
+
 #: Keys whose correlation is within this of the best are near ties (a short call without
 #: its third fits E major and E minor alike): of those, the key whose scale holds most of
 #: the weighted notes wins.
@@ -128,6 +131,11 @@ class KeyBias:
             table = np.array([d in SCALES[mode] for d in range(12)])
             self.lands[mode] = table[deg] & playable[None, :]
         self.off = ~self.lands
+        # rests[mode, degree, v]: from `degree`, token v lands on a degree of STABLE
+        self.rests = np.zeros((2, 12, v), dtype=bool)
+        for mode in (MAJOR, MINOR):
+            table = np.array([d in STABLE[mode] for d in range(12)])
+            self.rests[mode] = table[deg] & playable[None, :]
         self._mask = np.empty(v, dtype=bool)
         self.key: tuple[int, int] | None = None
 
@@ -137,6 +145,14 @@ class KeyBias:
             return None
         tonic, mode = self.key
         return self.off[mode, (pitch - tonic) % 12]
+
+    def resting(self, pitch: int) -> np.ndarray | None:
+        """Curves from ``pitch`` onto a stable degree of the current key; None without a
+        key, or at strength 0 (the key then changes nothing)."""
+        if self.key is None or self.strength <= 0.0:
+            return None
+        tonic, mode = self.key
+        return self.rests[mode, (pitch - tonic) % 12]
 
     def restrict(self, mask: np.ndarray, pitch: int) -> np.ndarray:
         """At strength 1: the curves of ``mask`` that land on a scale tone; ``mask`` itself

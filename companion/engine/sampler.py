@@ -11,6 +11,8 @@ from companion.encoding.curves import MIN_TIME, Vocabulary
 
 #: Below this temperature sampling is the argmax (a division by ~0 would overflow).
 MIN_TEMPERATURE = 1e-4
+#: Onsets this close (beats) are one: a curve this near a planned last onset reaches it.
+ENDING_EPS = 1e-6
 
 
 class Sampler:
@@ -47,6 +49,11 @@ class Sampler:
         self._not = np.empty(v, dtype=bool)
         self._scores = np.empty(v, dtype=np.float64)
         self._sorted = np.empty(v, dtype=np.float64)
+        #: of the last ``ending``: the curves played onto the planned last onset
+        self.landing = np.zeros(v, dtype=bool)
+        self._short = np.empty(v, dtype=bool)
+        self._end = np.empty(v, dtype=bool)
+        self._gap = np.empty(v, dtype=np.float64)
 
     def allowed(self, pitch: int, lo: int, hi: int) -> np.ndarray:
         """Playable curves whose target pitch is in ``lo..hi``; if none is, those that come
@@ -78,6 +85,28 @@ class Sampler:
             return mask
         np.less_equal(self._scores, best + 1e-9, out=self._mask2)
         return self._mask2
+
+    def ending(self, mask: np.ndarray, beats: float, rest: np.ndarray | None) -> np.ndarray:
+        """Of ``mask``, as the next curve before a planned last onset ``beats`` ahead: the
+        curves short of it, and those that reach it and land there (``landing``: played onto
+        it, however far past it they go). Where a curve reaches it onto a ``rest`` (a stable
+        degree; None: no key), only such curves land; where none does, none lands while a
+        curve short of it is left (the walk goes on), else any that reaches it lands. An
+        internal buffer, valid until the next call."""
+        short, land, out = self._short, self.landing, self._end
+        np.subtract(self.time_diff, beats, out=self._gap)
+        np.less(self._gap, -ENDING_EPS, out=short)
+        np.logical_and(short, mask, out=short)
+        np.logical_not(short, out=land)
+        np.logical_and(land, mask, out=land)  # the curves that reach it
+        if rest is not None:
+            np.logical_and(land, rest, out=out)
+            if out.any():
+                np.copyto(land, out)
+            elif short.any():
+                land[:] = False
+        np.logical_or(short, land, out=out)
+        return out
 
     def sample(self, logits: np.ndarray, mask: np.ndarray) -> int:
         """One token among ``mask``: argmax at temperature ~0, else the top-p nucleus of
