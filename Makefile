@@ -6,7 +6,7 @@ CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run test lint train evaluate bench demo clean
+.PHONY: run test lint train train-chorales evaluate bench demo clean
 
 # runtime only: what `companion` needs
 $(VENV)/.runtime: pyproject.toml
@@ -19,7 +19,7 @@ $(VENV)/.runtime: pyproject.toml
 $(VENV)/.all: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,test,plot]'
+	$(PY) -m pip install -q -e '.[train,test,plot,osc,link,ui]'
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
@@ -40,6 +40,14 @@ lint: $(VENV)/.all
 train: $(VENV)/.all
 	$(PY) -m train --corpus $(CORPUS) --out models/default \
 	  $(if $(wildcard $(NOTTINGHAM)),--eval-corpus $(NOTTINGHAM))
+
+# a second idiom: the soprano lines of Bach's chorales (music21's bach corpus: the top part),
+# a smaller model for a smaller corpus
+CHORALES ?= music21:bach
+train-chorales: $(VENV)/.all
+	$(PY) -m train --corpus $(CHORALES) --out models/chorales --embed 32 --units 128 \
+	  --batch 32 --window 64 --epochs 60 --dropout 0.3 --quiet \
+	  --idiom "Bach chorale melodies (soprano lines)"
 
 evaluate: $(VENV)/.all
 	$(PY) -m train.evaluate --model models/default --corpus $(NOTTINGHAM)

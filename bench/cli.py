@@ -21,10 +21,13 @@ from pathlib import Path
 
 from bench.data import nottingham_dir
 from bench.figures import Plan, Result, log
+from bench.jitter import measure_jitter
+from bench.link import measure_link
 from bench.live import measure_listen_answer, measure_schedule
 from bench.process import measure_process
 from bench.steps import measure_steps
 from bench.training import measure_train
+from bench.ui import measure_ui
 
 #: The keys of ``--json``, in the order of the table.
 KEYS = (
@@ -37,6 +40,11 @@ KEYS = (
     "cold_start_s",
     "rss_mb",
     "jack_roundtrip_ms",
+    "answer_onset_jitter_ms",
+    "clock_onset_error_ms",
+    "link_onset_error_ms",
+    "ui_answer_latency_ms",
+    "ui_schedule_error_ms",
 )
 #: Extra keys with ``--train``.
 TRAIN_KEYS = ("corpus_files_per_s", "train_tokens_per_s")
@@ -136,6 +144,11 @@ def run(model_dir: Path, plan: Plan, quiet: bool, train: bool = False,
         (("schedule_error_ms",), lambda: measure_schedule(model_dir, plan, res, quiet)),
         (("cold_start_s", "rss_mb", "jack_roundtrip_ms"),
          lambda: measure_process(model_dir, plan, res, quiet)),
+        (("answer_onset_jitter_ms",), lambda: measure_jitter(plan, res, quiet)),
+        (("clock_onset_error_ms", "link_onset_error_ms"),
+         lambda: measure_link(model_dir, plan, res, quiet)),
+        (("ui_answer_latency_ms", "ui_schedule_error_ms"),
+         lambda: measure_ui(model_dir, plan, res, quiet)),
         (("step_us", "tf_step_us", "keras_call_us"),
          lambda: measure_steps(model_dir, plan, res, quiet)),
     ]

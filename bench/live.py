@@ -12,7 +12,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from companion.config import Config
     from companion.midi.loopback import LoopbackIn
     from companion.realtime.live import Live
+
+#: What runs beside the companion while it is measured (bench/ui.py: the web page's server
+#: and two browsers): a context manager entered before the companion starts, left after.
+Attach = Callable[["Live"], contextlib.AbstractContextManager]
 
 
 def _live_config(model_dir: Path, **listen: Any) -> Config:
@@ -93,6 +97,10 @@ def _as_live(seconds: float = 0.001) -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
+def _beside(live: Live, attach: Attach | None) -> contextlib.AbstractContextManager:
+    return attach(live) if attach is not None else contextlib.nullcontext()
+
+
 def start_live(model_dir: Path, cfg: Config | None = None) -> tuple[Live, LoopbackIn, _Probe]:
     """A Live on the loopback (its output keeps what it plays), not started yet."""
     from companion.engine.model import StepModel
@@ -119,13 +127,36 @@ def measure_listen_answer(model_dir: Path, plan: Plan, res: Result, quiet: bool)
     ``answer_latency_ms`` (phrase-end deadline -> first answer note handed to the scheduler):
     a performer thread plays short calls into the live companion; after each answer's
     first note it plays the next call, which stops that answer (barge-in)."""
+    probe = play_calls(model_dir, plan, quiet)
+
+    ms = 1000.0
+    res.set("listen_ms", stats(np.array(probe.listen) * ms),
+            f"{len(probe.listen)} melody notes, from the input callback to the model state "
+            "advanced (Live's note_in hook)")
+    if probe.answer:
+        a = np.array(probe.answer) * ms
+        res.set("answer_latency_ms", stats(a, ("p50", "p99", "max")),
+                f"{len(a)} answers, from the phrase-end deadline to the first answer note handed "
+                f"to the scheduler (engine woke {np.median(probe.wake) * ms:.3f} ms after the "
+                f"deadline, p50; whole answer generated in "
+                f"{np.median(probe.generate) * ms:.2f} ms, p50; the first note then waits for "
+                f"its beat and left {np.median(probe.first_late) * ms:+.3f} ms from it, p50, "
+                f"{np.max(probe.first_late) * ms:+.3f} max)")
+    else:
+        res.set("answer_latency_ms", None, "no answer came")
+
+
+def play_calls(model_dir: Path, plan: Plan, quiet: bool, attach: Attach | None = None,
+               seed: int = 2) -> _Probe:
+    """The performer of ``measure_listen_answer``: ``plan.answers`` calls, each stopping the
+    answer before it; returns what the probe saw (times in seconds)."""
     import mido
 
     live, inport, probe = start_live(model_dir)
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     notes_per_call = 4
     log(f"bench: listening and answering, {plan.answers} calls of {notes_per_call} notes", quiet)
-    with _as_live():
+    with _as_live(), _beside(live, attach):
         live.start()
         try:
             pitch = 64
@@ -145,21 +176,7 @@ def measure_listen_answer(model_dir: Path, plan: Plan, res: Result, quiet: bool)
                 time.sleep(float(rng.uniform(0.005, 0.02)))
         finally:
             live.stop()
-    ms = 1000.0
-    res.set("listen_ms", stats(np.array(probe.listen) * ms),
-            f"{len(probe.listen)} melody notes, from the input callback to the model state "
-            "advanced (Live's note_in hook)")
-    if probe.answer:
-        a = np.array(probe.answer) * ms
-        res.set("answer_latency_ms", stats(a, ("p50", "p99", "max")),
-                f"{len(a)} answers, from the phrase-end deadline to the first answer note handed "
-                f"to the scheduler (engine woke {np.median(probe.wake) * ms:.3f} ms after the "
-                f"deadline, p50; whole answer generated in "
-                f"{np.median(probe.generate) * ms:.2f} ms, p50; the first note then waits for "
-                f"its beat and left {np.median(probe.first_late) * ms:+.3f} ms from it, p50, "
-                f"{np.max(probe.first_late) * ms:+.3f} max)")
-    else:
-        res.set("answer_latency_ms", None, "no answer came")
+    return probe
 
 
 def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> None:
@@ -167,13 +184,26 @@ def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> N
     scheduler plays a long answer at a fast tempo (a note every 3-7 ms) while a performer
     plays over it, holding a key (so that no phrase ends and the engine steps the model for
     each of its notes, as with ``barge_in: keep``)."""
+    errs, heard = schedule_errors(model_dir, plan, quiet)
+    n = plan.scheduled_notes
+    missing = n - len(errs)
+    res.set("schedule_error_ms", stats(np.array(errs) * 1000.0, ("p50", "p99", "max")),
+            f"{len(errs)} answer notes 3-7 ms apart{f', {missing} never sent' if missing else ''}, "
+            f"while the performer played {heard} notes over them; send time (Live's "
+            "note_on hook) minus the note's time")
+
+
+def schedule_errors(model_dir: Path, plan: Plan, quiet: bool, attach: Attach | None = None,
+                    seed: int = 3) -> tuple[list[float], int]:
+    """The run of ``measure_schedule``: each sent note's error (seconds) and the melody
+    notes the performer played over them."""
     import mido
 
     live, inport, probe = start_live(model_dir, _live_config(model_dir, tempo_bpm=110))
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     n = plan.scheduled_notes
     log(f"bench: scheduling {n} answer notes", quiet)
-    with _as_live():
+    with _as_live(), _beside(live, attach):
         live.start()
         try:
             inport.deliver(mido.Message("note_on", note=40, velocity=80))  # held throughout
@@ -201,8 +231,4 @@ def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> N
             live.stop()
     errs = [probe.sched[(answer_id, i)] - nt.start for i, nt in enumerate(notes)
             if (answer_id, i) in probe.sched]
-    missing = n - len(errs)
-    res.set("schedule_error_ms", stats(np.array(errs) * 1000.0, ("p50", "p99", "max")),
-            f"{len(errs)} answer notes 3-7 ms apart{f', {missing} never sent' if missing else ''}, "
-            f"while the performer played {len(probe.listen)} notes over them; send time (Live's "
-            "note_on hook) minus the note's time")
+    return errs, len(probe.listen)

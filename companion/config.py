@@ -73,6 +73,7 @@ class AnswerConfig:
     range_widen: int = _num(0, 48, 12)
     barge_in: str = _choice("stop", "stop", "keep")
     seed: int | None = None
+    cadence: float = _num(0, 1, 1.0)
 
 
 @dataclass
@@ -84,9 +85,12 @@ class SessionConfig:
 
 @dataclass
 class TimeConfig:
-    """Playing in time with the performer (midiclock.py, tempo.py, grid.py, metronome.py)."""
+    """Playing in time with the performer (midiclock.py, link.py, tempo.py, grid.py,
+    metronome.py)."""
 
-    clock: str = _choice("follow", "follow", "ignore")
+    clock: str = _choice("follow", "follow", "ignore", "link", "auto")
+    link_quantum: int = _num(1, 16, 4)
+    link_lead: bool = False
     clock_port: str | None = None
     clock_window_ticks: int = _num(6, 384, 48)
     tempo: str = _choice("auto", "fixed", "auto")
@@ -192,6 +196,41 @@ class ControlsConfig:
 
 
 @dataclass
+class UiConfig:
+    """The control surface in the browser (companion/ui/, `--ui`)."""
+
+    host: str = _text("127.0.0.1")
+    port: int = _num(0, 65535, 8765)
+    token: str | None = None
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 host in brackets) -> (host, port); ValueError naming what is
+    wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port (a port 1..65535), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class OscConfig:
+    """OSC (companion/realtime/osc.py): the controls in over UDP, the jam's state out."""
+
+    enabled: bool = False
+    host: str = _text("127.0.0.1")
+    port: int = _num(0, 65535, 9000)
+    send_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.send_to is not None:
+            try:
+                parse_host_port(self.send_to)
+            except ValueError as e:
+                raise ConfigError(f"osc.send_to: {e}") from None
+
+
+@dataclass
 class Config:
     model: str = _text("models/default")
     midi: MidiConfig = field(default_factory=MidiConfig)
@@ -203,6 +242,10 @@ class Config:
     style: StyleConfig = field(default_factory=StyleConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
+    osc: OscConfig = field(default_factory=OscConfig)
+    #: Program change -> model package: {program 1..128 (the number keyboards show): name}.
+    models: dict[int, str] = field(default_factory=dict, metadata={"programs": True})
+    ui: UiConfig = field(default_factory=UiConfig)
     #: Folder the config was read from: relative paths in it are relative to this.
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
@@ -228,6 +271,8 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
         if type(None) in allowed:
             return None
         raise ConfigError(f"{key}: expected a value, got null")
+    if meta.get("programs"):
+        return _programs(key, value)
     if meta.get("channel"):
         if value == "omni" or (
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
@@ -280,6 +325,25 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _programs(key: str, value: Any) -> dict[int, str]:
+    """``{program: package name}``: programs 1..128, names of model packages (never paths;
+    whether each is there is checked when the companion starts)."""
+    from companion.engine.model import PACKAGE_NAME
+
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of program numbers 1..128 to model "
+                          f"package names, got {value!r}")
+    out: dict[int, str] = {}
+    for prog, name in value.items():
+        if isinstance(prog, bool) or not isinstance(prog, int) or not 1 <= prog <= 128:
+            raise ConfigError(f"{key}: expected program numbers 1..128, got {prog!r}")
+        if not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name):
+            raise ConfigError(f"{key}.{prog}: expected the name of a model package (a folder "
+                              f"name, no path), got {name!r}")
+        out[prog] = name
+    return out
 
 
 def _is_union(hint: Any) -> bool:

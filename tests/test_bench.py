@@ -52,14 +52,17 @@ def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
     # the statistics each figure carries
     shapes = {"step_us": {"p50", "p99"}, "tf_step_us": {"p50"}, "keras_call_us": {"p50"},
               "listen_ms": {"p50", "p99"}, "answer_latency_ms": {"p50", "p99", "max"},
-              "schedule_error_ms": {"p50", "p99", "max"}, "jack_roundtrip_ms": {"p50", "p99"}}
+              "schedule_error_ms": {"p50", "p99", "max"}, "jack_roundtrip_ms": {"p50", "p99"},
+              "clock_onset_error_ms": {"p50", "p99", "max"},
+              "link_onset_error_ms": {"p50", "p99", "max"}}
     for key, want in shapes.items():
         if out[key] is not None:
             assert set(out[key]) == want, key
     for key in ("cold_start_s", "rss_mb"):
         assert out[key] is None or isinstance(out[key], int | float)
     # what needs no MIDI system and no TensorFlow is always there
-    for key in ("step_us", "listen_ms", "answer_latency_ms", "schedule_error_ms"):
+    for key in ("step_us", "listen_ms", "answer_latency_ms", "schedule_error_ms",
+                "clock_onset_error_ms"):
         assert out[key] is not None, key
 
 
@@ -83,7 +86,7 @@ def test_a_failing_part_leaves_its_figures_null_with_the_reason(model_pkg, monke
         raise RuntimeError("no luck")
 
     for name in ("measure_listen_answer", "measure_schedule", "measure_process",
-                 "measure_steps"):
+                 "measure_steps", "measure_link", "measure_ui", "measure_jitter"):
         monkeypatch.setattr(bench, name, broken)
     res = bench.run(model_pkg, Plan.quick(), quiet=True)
     assert set(res.figures) == set(bench.KEYS)

@@ -19,7 +19,8 @@ def test_config_yaml_holds_every_key_documented_with_its_default():
     shipped = config.load(ROOT / "config.yaml")  # as read: YAML's `off` is the word here
     sections = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
                 if dataclasses.is_dataclass(getattr(defaults, f.name))}
-    assert set(data) == set(sections) | {"model"} and data["model"] == defaults.model
+    assert set(data) == set(sections) | {"model", "models"} and data["model"] == defaults.model
+    assert data["models"] == defaults.models
     for name, section in sections.items():
         keys = [f.name for f in dataclasses.fields(section)]
         assert set(data[name]) == set(keys), f"{name}: yaml {sorted(data[name])} vs {keys}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from companion import config as config_mod
@@ -46,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--backend", choices=BACKEND_CHOICES, help="MIDI system")
     live.add_argument("--virtual", action="store_true",
                       help="open virtual ports whatever the config names")
+    ui_help = ("serve the control surface in the browser and print its URL (config ui:; "
+               "0.0.0.0:PORT for a tablet on the network)")
+    live.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
+    live.add_argument("--learn", action="append", metavar="NAME",
+                      help="MIDI learn: the next CC that moves becomes this control (temperature, "
+                      "length, style_weight, key_strength, mute, panic, reset_style; all: each "
+                      "in turn), saved to the config file; repeatable")
+
+    models = sub.add_parser("models", help="list the model packages a program change, the "
+                            "control surface or OSC can switch to")
+    common(models)
+    models.add_argument("--json", action="store_true", help="print them as a JSON list")
 
     ports = sub.add_parser("ports", help="list MIDI input and output ports")
     ports.add_argument("--backend", choices=BACKEND_CHOICES, help="MIDI system")
@@ -68,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a call-and-response session in real time, no MIDI needed")
     common(demo)
     demo.add_argument("--seed", type=int, metavar="N", help="random seed")
+    demo.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
 
     # `companion bench ...` is parsed by bench.cli itself (see main); listed for --help
     sub.add_parser("bench", help="performance figures (`companion bench --help`)")
@@ -98,6 +112,12 @@ def load_config(args: argparse.Namespace) -> Config:
         _set(cfg, "answer.seed", args.seed, "--seed")
     if getattr(args, "tempo", None) is not None:
         _set(cfg, "listen.tempo_bpm", args.tempo, "--tempo")
+    if getattr(args, "ui", None):
+        from companion.ui.guard import parse_address
+
+        host, port = parse_address(args.ui, cfg.ui)
+        _set(cfg, "ui.host", host, "--ui")
+        _set(cfg, "ui.port", port, "--ui")
     return cfg
 
 
@@ -120,6 +140,25 @@ def _ports(cfg: Config) -> int:
     return 0
 
 
+def _models(cfg: Config, as_json: bool) -> int:
+    """`companion models`: the packages beside the configured model and those installed,
+    one a line (name, size, idiom or corpora, the one in use marked)."""
+    import json
+
+    from companion.engine.model import list_packages, package_folders
+
+    current = cfg.model_dir()
+    infos = list_packages(package_folders(current))
+    if as_json:
+        print(json.dumps([i.as_dict() | {"in_use": i.path == current} for i in infos]))
+        return 0
+    for i in infos:
+        what = i.idiom or ", ".join(i.corpora) or "no card"
+        mark = "*" if i.path == current else " "
+        print(f"{mark} {i.name:<16} {i.size_bytes / 1e6:6.1f} MB  {what}")
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     """`companion bench`: the bench package's command (bench.cli, its options too), imported
     only here; without the package, one line saying so and exit 1."""
@@ -139,7 +178,18 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "live":
         from companion.realtime.live import run
 
-        return run(cfg)
+        learn = args.learn or None
+        if learn:
+            from companion.realtime.controls import CC_CONTROLS
+
+            bad = [n for n in learn if n not in (*CC_CONTROLS, "all")]
+            if bad or ("all" in learn and len(learn) > 1):
+                raise UsageError(f"--learn: expected one of {', '.join(CC_CONTROLS)} (or all "
+                                 f"alone), got {(bad or learn)[0]!r}")
+        return run(cfg, ui=args.ui is not None, learn=learn,
+                   config_path=Path(args.config or "config.yaml"))
+    if args.command == "models":
+        return _models(cfg, args.json)
     if args.command == "ports":
         return _ports(cfg)
     if args.command == "respond":
@@ -150,7 +200,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from companion.commands.demo import run
 
-        return run(cfg)
+        return run(cfg, ui=args.ui is not None)
     raise UsageError("expected a command: live, ports, respond, demo or bench "
                      "(see `companion --help`)")
 

@@ -1,10 +1,12 @@
 """`companion demo`: a built-in performer plays the calls in companion/calls/ into the live
 companion, in real time, through an in-process loopback instead of MIDI ports, and a live
-view shows what is heard and answered, when. Needs no MIDI system.
+view shows what is heard and answered, when. Needs no MIDI system. With ``--ui`` the control
+surface shows it in the browser too, and the calls play again and again until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from typing import TextIO
@@ -16,6 +18,7 @@ from companion.encoding.phrases import Phrase, builtin
 from companion.engine.key import note_name
 from companion.engine.model import StepModel
 from companion.midi.loopback import LoopbackIn, LoopbackOut
+from companion.midi.session import SessionRecorder
 from companion.realtime.clock import RealClock, StopFlag
 from companion.realtime.live import Live, settled_heap, stop_on_signals
 
@@ -101,8 +104,10 @@ def play(phrase: Phrase, inport: LoopbackIn, view: View, beat_s: float,
         inport.deliver(msg)
 
 
-def run(cfg: Config, out: TextIO | None = None, calls: list[Phrase] | None = None) -> int:
-    """Play every built-in call and show the answers; Ctrl-C ends it cleanly."""
+def run(cfg: Config, out: TextIO | None = None, calls: list[Phrase] | None = None,
+        ui: bool = False) -> int:
+    """Play every built-in call and show the answers; Ctrl-C ends it cleanly. ``ui``: serve
+    the control surface (config ui:), print its URL, and play the calls until Ctrl-C."""
     stop = StopFlag()
     running: list[Live] = []
 
@@ -112,11 +117,12 @@ def run(cfg: Config, out: TextIO | None = None, calls: list[Phrase] | None = Non
         stop.set()
 
     with stop_on_signals(on_signal):
-        return _run(cfg, out or sys.stdout, builtin() if calls is None else calls, stop, running)
+        return _run(cfg, out or sys.stdout, builtin() if calls is None else calls, stop, running,
+                    ui)
 
 
 def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
-         running: list[Live]) -> int:
+         running: list[Live], ui: bool = False) -> int:
     model = StepModel(cfg.model_dir())
     clock = RealClock()
     view = View(out, clock)
@@ -128,13 +134,23 @@ def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
         f"{cfg.listen.phrase_end_beats:g} beats of silence. Ctrl-C stops.",
         file=out, flush=True,
     )
-    live = Live(cfg, model, inport, outport, clock, cfg.answer.seed, on_event=view.event)
+    recorder = SessionRecorder(clock.now(), cfg.listen.tempo_bpm) if ui else None  # downloads
+    live = Live(cfg, model, inport, outport, clock, cfg.answer.seed, on_event=view.event,
+                recorder=recorder)
     view.live = live
     running.append(live)
+    server = None
     with settled_heap():  # no long garbage collection while it plays
         try:
             live.start()
-            for i, phrase in enumerate(calls):
+            if ui:
+                from companion.ui.server import UiServer
+
+                server = UiServer(live, cfg.ui.host, cfg.ui.port, cfg.ui.token, recorder)
+                print(f"control surface: {server.start()}", file=out, flush=True)
+            rounds = itertools.count() if ui else range(1)
+            plan = ((i, phrase) for _ in rounds for i, phrase in enumerate(calls))
+            for i, phrase in plan:
                 if stop.is_set():
                     break
                 print(f"\ncall {i + 1} of {len(calls)}: {phrase.name}", file=out, flush=True)
@@ -149,6 +165,8 @@ def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
                         break
                 stop.wait(beat_s)
         finally:
+            if server is not None:
+                server.stop()
             live.stop()
     print("\ndemo over", file=out, flush=True)
     return 0

@@ -16,7 +16,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,10 +33,30 @@ from companion.engine.tempo import Pace, estimate_beat
 from companion.realtime.clock import Clock
 from companion.realtime.scheduler import Player, TimedNote
 
+
+class ExternalTime(Protocol):
+    """A time the engine follows, on the live clock: a MIDI clock (midiclock.ClockFollower)
+    or an Ableton Link session (companion.realtime.link.LinkFollower)."""
+
+    def present(self, t: float) -> bool: ...
+    def beat_s(self, t: float) -> float | None: ...
+    def next_beat(self, t: float) -> float | None: ...
+
+
+class LinkSession(ExternalTime, Protocol):
+    """A shared session with bars and a transport, that the engine may propose a tempo to
+    (companion.realtime.link.LinkFollower: the engine takes it as given, never opens one)."""
+
+    def next_bar(self, t: float) -> float | None: ...
+    def stopped(self, t: float) -> bool: ...
+    def propose(self, bpm: float) -> None: ...
+    def describe(self, t: float) -> str: ...
+
+
 #: A runaway guard: no answer has more notes than this (16 per beat at 256 beats).
 MAX_ANSWER_NOTES = 4096
-#: On a MIDI clock, the answer starts on the first beat at least this long after the phrase
-#: end: time to sample its first note before it is due.
+#: On a MIDI clock (a Link session), the answer starts on the first beat (bar) at least this
+#: long after the phrase end: time to sample its first note before it is due.
 CLOCK_LEAD_S = 0.01
 #: Onsets of the call the tempo estimate (``time.tempo: auto``) looks at, the latest.
 TEMPO_ONSETS = 32
@@ -47,7 +67,7 @@ TEMPO_ONSETS = 32
 LIVE_SETTINGS = (
     "answer.temperature", "answer.top_p", "answer.length", "answer.min_beats",
     "answer.max_beats", "answer.articulation", "answer.max_note_beats", "answer.range_widen",
-    "answer.barge_in", "style.weight", "style.max_repeat", "key.strength",
+    "answer.barge_in", "answer.cadence", "style.weight", "style.max_repeat", "key.strength",
 )
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
@@ -55,7 +75,8 @@ LIVE_SETTINGS = (
 #: True when a higher note of a chord replaced the melody note just heard),
 #: "phrase_end" (t = answer generated; ``deadline``, ``decided``, ``answer`` id, ``start``
 #: of its first note, ``beats``, ``notes``, ``call`` = melody notes heard),
-#: "barge_in" (``answer``, ``played``), "reset" (the model restarted after a silence).
+#: "barge_in" (``answer``, ``played``), "reset" (the model restarted after a silence),
+#: "held" (a call not answered: the Link session's transport is stopped; ``call``).
 EventHook = Callable[..., None]
 
 
@@ -91,13 +112,11 @@ class Engine:
         seed: int | None = None,
         on_event: EventHook | None = None,
     ):
-        self.model = model
-        self.vocab = model.vocab
         self.player = player
         self.clock = clock
         self.on_event = on_event
         cfg = self._cfg = copy.deepcopy(cfg)
-        lc, ac = cfg.listen, cfg.answer
+        lc = cfg.listen
         self.beat_s = 60.0 / lc.tempo_bpm
         ch = cfg.midi.input_channel
         self.listener = Listener(
@@ -110,17 +129,14 @@ class Engine:
         self.accompaniment_key_weight = lc.accompaniment_key_weight
         self.reset_after_s = lc.reset_after_beats * self.beat_s
         self.rng = np.random.default_rng(seed)
-        self.sampler = Sampler(self.vocab, self.rng, ac.temperature, ac.top_p)
-        self.pitch_diff = self.sampler.pitch_diff
-        self.time_diff = self.sampler.time_diff
         self._init_musicianship(cfg)
         self._init_time(cfg)
+        self._model_parts(model, self.fixed_key)
+        self.model_name = model.dir.name
+        self._pending: tuple[StepModel, str] | None = None  # a model to swap in (use_model)
         self.steps = 0  # ONNX steps taken: the cost of listening and answering
         self.answer: Answer | None = None  # the last answer, until the next call begins
         self._answers = 0
-        self._pool: list[State] = []  # per-answer-note state buffers, reused
-        self._before = model.zero_state()  # before the last call step: a chord's top may change
-        self._base = model.zero_state()  # state after the call, before its answer
         self._before_prev: tuple[int, float] | None = None
         self._stepped = False  # whether the last call note took a step
         self._anchor = 0.0  # first onset of the current call: origin of its beats
@@ -135,13 +151,8 @@ class Engine:
         kc = cfg.key
         self.range_cfg = cfg.range
         self.key_estimator = KeyEstimator(kc.half_life_beats)
-        self.key_bias = KeyBias(self.pitch_diff, self.sampler.playable, kc.strength)
         self.fixed_key = parse_key(kc.fixed) if kc.fixed is not None else None
-        self.key_bias.key = self.fixed_key
-        sc = cfg.style
-        self.style = StyleMemory(self.vocab.size, sc.order, sc.weight, sc.memory)
-        self.max_repeat = sc.max_repeat
-        self._scores = np.empty(self.vocab.size, dtype=np.float64)
+        self.max_repeat = cfg.style.max_repeat
         self._call_tokens: list[int] = []  # curves within the call being played
         self._history: list[int] = []  # n-gram context while answering
         self._last_token = 0
@@ -156,7 +167,10 @@ class Engine:
         self._on_clock_tempo = False  # the beat is a MIDI clock's (and goes when it goes)
         self.phrase_end_beats = cfg.listen.phrase_end_beats
         self.reset_after_beats = cfg.listen.reset_after_beats
-        self.midiclock = ClockFollower(tc.clock_window_ticks) if tc.clock == "follow" else None
+        self.midiclock = (ClockFollower(tc.clock_window_ticks) if tc.clock in ("follow", "auto")
+                          else None)
+        self.link: LinkSession | None = None  # for time.clock link / auto (use_link)
+        self._link_was_stopped = False
         #: whether the input port's clock messages count (not when a clock port is set)
         self.clock_from_input = tc.clock_port is None
         lst = self.listener
@@ -166,7 +180,66 @@ class Engine:
         if tc.phrase_end == "adaptive":
             lst.pace = Pace(tc.phrase_end_ioi, tc.phrase_end_min_s, tc.phrase_end_max_s,
                             tc.pace_notes)
+
+    def _model_parts(self, model: StepModel, key: tuple[int, int] | None) -> None:
+        """What belongs to one model's vocabulary and state: the sampler and its tables, the
+        key bias (biased to ``key``), the style memory, the answer grid, the state buffers."""
+        cfg = self._cfg
+        ac, sc, tc = cfg.answer, cfg.style, cfg.time
+        self.model = model
+        self.vocab = model.vocab
+        self.sampler = Sampler(self.vocab, self.rng, ac.temperature, ac.top_p)
+        self.pitch_diff = self.sampler.pitch_diff
+        self.time_diff = self.sampler.time_diff
+        self.key_bias = KeyBias(self.pitch_diff, self.sampler.playable, cfg.key.strength)
+        self.key_bias.key = key
+        self.style = StyleMemory(self.vocab.size, sc.order, sc.weight, sc.memory)
+        self._scores = np.empty(self.vocab.size, dtype=np.float64)
         self.grid = None if tc.quantize == "off" else Grid(tc.quantize, self.time_diff, tc.swing)
+        self._pool: list[State] = []  # per-answer-note state buffers, reused
+        self._before = model.zero_state()  # before the last call step: a chord's top may change
+        self._base = model.zero_state()  # state after the call, before its answer
+
+    # -- switching models ---------------------------------------------------------------
+
+    def use_model(self, model: StepModel, name: str | None = None) -> bool:
+        """Answer with ``model`` (called ``name``, else its folder's name) from the next
+        answer on, never within one: swapped in at once unless an answer is playing, else
+        when it has played out, is cut, or the next call begins. Returns whether it is in.
+
+        The new model starts afresh where the old one's vocabulary and state meant something:
+        its state is the start state, then bos, then the call in progress (if any) heard again
+        by it; the style memory (counts of the old vocabulary's curves) is empty; the answer
+        grid forgets the swing heard; the last answer is not continued from. The key
+        estimate, the tempo, the settings, mute and the listener go on."""
+        self._pending = (model, name or model.dir.name)
+        return self._swap_if_due()
+
+    @property
+    def swap_pending(self) -> bool:
+        """A model given to ``use_model`` waits for the answer playing to end."""
+        return self._pending is not None
+
+    def _swap_if_due(self, relisten: bool = True) -> bool:
+        """Swap the pending model in if no answer is playing; with ``relisten``, the new
+        model hears the call so far (not at a call's first note: its caller advances it)."""
+        if self._pending is None:
+            return False
+        a = self.answer
+        if a is not None and self.player.busy(a.id):
+            return False
+        (model, name), self._pending = self._pending, None
+        self._model_parts(model, self.key_bias.key)
+        self.model_name = name
+        self.answer = None
+        self._restart()
+        self._call_tokens.clear()
+        if relisten:
+            for note in self.listener.notes:  # the call so far, heard by the new model
+                self._advance(note)
+        if self.on_event is not None:
+            self.on_event("model", self.clock.now(), name=name, path=str(model.dir))
+        return True
 
     # -- settings changed while playing --------------------------------------------------
 
@@ -218,6 +291,40 @@ class Engine:
         if self.midiclock is not None:
             self.midiclock.feed(msg, t)
 
+    def use_link(self, link: LinkSession | None) -> None:
+        """Follow a Link session (companion.realtime.link.LinkFollower) while it has peers,
+        after a MIDI clock (time.clock auto) if there is one."""
+        self.link = link
+
+    def _external(self, t: float) -> ExternalTime | None:
+        """The external time followed at ``t``: a MIDI clock while one ticks, else the Link
+        session while it has peers, else None (the companion's own tempo)."""
+        mc = self.midiclock
+        if mc is not None and mc.present(t):
+            return mc
+        if self.link is not None and self.link.present(t):
+            return self.link
+        return None
+
+    def next_beat(self, t: float) -> float | None:
+        """The external time's first beat at or after ``t`` (the clicks follow it); None
+        without a running one."""
+        ext = self._external(t)
+        return None if ext is None else ext.next_beat(t)
+
+    def link_stopped(self, t: float) -> bool:
+        """The Link session is followed and its transport stopped: no answer is started."""
+        link = self.link
+        return link is not None and self._external(t) is link and link.stopped(t)
+
+    def link_just_stopped(self, t: float) -> bool:
+        """True once when the followed Link session's transport stops (the answer playing
+        is then cut by the caller)."""
+        stopped = self.link is not None and self.link_stopped(t)
+        edge = stopped and not self._link_was_stopped
+        self._link_was_stopped = stopped
+        return edge
+
     def set_beat(self, beat_s: float) -> None:
         """A new tempo: what is counted in beats follows it."""
         self.beat_s = beat_s
@@ -225,19 +332,30 @@ class Engine:
         self.listener.phrase_end_s = self.phrase_end_beats * beat_s
         self.reset_after_s = self.reset_after_beats * beat_s
 
-    def _follow_tempo(self, t: float, call: list[MelodyNote]) -> None:
-        """The beat: the MIDI clock's while one ticks, else (``tempo: auto``) the estimate
-        from the call when it has enough notes, else the internal tempo when a clock has
-        just gone, else as it was."""
+    def _follow_tempo(self, t: float, call: list[MelodyNote], lead: bool = False) -> None:
+        """The beat: the MIDI clock's while one ticks, else the Link session's while it has
+        peers, else (``tempo: auto``) the estimate from the call when it has enough notes,
+        else the internal tempo when a clock has just gone, else as it was. With ``lead``
+        (a phrase end) and ``time.link_lead``, the companion's own tempo (the MIDI clock's,
+        the call's estimate, or a fixed tempo) is first proposed to the Link session."""
+        tc = self.time_cfg
         clock_beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
-        beat = clock_beat
-        if beat is None and self.time_cfg.tempo == "auto":
-            tc = self.time_cfg
-            beat = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
-                                 tc.auto_max_bpm, self.tempo_bpm)
+        own = clock_beat
+        if own is None and tc.tempo == "auto":
+            own = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
+                                tc.auto_max_bpm, self.tempo_bpm)
+        link = self.link
+        if lead and link is not None and tc.link_lead:
+            lead_beat = own if own is not None or tc.tempo == "auto" else 60.0 / self.tempo_bpm
+            if lead_beat is not None:
+                link.propose(60.0 / lead_beat)
+        ext_beat = clock_beat
+        if ext_beat is None and link is not None:
+            ext_beat = link.beat_s(t)
+        beat = ext_beat if ext_beat is not None else own
         if beat is None and self._on_clock_tempo:
             beat = 60.0 / self.tempo_bpm  # the clock went: its tempo goes with it
-        self._on_clock_tempo = clock_beat is not None
+        self._on_clock_tempo = ext_beat is not None
         if beat is not None and beat != self.beat_s:
             self.set_beat(beat)
 
@@ -247,14 +365,19 @@ class Engine:
         if mc is not None and mc.present(t):
             return (f", on the MIDI clock at {60 / self.beat_s:.1f} BPM"
                     + ("" if mc.running(t) else " (stopped: no beat grid)"))
+        if self.link is not None and self.link.present(t):
+            return self.link.describe(t)
         return f" at {60 / self.beat_s:.1f} BPM" + (
             " (from the call)" if self.time_cfg.tempo == "auto" else "")
 
     def _beat_at_or_after(self, t: float, anchor: float) -> float:
-        """The first beat at or after ``t``: the clock's while one runs, else on the grid of
-        the call (from its first onset ``anchor``)."""
-        if self.midiclock is not None:
-            b = self.midiclock.next_beat(t + CLOCK_LEAD_S)
+        """The first beat at or after ``t``: the clock's while one runs, else the Link
+        session's first bar line while it has peers, else on the grid of the call (from its
+        first onset ``anchor``)."""
+        ext = self._external(t)
+        if ext is not None:
+            b = (self.link.next_bar(t + CLOCK_LEAD_S) if ext is self.link
+                 else ext.next_beat(t + CLOCK_LEAD_S))
             if b is not None:
                 return b
         return anchor + math.ceil((t - anchor) / self.beat_s - 1e-9) * self.beat_s
@@ -323,6 +446,8 @@ class Engine:
                 played = self.player.started(a.id)
             self._continue_after(a, played, t)
             self.answer = None
+        if self._swap_if_due(relisten=False):
+            return  # a fresh start with the new model: nothing to continue or reset
         silence = t - self.last_sound
         if self.prev is not None and 0 < self.reset_after_s < silence:
             self._restart()
@@ -376,6 +501,7 @@ class Engine:
 
     def poll(self, t: float) -> Answer | None:
         """At ``t``: if the phrase has ended, decide, and generate the answer into the player."""
+        self._swap_if_due()
         lst = self.listener
         if not lst.phrase_ended(t):
             return None
@@ -386,10 +512,14 @@ class Engine:
         if call_end is None:  # ended explicitly, keys still down
             call_end = t
         self.last_sound = call_end
-        self._follow_tempo(t, call)
+        self._follow_tempo(t, call, lead=True)
         self._learn(call, call_end, accompaniment)
         if self._muted:
             return None  # the state stays after the call, as if the answer had been cut
+        if self.link_stopped(t):
+            if self.on_event is not None:
+                self.on_event("held", self.clock.now(), call=len(call))
+            return None  # the band has stopped: as muted
         answer = self._generate(call, call_end, t)
         if self.on_event is not None:
             self.on_event("phrase_end", self.clock.now(), deadline=deadline, decided=t,
@@ -423,16 +553,21 @@ class Engine:
         return key_name(*self.key) if self.key is not None else None
 
     def _choose(self, pitch: int, lo: int, hi: int, tokens: list[int],
-                gap: float | None = None, onset: float | None = None) -> int:
+                gap: float | None = None, onset: float | None = None,
+                end: float | None = None) -> int:
         """The next curve from ``pitch``: in range, on the scale (by the key strength), in
         the performer's style (by the style weight), never a curve repeated more than
-        ``max_repeat`` times in a row in one answer (``tokens``, its curves so far)."""
+        ``max_repeat`` times in a row in one answer (``tokens``, its curves so far); with
+        ``end`` (beats to a planned last onset), never past it, and onto it on a stable
+        degree where it can."""
         s = self.sampler
         mask = self.key_bias.restrict(s.allowed(pitch, lo, hi), pitch)
         if gap is not None:
             mask = s.near_time(mask, gap)
         if onset is not None:  # quantized: the curves that land the next onset on the grid
             mask = self.grid.mask(onset, mask)
+        if end is not None:
+            mask = s.ending(mask, end, self.key_bias.resting(pitch))
         k = self.max_repeat
         if len(tokens) >= k:
             last = tokens[-1]
@@ -452,6 +587,28 @@ class Engine:
         else:
             beats = float(ac.length)
         return min(max(beats, ac.min_beats), ac.max_beats)
+
+    def _cadence_end(self, beats: float) -> float | None:
+        """The last onset (beats from the answer's start) of an answer of ``beats`` planned
+        to end as a phrase ends: the last whole beat at least a beat before its end. Planned
+        for a share ``answer.cadence`` of the answers; None for the others, and for answers
+        too short to have a note before it."""
+        c = self._cfg.answer.cadence
+        end = math.floor(beats - 1.0 + 1e-9)
+        if c <= 0.0 or end < 1:
+            return None
+        if c < 1.0 and self.rng.random() >= c:
+            return None
+        return float(end)
+
+    def _velocity(self, vels: np.ndarray, vmean: float) -> int:
+        """An answer note's velocity: one of the call's, halfway to their mean."""
+        j = int(self.rng.integers(len(vels)))
+        return min(127, max(1, round(vmean + 0.5 * (vels[j] - vmean))))  # np.clip: ~50 us
+
+    def _play(self, answer: Answer, note: TimedNote) -> None:
+        answer.notes.append(note)
+        self.player.add(answer.id, note)
 
     def _generate(self, call: list[MelodyNote], call_end: float, decided: float) -> Answer:
         ac = self._cfg.answer
@@ -484,6 +641,7 @@ class Engine:
         hist.extend(self._call_tokens[-self.style.order:])
         tok = self._choose(pitch, lo, hi, answer.tokens, (start - prev_t) / beat)
         onset = 0.0  # beats from start
+        end = self._cadence_end(beats)
         while True:
             pitch += int(self.pitch_diff[tok])
             answer.tokens.append(tok)
@@ -499,19 +657,25 @@ class Engine:
                 np.copyto(self._pool[i].h, self.state.h)
                 np.copyto(self._pool[i].c, self.state.c)
             answer.states.append(self._pool[i])
+            if end is not None and onset >= end - 1e-9:  # the last note, held to the end
+                at = self.grid.place(onset) if self.grid is not None else onset
+                length = max(min(ac.articulation * (beats - onset), ac.max_note_beats), 1.0)
+                self._play(answer, TimedNote(pitch, start + at * beat, length * beat,
+                                             self._velocity(vels, vmean)))
+                break
             # the next curve, sampled now, gives this note's inter-onset time
             tok = self._choose(pitch, lo, hi, answer.tokens,
-                               onset=onset if self.grid is not None else None)
+                               onset=onset if self.grid is not None else None,
+                               end=None if end is None else end - onset)
             ioi = float(self.time_diff[tok])
+            if end is not None and self.sampler.landing[tok]:  # onto the planned last onset
+                ioi = end - onset
             at, ioi, played = self._place(onset, ioi)
             length = min(ac.articulation * played, ac.max_note_beats)
-            j = int(self.rng.integers(len(vels)))
-            vel = min(127, max(1, round(vmean + 0.5 * (vels[j] - vmean))))  # np.clip: ~50 us
-            note = TimedNote(pitch, start + at * beat, length * beat, vel)
-            answer.notes.append(note)
-            self.player.add(answer.id, note)
+            self._play(answer, TimedNote(pitch, start + at * beat, length * beat,
+                                         self._velocity(vels, vmean)))
             onset += ioi
-            if onset >= beats - 1e-9 or len(answer.notes) >= MAX_ANSWER_NOTES:
+            if (end is None and onset >= beats - 1e-9) or len(answer.notes) >= MAX_ANSWER_NOTES:
                 break
         last = answer.notes[-1]
         self.prev = (last.pitch, last.start)

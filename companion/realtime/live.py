@@ -10,7 +10,12 @@ Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live cloc
 "note_in" (``received`` = arrival time, t = model advanced), "phrase_end" (``deadline``,
 ``decided``, t = answer generated), "note_on"/"note_off" (answer notes, t = sent, ``index``
 0 is the first note of an answer), "barge_in", "reset", "control" (``name``, ``value``: a
-setting changed or an action done, by a CC, the web page or OSC; see ``apply``).
+setting changed or an action done, by a CC, the web page or OSC; see ``apply``), "model"
+(``name``, ``path``: a model package swapped in; see ``apply("model", NAME)``).
+
+Taps (``Live.tap``): the same events, plus "heard" (every note-on/off the performer plays:
+``pitch``, ``velocity``, 0 for a release), put in a bounded queue for a reader on a thread
+of its own (the web page's server): putting never waits, and a full tap drops the event.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 import mido
@@ -32,10 +39,18 @@ import mido
 from companion.config import Config, ConfigError
 from companion.engine.engine import Engine, EventHook
 from companion.engine.midiclock import CLOCK_TYPES
-from companion.engine.model import StepModel
+from companion.engine.model import (
+    ModelError,
+    StepModel,
+    find_package,
+    list_packages,
+    package_folders,
+)
 from companion.midi.session import Autosave, SessionRecorder
 from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.learn import Learner
+from companion.realtime.link import open_link
 from companion.realtime.metronome import ClickThread, Metronome
 from companion.realtime.scheduler import Scheduler
 
@@ -64,12 +79,62 @@ MAX_QUEUED = 20_000
 STAMP_WINDOW_S = 1.0
 
 
+def _open_port(backend_name: str, kind: str, query: str | None, client: str,
+               own: str) -> tuple[Any, str]:
+    """An open port of ``kind`` (input/output) and its name: the one whose name matches
+    ``query`` as --input/--output match, or our own virtual port ``client:own`` for None."""
+    from companion.midi import ports as mp
+    from companion.midi.input import open_input
+
+    backend = mp.get_backend(backend_name)
+    with mp.quiet_stderr():
+        if query is None:
+            if kind == "input":
+                return open_input(mp.BACKENDS[backend_name], own, virtual=True,
+                                  client_name=client), f"{client}:{own}"
+            return backend.open_output(own, virtual=True, client_name=client), f"{client}:{own}"
+        ins, outs = mp.list_ports(backend)
+        name = mp.match_port(query, ins if kind == "input" else outs, kind,
+                             mp.LABELS[backend_name])
+        if kind == "input":
+            return open_input(mp.BACKENDS[backend_name], name), name
+        return backend.open_output(name), name
+
+
 def _ends_notes(msg) -> bool:
     """Note-offs and All Notes/Sound Off: never dropped from a backlog (cheap, no model step,
     and dropping one would leave a key held in the listener or an echoed note sounding)."""
     kind = getattr(msg, "type", None)
     return kind == "note_off" or (kind == "note_on" and msg.velocity == 0) or (
         kind == "control_change" and msg.control in (120, 123))
+
+
+#: Controls that ``Live.apply`` takes besides LIVE_SETTINGS and ACTIONS: the ports to listen
+#: to and play to, by name (a substring, as --input/--output), or null for our own virtual port.
+PORT_CONTROLS = ("input", "output")
+
+
+class Tap:
+    """A bounded queue of events (kind, t, data) between the music's threads and one reader.
+    ``put`` never blocks: when the reader falls behind by ``size`` events, the oldest is
+    dropped (and counted) to make room. ``drain`` takes everything queued."""
+
+    def __init__(self, size: int = 4096):
+        self._events: deque[tuple[str, float, dict]] = deque(maxlen=size)
+        self.size = size
+        self.dropped = 0
+
+    def put(self, kind: str, t: float, data: dict) -> None:
+        if len(self._events) >= self.size:
+            self.dropped += 1
+        self._events.append((kind, t, data))
+
+    def drain(self) -> list[tuple[str, float, dict]]:
+        out = []
+        with contextlib.suppress(IndexError):
+            while True:
+                out.append(self._events.popleft())
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +146,15 @@ class Command:
     name: str
     value: Any = None
     reply: Callable[[str | None], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A model package loaded in the background (``apply("model", name)``), for the engine
+    thread to hand to the engine."""
+
+    name: str
+    model: StepModel
 
 
 class Live:
@@ -98,11 +172,21 @@ class Live:
         recorder: SessionRecorder | None = None,
         log: Callable[[str], None] | None = None,
         clockport=None,
+        ports: Any = None,
     ):
         self.cfg = cfg
         self.inport = inport
         self.outport = outport
         self.clockport = clockport  # a dedicated MIDI clock input (config time.clock_port)
+        #: The MIDI system and the names of the ports in use (companion.midi.ports.OpenPorts);
+        #: None for in-process ports (the demo's loopback), which cannot be switched.
+        self.backend: str | None = getattr(ports, "backend", None) or None
+        self.input_label: str = getattr(ports, "input_label", "in-process")
+        self.output_label: str = getattr(ports, "output_label", "in-process")
+        self._taps: list[Tap] = []
+        #: Note-ons heard from the performer, answers made; an answer playing now.
+        self.notes_heard = self.answers = 0
+        self.answering = False
         self.clock = clock or RealClock()
         self.recorder = recorder
         self.log = log or (lambda line: None)
@@ -112,8 +196,21 @@ class Live:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=self._played)
         self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event)
+        #: The Ableton Link session joined for time.clock link / auto (None otherwise).
+        self.link = open_link(cfg.time, cfg.listen.tempo_bpm, self.log)
+        self.engine.use_link(self.link)
         self.clicks = self._clicks(cfg)
-        self.controls = Controls(cfg.controls, self.apply, self.engine.setting)
+        #: Where ``apply("model", NAME)`` finds packages: beside the model, then installed.
+        self.model_folders = package_folders(model.dir)
+        for prog, name in cfg.models.items():
+            try:
+                find_package(name, self.model_folders)
+            except ModelError as e:
+                raise ConfigError(f"models.{prog}: {str(e).split(': ', 1)[1]}") from None
+        self._model_wanted = self.engine.model_name  # the last model asked for
+        self.controls = Controls(cfg.controls, self.apply, self.engine.setting, cfg.models)
+        #: MIDI learn (``apply("learn", NAME)``); saves to its config_path when one is set.
+        self.learner = Learner(self.controls, self.log)
         self.state_out = StateOut(cfg.controls.state_out, self.channel, self.scheduler.send,
                                   self.scheduler.lock)
         self._key_logged: str | None = None
@@ -159,14 +256,14 @@ class Live:
             self.engine.on_clock(msg, self._arrival(msg, self.clockport))
 
     def _clicks(self, cfg: Config) -> ClickThread:
-        """Count-in and metronome (config time), on the clock's beats or the internal tempo."""
+        """Count-in and metronome (config time), on the external time's beats (a MIDI clock,
+        a Link session) or the internal tempo."""
         tc = cfg.time
         engine = self.engine
-        mc = engine.midiclock
         return ClickThread(
             Metronome(tc.count_in_beats, tc.metronome), self.scheduler.send, self.clock,
-            lambda: engine.beat_s, (lambda t: mc.next_beat(t)) if mc is not None else
-            (lambda t: None), lambda: self.scheduler.halted, tc.click_channel - 1,
+            lambda: engine.beat_s, engine.next_beat, lambda: self.scheduler.halted,
+            tc.click_channel - 1,
             tc.click_note, tc.click_velocity)
 
     # -- output ----------------------------------------------------------------------------
@@ -239,7 +336,8 @@ class Live:
                 if msg is None:  # stop() waking us
                     continue
                 heard = now()
-                if heard - t > BACKLOG_S and not (isinstance(msg, Command) or _ends_notes(msg)):
+                if heard - t > BACKLOG_S and not (isinstance(msg, Command | Loaded)
+                                                  or _ends_notes(msg)):
                     self._flood += 1  # a backlog: never acted on (or played) late
                     self._last_drop = now()
                 else:
@@ -252,6 +350,10 @@ class Live:
                 self.engine.poll(now())
             except Exception as e:  # noqa: BLE001 - keep listening whatever happens
                 self.log(f"could not answer: {type(e).__name__}: {e}")
+            if self.link is not None and self.engine.link_just_stopped(now()):
+                self.scheduler.cancel()  # the band stopped: so does the answer
+                self._turn(LISTENING)
+                self.log("the Link session stopped: listening, answering again when it plays")
 
     def _flood_over(self) -> None:
         n, self._flood = self._flood, 0
@@ -263,10 +365,20 @@ class Live:
         if isinstance(msg, Command):
             self._command(msg)
             return
+        if isinstance(msg, Loaded):
+            self._loaded(msg)
+            return
         try:
             if self.recorder is not None:
                 self.recorder.heard(t, msg)
-            if self.controls.handle(msg):
+            kind = msg.type
+            if kind == "note_on" or kind == "note_off":
+                vel = msg.velocity if kind == "note_on" else 0
+                if vel:
+                    self.notes_heard += 1
+                for tap in self._taps:
+                    tap.put("heard", t, {"pitch": msg.note, "velocity": vel})
+            if self.learner.heard(msg) or self.controls.handle(msg):
                 return
             if self.passthrough and msg.type in ("note_on", "note_off") and (
                 self.engine.listener.accepts(msg)
@@ -307,7 +419,9 @@ class Live:
 
     def apply(self, name: str, value: Any = None) -> Any:
         """Change a setting of LIVE_SETTINGS (checked as in config.yaml) or do one of ACTIONS
-        (mute on/off, panic, reset_style); on the engine thread only. What changed goes out as
+        (mute on/off, panic, reset_style), or switch the model package ("model", the name of
+        one of ``models()``: loaded in the background, swapped in between answers); on the
+        engine thread only. What changed goes out as
         a "control" event (``name``, ``value`` as kept). ConfigError, and nothing changes,
         for an unknown name or a bad value."""
         if name == "mute":
@@ -325,38 +439,162 @@ class Live:
             self.engine.reset_style()
             self.log("style memory reset")
             kept = None
+        elif name == "learn":
+            kept = self.learner.arm(value)
+        elif name == "model":
+            kept = self._switch_model(value)
         elif name in ACTIONS:  # pragma: no cover - ACTIONS and the branches above agree
             raise ConfigError(f"{name}: no such action")
+        elif name in PORT_CONTROLS:
+            kept = self._switch_port(name, value)
         else:
             kept = self.engine.set(name, value)
-        if self.user_event is not None:
-            self.user_event("control", self.clock.now(), name=name, value=kept)
+        self._emit("control", self.clock.now(), {"name": name, "value": kept})
         return kept
+
+    def _switch_model(self, name: Any) -> str:
+        """Load the model package called ``name`` (one of those in ``model_folders``, never a
+        path) in a background thread; the engine swaps it in between answers
+        (``Engine.use_model``). The last one asked for wins; asking for the one in use
+        cancels a pending load. ConfigError, and nothing changes, for an unknown name."""
+        try:
+            path = find_package(name, self.model_folders)
+        except ModelError as e:
+            raise ConfigError(str(e)) from None
+        self._model_wanted = name
+        if name == self.engine.model_name and not self.engine.swap_pending:
+            return name
+
+        def load() -> None:
+            try:
+                model = StepModel(path)
+            except ModelError as e:
+                self.log(f"model {name}: not loaded ({e}); still answering with "
+                         f"{self.engine.model_name}")
+                return
+            self.queue.put((self.clock.now(), Loaded(name, model)))
+
+        self.log(f"model {name}: loading {path}")
+        threading.Thread(target=load, name="companion-model-load", daemon=True).start()
+        return name
+
+    def models(self) -> list[dict[str, Any]]:
+        """The model packages ``apply("model", NAME)`` takes (name, path, idiom, corpora,
+        size_bytes), each with ``in_use``. Any thread (it reads the folders)."""
+        in_use = self.engine.model_name
+        return [info.as_dict() | {"in_use": info.name == in_use}
+                for info in list_packages(self.model_folders)]
+
+    def _loaded(self, msg: Loaded) -> None:
+        """A model loaded: to the engine, unless another has been asked for since."""
+        if msg.name != self._model_wanted:
+            return
+        if not self.engine.use_model(msg.model, msg.name):
+            self.log(f"model {msg.name}: loaded, in use when the answer playing ends")
+
+    def _switch_port(self, kind: str, query: Any) -> str:
+        """Listen to / play to the port whose name matches ``query`` (as --input/--output),
+        or our own virtual port for null; the old port is closed. Returns the port's name.
+        ConfigError, and nothing changes, if no single port matches or it cannot be opened."""
+        if self.backend is None:
+            raise ConfigError(f"{kind}: the ports of this companion cannot be switched "
+                              f"(in-process ports)")
+        if query is not None and (not isinstance(query, str) or not query.strip()):
+            raise ConfigError(f"{kind}: expected a port name or null, got {query!r}")
+        m = self.cfg.midi
+        try:
+            port, label = _open_port(self.backend, kind, query, m.client_name,
+                                     m.input_name if kind == "input" else m.output_name)
+        except Exception as e:  # noqa: BLE001 - PortError, or the MIDI system's own
+            raise ConfigError(f"{kind}: {e}") from e
+        old = self.swap_input(port) if kind == "input" else self.swap_output(port)
+        with contextlib.suppress(Exception):
+            old.close()
+        if kind == "input":
+            self.input_label = label
+        else:
+            self.output_label = label
+        self.log(f"{kind} port now {label}")
+        return label
+
+    # -- what goes on, for a reader on another thread (the web page) ----------------------
+
+    def tap(self, size: int = 4096) -> Tap:
+        """A new tap: every event from now on, in a bounded queue (see Tap)."""
+        t = Tap(size)
+        self._taps = [*self._taps, t]  # a new list: the music's threads iterate the old one
+        return t
+
+    def untap(self, tap: Tap) -> None:
+        self._taps = [t for t in self._taps if t is not tap]
+
+    def _emit(self, kind: str, t: float, data: dict) -> None:
+        """An event to the taps, then to ``on_event``."""
+        for tap in self._taps:
+            tap.put(kind, t, data)
+        if self.user_event is not None:
+            self.user_event(kind, t, **data)
+
+    def status(self) -> dict[str, Any]:
+        """What a performer looks at, now: listening / answering / muted, the key, the tempo
+        and what it follows, the ports, the counts. Safe to call from any thread (it only
+        reads)."""
+        engine = self.engine
+        now = self.clock.now()
+        a = engine.answer
+        mc = engine.midiclock
+        if mc is not None and mc.present(now):
+            source, anchor = "MIDI clock", mc.next_beat(now)
+        elif engine.link is not None and engine.link.present(now):
+            source, anchor = "Link", engine.link.next_beat(now)
+        else:
+            source = "the call" if self.cfg.time.tempo == "auto" else "fixed"
+            anchor = a.start if a is not None else None
+        key = engine.key
+        return {
+            "state": "muted" if engine.muted else "answering" if self.answering
+            else "listening",
+            "key": engine.key_name(), "tonic": key[0] if key else None,
+            "mode": key[1] if key else None,
+            "tempo_bpm": round(60.0 / engine.beat_s, 2), "tempo_source": source,
+            "beat_s": engine.beat_s, "beat_anchor": anchor,
+            "input": self.input_label, "output": self.output_label,
+            "switchable": self.backend is not None,
+            "notes_heard": self.notes_heard, "answers": self.answers,
+            "dropped": self.dropped + self._flood + self.dropped_queue_full,
+            "now": now,
+        }
 
     def _played(self, kind: str, t: float, **data) -> None:
         """Scheduler events: the last note-off of the current answer ends its turn."""
         if kind == "note_off":
             a = self.engine.answer
             if a is not None and data["answer"] == a.id and data["index"] == len(a.notes) - 1:
-                self.state_out.set(LISTENING)
-        if self.user_event is not None:
-            self.user_event(kind, t, **data)
+                self._turn(LISTENING)
+        self._emit(kind, t, data)
+
+    def _turn(self, value: int) -> None:
+        """Answering (ANSWERING) or listening (LISTENING): kept for ``status``, sent as the
+        state CC."""
+        self.answering = value == ANSWERING
+        self.state_out.set(value)
 
     def _on_mute(self, muted: bool) -> None:
         """Muted: the answer playing now stops too."""
         if muted:
             self.scheduler.cancel()
-            self.state_out.set(LISTENING)
+            self._turn(LISTENING)
 
     def panic(self) -> None:
         """Every answer dropped, every note off (ours and echoed), back to listening."""
         self.scheduler.cancel()
         self.all_notes_off()
-        self.state_out.set(LISTENING)
+        self._turn(LISTENING)
 
     def _event(self, kind: str, t: float, **data) -> None:
         if kind == "phrase_end":
-            self.state_out.set(ANSWERING)
+            self.answers += 1
+            self._turn(ANSWERING)
             key = self.engine.key_name()
             if key != self._key_logged:
                 self._key_logged = key
@@ -368,10 +606,13 @@ class Live:
                 f"phrase end{self.engine.time_note(t)}"
             )
         elif kind == "barge_in":
-            self.state_out.set(LISTENING)
+            self._turn(LISTENING)
             self.log(f"performer plays: answer stopped after {data['played']} notes")
-        if self.user_event is not None:
-            self.user_event(kind, t, **data)
+        elif kind == "model":
+            self.log(f"model {data['name']} in use from the next answer ({data['path']})")
+        elif kind == "held":
+            self.log(f"call of {data['call']} notes not answered: the Link session is stopped")
+        self._emit(kind, t, data)
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -379,7 +620,7 @@ class Live:
         """All Notes Off (a previous run may have been killed mid-note), then listen."""
         self._started = True
         self.all_notes_off()
-        self.state_out.set(LISTENING)
+        self._turn(LISTENING)
         self.scheduler.start()
         self._thread.start()
         self.inport.callback = self._on_input
@@ -404,6 +645,7 @@ class Live:
             with contextlib.suppress(Exception):
                 self.clockport.callback = None
         self.clicks.stop()
+        self.learner.close()
         # notes off first, at once: the engine thread may be asleep for up to IDLE_WAKE_S
         self.scheduler.close()
         if self._started:
@@ -415,6 +657,8 @@ class Live:
         if self._flood:
             self.dropped += self._flood
             self._flood = 0
+        if self.link is not None:
+            self.link.close()
 
 
 @contextlib.contextmanager
@@ -458,8 +702,23 @@ def _print(out: TextIO) -> Callable[[str], None]:
     return log
 
 
-def run(cfg: Config, out: TextIO | None = None) -> int:
-    """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0."""
+def _osc_server(live: Live, cfg: Config, log: Callable[[str], None]) -> Any:
+    """The OSC server of config ``osc:`` (companion.realtime.osc), python-osc being optional."""
+    try:
+        from companion.realtime.osc import OscServer
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("pythonosc"):
+            raise
+        raise ConfigError("osc.enabled: OSC needs python-osc (pip install "
+                          "'midi-companion[osc]')") from None
+    return OscServer(live, cfg.osc, log)
+
+
+def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
+        learn: list[str] | None = None, config_path: Path | None = None) -> int:
+    """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0.
+    ``ui``: serve the control surface (config ui:) and print its URL. ``learn``: MIDI learn
+    these controls first (``["all"]``: each in turn), saved to ``config_path``."""
     from companion.midi.ports import describe, open_ports
 
     log = _print(out or sys.stdout)
@@ -481,20 +740,24 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
         m = cfg.midi
         ports = open_ports(m.backend, m.client_name, m.input_name, m.output_name, m.input,
                            m.output)
-        recorder = autosave = watcher = clockport = None
+        recorder = autosave = watcher = clockport = server = None
+        osc = None
         try:
             clock = RealClock()
             if cfg.session.enabled:
                 recorder = SessionRecorder(clock.now(), cfg.listen.tempo_bpm)
                 autosave = Autosave(recorder, cfg.session_dir(), cfg.session.save_every_s, log)
-            if cfg.time.clock_port is not None and cfg.time.clock == "follow":
+            if cfg.time.clock_port is not None and cfg.time.clock in ("follow", "auto"):
                 from companion.midi.ports import open_clock_port
 
                 clockport = open_clock_port(ports.backend, cfg.time.clock_port)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
-                        recorder=recorder, log=log, clockport=clockport)
+                        recorder=recorder, log=log, clockport=clockport, ports=ports)
             running.append(live)
             stack.enter_context(settled_heap())
+            live.learner.save_to(config_path)
+            if learn:
+                live.learner.arm(learn[0] if len(learn) == 1 else learn)
             live.start()
             if autosave is not None:
                 autosave.start()
@@ -504,6 +767,14 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
                 watcher = PortWatcher(live, ports.backend, m.input, m.output, ports.input_label,
                                       ports.output_label, log)
                 watcher.start()
+            if ui:
+                from companion.ui.server import UiServer
+
+                server = UiServer(live, cfg.ui.host, cfg.ui.port, cfg.ui.token, recorder, log)
+                log(f"control surface: {server.start()}")
+            if cfg.osc.enabled:
+                osc = _osc_server(live, cfg, log)
+                osc.start()
             log(
                 f"listening on {ports.input_label}, answering on {ports.output_label} channel "
                 f"{m.output_channel} on {describe(ports.backend, ports.why)}; model "
@@ -514,6 +785,10 @@ def run(cfg: Config, out: TextIO | None = None) -> int:
             while not stop.wait(0.5):
                 pass
         finally:
+            if osc is not None:
+                osc.stop()
+            if server is not None:
+                server.stop()
             if watcher is not None:
                 watcher.stop()
             for live in running:
