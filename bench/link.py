@@ -159,15 +159,22 @@ class _Companion:
         self.inport = LoopbackIn()
         self.live = Live(cfg, StepModel(cfg.model_dir()), self.inport, LoopbackOut(), seed=1,
                          on_event=self._event)
+        self.live.scheduler.observe(self._added)
         self.live.start()
 
     def _event(self, kind: str, t: float, **d: Any) -> None:
         with self.lock:
             self.events.append((kind, t, d))
 
+    def _added(self, answer: int, note: Any, t: float) -> None:
+        with self.lock:
+            self.events.append(("planned", note.start, {"answer": answer}))
+
     def call(self, bpm: float, timeout: float = 20.0) -> dict[str, Any]:
         """Play CALL at ``bpm``; wait for its answer to be played out (or held). Returns
-        {"onsets": [send time of each answer note], "held": bool}."""
+        {"onsets": [send time of each answer note], "planned": [the time each was planned
+        for], "held": bool}: the plan is the engine's reading of the external grid, the
+        sends add the scheduler's own error."""
         import mido
 
         with self.lock:
@@ -186,10 +193,12 @@ class _Companion:
                 kinds = [k for k, _, _ in self.events]
                 ons = [(d["index"], t) for k, t, d in self.events if k == "note_on"]
                 ended = [d for k, _, d in self.events if k == "phrase_end"]
+                planned = sorted(t for k, t, _ in self.events if k == "planned")
             if "held" in kinds:
-                return {"onsets": [], "held": True}
+                return {"onsets": [], "planned": [], "held": True}
             if ended and len(ons) >= ended[0]["notes"]:
-                return {"onsets": [t for _, t in sorted(ons)], "held": False}
+                return {"onsets": [t for _, t in sorted(ons)], "planned": planned,
+                        "held": False}
             time.sleep(0.01)
         raise RuntimeError("no answer came")
 
@@ -239,17 +248,18 @@ def onset_errors_ms(onsets: list[float], beat_at: Callable[[float], float], beat
 
 
 def link_errors(step: dict[str, Any], quantum: float = QUANTUM,
-                tempo: float | None = None) -> tuple[float, list[float]]:
+                tempo: float | None = None, which: str = "onsets") -> tuple[float, list[float]]:
     """(first onset's distance to the peer's bar, every onset's to its eighths), ms; on
-    the grid read after the answer, or at ``tempo`` through the same reading."""
+    the grid read after the answer, or at ``tempo`` through the same reading. ``which``:
+    "onsets" (as sent) or "planned" (as the engine placed them)."""
     g = step["grid"]
     beat_s = 60.0 / (tempo or g["tempo"])
 
     def beat_at(t: float) -> float:
         return g["beat"] + (t - g["t"]) / beat_s
 
-    bar = onset_errors_ms(step["onsets"][:1], beat_at, beat_s, quantum)[0]
-    return bar, onset_errors_ms(step["onsets"], beat_at, beat_s)
+    bar = onset_errors_ms(step[which][:1], beat_at, beat_s, quantum)[0]
+    return bar, onset_errors_ms(step[which], beat_at, beat_s)
 
 
 def clock_session(model_dir: Path, calls: int, bpm: float) -> list[float]:
