@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.data import nottingham_dir
+from bench.data import DEFAULT, ENV, nottingham_dir
 from bench.figures import Plan, Result, log
 from bench.jitter import measure_jitter
 from bench.link import measure_link
@@ -215,6 +215,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", action="store_true",
                    help="also corpus reading (files/s, cold and warm) and training tokens/s")
     p.add_argument("--corpus", metavar="SPEC",
-                   help="corpus for --train (default: the Nottingham melodies, bench.data: "
-                   "$NOTTINGHAM_DIR, else ../shared/data/nottingham-melody)")
+                   help=f"corpus for --train (default: the Nottingham melodies: ${ENV}, else "
+                   f"{DEFAULT} beside the repository)")
 
