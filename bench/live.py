@@ -32,12 +32,14 @@ Attach = Callable[["Live"], contextlib.AbstractContextManager]
 
 
 def _live_config(model_dir: Path, **listen: Any) -> Config:
-    """The default config with a fast tempo, so that many phrases fit in a few seconds."""
+    """The default config at a fast fixed tempo and phrase end, so that many phrases fit in
+    a few seconds and every run waits the same."""
     from companion import config
 
     return config.from_dict({
         "model": str(model_dir),
         "listen": {"tempo_bpm": 400, "phrase_end_beats": 0.25, **listen},
+        "time": {"tempo": "fixed", "phrase_end": "fixed"},
         "answer": {"seed": 1, "min_beats": 1, "max_beats": 4},
         "session": {"enabled": False},
     })
