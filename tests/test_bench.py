@@ -106,8 +106,9 @@ def test_options():
 
 @pytest.mark.slow
 @pytest.mark.tensorflow
-def test_train_figures(model_pkg, monkeypatch):
-    """--train: corpus files/s cold and warm, and training tokens/s (TensorFlow installed)."""
+def test_train_figures(model_pkg, monkeypatch, nottingham):
+    """--train: corpus files/s cold and warm, and training tokens/s (TensorFlow installed),
+    on the bench's default corpus, the Nottingham melodies."""
     pytest.importorskip("tensorflow")
     res = Result()
     plan = Plan.quick()

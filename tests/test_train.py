@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT
+from support import ROOT, write_tune
 
 from companion.encoding.curves import Vocabulary
 from companion.engine.model import StepModel
@@ -22,15 +22,17 @@ def run_module(*args, cwd=ROOT, env_extra=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory, nottingham):
-    """Twelve Nottingham tunes, and two more held out, copied to a scratch folder."""
+def small_corpus(tmp_path_factory):
+    """Twelve tunes that ship with music21 (support.TUNES, 5 to 16), and two more held out
+    (17, 18), as MIDI files in a scratch folder: training needs no data beside the
+    repository."""
     d = tmp_path_factory.mktemp("corpus")
     (d / "train").mkdir()
     (d / "held").mkdir()
-    for f in nottingham[:12]:
-        (d / "train" / f.name).write_bytes(f.read_bytes())
-    for f in nottingham[500:502]:
-        (d / "held" / f.name).write_bytes(f.read_bytes())
+    for n in range(5, 17):
+        write_tune(d / "train" / f"tune{n:02d}.mid", n)
+    for n in (17, 18):
+        write_tune(d / "held" / f"tune{n:02d}.mid", n)
     return d
 
 
