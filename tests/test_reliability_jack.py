@@ -8,9 +8,11 @@ what it receives); the companion's own figures are read from its log.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mido
@@ -110,14 +112,35 @@ GARBAGE = [
 ]
 
 
-def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_path, model_pkg):
+@contextlib.contextmanager
+def raw_rig(jack_server, monkeypatch, tmp_path: Path, model_pkg: Path,
+            name: str) -> Iterator[tuple[Companion, Performer, rtmidi.MidiOut]]:
+    """`companion live` on the JACK server, a performer playing into it and hearing its
+    output, and a raw port ``name`` into its input. On leaving, all stopped; then the
+    companion must have exited 0, with no traceback, and nothing left sounding."""
     env = jack_env(jack_server, monkeypatch)
     comp = Companion(env, "--config", str(config(tmp_path, model_pkg)))
     performer = raw = None
     try:
         comp.wait_ready()
         performer = Performer()
-        raw = raw_out("companion", "garbage")
+        raw = raw_out("companion", name)
+        yield comp, performer, raw
+    finally:
+        if raw is not None:
+            raw.delete()
+        rc = comp.stop()
+        time.sleep(0.3)
+        if performer is not None:
+            performer.close()
+    assert rc == 0, "\n".join(comp.lines)
+    assert not [ln for ln in comp.lines if "Traceback" in ln], "\n".join(comp.lines)
+    assert_all_off(performer.received())
+
+
+def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_path, model_pkg):
+    with raw_rig(jack_server, monkeypatch, tmp_path, model_pkg, "garbage") as (
+            comp, performer, raw):
         for _ in range(3):
             for msg in GARBAGE:
                 raw.send_message(msg)
@@ -130,16 +153,6 @@ def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_pat
         print(f"garbage: {3 * len(GARBAGE)} raw messages; next call answered {latency:.3f} s "
               f"after its release")
         assert latency < PHRASE_END_BEATS * BEAT + BEAT + 1.0
-    finally:
-        if raw is not None:
-            raw.delete()
-        rc = comp.stop()
-        time.sleep(0.3)
-        if performer is not None:
-            performer.close()
-    assert rc == 0, "\n".join(comp.lines)
-    assert not [ln for ln in comp.lines if "Traceback" in ln], "\n".join(comp.lines)
-    assert_all_off(performer.received())
 
 
 # -- flood -------------------------------------------------------------------------------

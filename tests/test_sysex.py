@@ -18,16 +18,13 @@ import mido
 import pytest
 import rtmidi
 from support import make_config
-from test_live_jack import Companion, Performer
 from test_reliability_jack import (
     BEAT,
     PHRASE_END_BEATS,
     answer_latency,
-    assert_all_off,
-    config,
     flood,
     jack_env,
-    raw_out,
+    raw_rig,
     wait_quiet,
 )
 from test_reliability_midi import CALLS, play, wait_for
@@ -124,13 +121,8 @@ def test_the_port_hears_the_next_note_after_a_cut_sysex(jack_server, monkeypatch
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_after_cut_sysex_garbage_and_a_flood_the_call_is_answered(
         jack_server, monkeypatch, tmp_path, model_pkg):
-    env = jack_env(jack_server, monkeypatch)
-    comp = Companion(env, "--config", str(config(tmp_path, model_pkg)))
-    performer = raw = None
-    try:
-        comp.wait_ready()
-        performer = Performer()
-        raw = raw_out("companion", "sysex")
+    with raw_rig(jack_server, monkeypatch, tmp_path, model_pkg, "sysex") as (
+            comp, performer, raw):
         raw.send_message(CUT)
         time.sleep(0.1)
         first = answer_latency(performer, comp)
@@ -144,20 +136,10 @@ def test_after_cut_sysex_garbage_and_a_flood_the_call_is_answered(
         time.sleep(0.5)
         wait_quiet(performer)
         after = answer_latency(performer, comp)
-    finally:
-        if raw is not None:
-            raw.delete()
-        rc = comp.stop()
-        time.sleep(0.3)
-        if performer is not None:
-            performer.close()
-    print(f"cut sysex: the call after it answered {first:.3f} s after its release; after "
-          f"garbage with F0s, no F7, and {sent} messages in {flood_s:.2f} s: {after:.3f} s")
-    assert rc == 0, "\n".join(comp.lines)
-    assert not [ln for ln in comp.lines if "Traceback" in ln], "\n".join(comp.lines)
-    for latency in (first, after):
-        assert latency < PHRASE_END_BEATS * BEAT + BEAT + 1.0
-    assert_all_off(performer.received())
+        print(f"cut sysex: the call after it answered {first:.3f} s after its release; after "
+              f"garbage with F0s, no F7, and {sent} messages in {flood_s:.2f} s: {after:.3f} s")
+        for latency in (first, after):
+            assert latency < PHRASE_END_BEATS * BEAT + BEAT + 1.0
 
 
 # -- in process ----------------------------------------------------------------------------
