@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from companion.midi.input import open_input
 
@@ -263,28 +264,27 @@ def open_ports(
     virtual ports), virtual ``client_name:input_name`` / ``:output_name`` otherwise.
     ``backend_name`` may be auto: the result says which system was chosen, for the rest."""
     backend_name, why = resolve_backend(backend_name)
-    backend = get_backend(backend_name)
+    get_backend(backend_name)  # a PortError naming the system if it cannot be had here
     label = LABELS[backend_name]
     if (input_query is None or output_query is None) and backend_name == "winmm":
         raise PortError(
             "Windows MM has no virtual ports: install a loopback driver (e.g. loopMIDI), create "
             "two ports there and name them with --input and --output (see `companion ports`)"
         )
-    ins, outs = list_ports(backend)
     inport = outport = None
     try:
-        with quiet_stderr():
-            if input_query is not None:
-                in_label = match_port(input_query, ins, "input", label)
-                inport = open_input(BACKENDS[backend_name], in_label)
-            if output_query is not None:
-                out_label = match_port(output_query, outs, "output", label)
-                outport = backend.open_output(out_label)
-            if inport is None:
-                inport = open_input(BACKENDS[backend_name], input_name, virtual=True,
-                                    client_name=client_name)
-            if outport is None:
-                outport = backend.open_output(output_name, virtual=True, client_name=client_name)
+        # named ports first, so that they never match our own virtual ports
+        if input_query is not None:
+            inport, in_label = open_port(backend_name, "input", input_query, client_name,
+                                         input_name)
+        if output_query is not None:
+            outport, out_label = open_port(backend_name, "output", output_query, client_name,
+                                           output_name)
+        if inport is None:
+            inport, in_label = open_port(backend_name, "input", None, client_name, input_name)
+        if outport is None:
+            outport, out_label = open_port(backend_name, "output", None, client_name,
+                                           output_name)
     except PortError:
         for p in (inport, outport):
             if p is not None:
@@ -295,13 +295,31 @@ def open_ports(
             if p is not None:
                 p.close()
         raise PortError(f"{label}: cannot open MIDI ports ({e})") from e
-    if input_query is None or output_query is None:
-        ins2, outs2 = list_ports(backend)
-    if input_query is None:
-        in_label = _own(outs2, client_name, input_name)
-    if output_query is None:
-        out_label = _own(ins2, client_name, output_name)
     return OpenPorts(inport, outport, in_label, out_label, backend_name, why)
+
+
+def open_port(backend_name: str, kind: str, query: str | None, client_name: str,
+              own_name: str) -> tuple[Any, str]:
+    """One open port of ``kind`` ("input" or "output") on a resolved backend, and the name
+    others see for it: the existing port that ``query`` matches (as --input/--output
+    match), or our own virtual port ``client_name:own_name`` for None."""
+    backend = get_backend(backend_name)
+    with quiet_stderr():
+        if query is not None:
+            ins, outs = list_ports(backend)
+            name = match_port(query, ins if kind == "input" else outs, kind,
+                              LABELS[backend_name])
+            if kind == "input":
+                return open_input(BACKENDS[backend_name], name), name
+            return backend.open_output(name), name
+        if kind == "input":
+            port = open_input(BACKENDS[backend_name], own_name, virtual=True,
+                              client_name=client_name)
+        else:
+            port = backend.open_output(own_name, virtual=True, client_name=client_name)
+    ins, outs = list_ports(backend)
+    # our input is an output port to the others, and the other way round
+    return port, _own(outs if kind == "input" else ins, client_name, own_name)
 
 
 def _own(names: list[str], client: str, port: str) -> str:

@@ -79,28 +79,6 @@ MAX_QUEUED = 20_000
 STAMP_WINDOW_S = 1.0
 
 
-def _open_port(backend_name: str, kind: str, query: str | None, client: str,
-               own: str) -> tuple[Any, str]:
-    """An open port of ``kind`` (input/output) and its name: the one whose name matches
-    ``query`` as --input/--output match, or our own virtual port ``client:own`` for None."""
-    from companion.midi import ports as mp
-    from companion.midi.input import open_input
-
-    backend = mp.get_backend(backend_name)
-    with mp.quiet_stderr():
-        if query is None:
-            if kind == "input":
-                return open_input(mp.BACKENDS[backend_name], own, virtual=True,
-                                  client_name=client), f"{client}:{own}"
-            return backend.open_output(own, virtual=True, client_name=client), f"{client}:{own}"
-        ins, outs = mp.list_ports(backend)
-        name = mp.match_port(query, ins if kind == "input" else outs, kind,
-                             mp.LABELS[backend_name])
-        if kind == "input":
-            return open_input(mp.BACKENDS[backend_name], name), name
-        return backend.open_output(name), name
-
-
 def _ends_notes(msg) -> bool:
     """Note-offs and All Notes/Sound Off: never dropped from a backlog (cheap, no model step,
     and dropping one would leave a key held in the listener or an echoed note sounding)."""
@@ -501,9 +479,11 @@ class Live:
                               f"(in-process ports)")
         if query is not None and (not isinstance(query, str) or not query.strip()):
             raise ConfigError(f"{kind}: expected a port name or null, got {query!r}")
+        from companion.midi.ports import open_port
+
         m = self.cfg.midi
         try:
-            port, label = _open_port(self.backend, kind, query, m.client_name,
+            port, label = open_port(self.backend, kind, query, m.client_name,
                                      m.input_name if kind == "input" else m.output_name)
         except Exception as e:  # noqa: BLE001 - PortError, or the MIDI system's own
             raise ConfigError(f"{kind}: {e}") from e
