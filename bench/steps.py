@@ -33,6 +33,7 @@ class _TfStep:
         import keras
         import tensorflow as tf
 
+        from companion.engine.model import DEFAULT_POSITION
         from train.export import read_step
 
         # one thread each, as the ONNX session has: the step is too small to share out
@@ -42,12 +43,20 @@ class _TfStep:
         v, e = w.embedding.shape
         self.layers, self.units = len(w.lstm), w.units
         h_units = self.units
+        # a format-2 step takes the position StepModel.step feeds when given none
+        pe = w.position_embedding
+        self.position = DEFAULT_POSITION
 
         emb = keras.layers.Embedding(v, e)
         emb.build((None,))
         emb.set_weights([w.embedding])
+        pemb = None
+        if pe is not None:
+            pemb = keras.layers.Embedding(*pe.shape)
+            pemb.build((None,))
+            pemb.set_weights([pe])
         cells = []
-        d = e
+        d = e + (0 if pe is None else pe.shape[1])
         for k, r, b in w.lstm:
             cell = keras.layers.LSTMCell(h_units)
             cell.build((None, d))
@@ -61,6 +70,8 @@ class _TfStep:
         @tf.function(reduce_retracing=True)
         def step(tok, h, c):
             x = emb(tok)
+            if pemb is not None:
+                x = tf.concat([x, pemb(tf.fill(tf.shape(tok), self.position))], axis=-1)
             hs, cs = [], []
             for i, cell in enumerate(cells):
                 x, (hn, cn) = cell(x, [h[i], c[i]])
@@ -77,6 +88,11 @@ class _TfStep:
         state_in = [keras.Input(shape=(h_units,), batch_size=1, name=f"s{i}")
                     for i in range(2 * self.layers)]
         x = keras.layers.Embedding(v, e, name="embedding")(tok_in)
+        pos_in = []
+        if pe is not None:
+            pos_in = [keras.Input(shape=(1,), dtype="int32", batch_size=1, name="position")]
+            p = keras.layers.Embedding(*pe.shape, name="position_embedding")(pos_in[0])
+            x = keras.layers.Concatenate()([x, p])
         state_out = []
         for i in range(self.layers):
             x, hn, cn = keras.layers.LSTM(
@@ -84,8 +100,11 @@ class _TfStep:
             )(x, initial_state=[state_in[2 * i], state_in[2 * i + 1]])
             state_out += [hn, cn]
         logits = keras.layers.Dense(v, name="logits")(x)
-        self.keras_model = keras.Model([tok_in, *state_in], [logits, *state_out])
+        self.keras_model = keras.Model([tok_in, *pos_in, *state_in], [logits, *state_out])
         self.keras_model.get_layer("embedding").set_weights([w.embedding])
+        if pe is not None:
+            self.keras_model.get_layer("position_embedding").set_weights([pe])
+        self._positions = [np.array([[self.position]], np.int32)] if pe is not None else []
         for i, (k, r, b) in enumerate(w.lstm):
             self.keras_model.get_layer(f"lstm{i}").set_weights([k, r, b])
         self.keras_model.get_layer("logits").set_weights([w.dense_kernel, w.dense_bias])
@@ -97,7 +116,7 @@ class _TfStep:
         return logits
 
     def keras_call(self, token: int) -> np.ndarray:
-        out = self.keras_model([np.array([[token]], np.int32), *self.states])
+        out = self.keras_model([np.array([[token]], np.int32), *self._positions, *self.states])
         self.states = [np.asarray(s) for s in out[1:]]
         return np.asarray(out[0])
 

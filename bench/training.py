@@ -60,20 +60,23 @@ def _train_throughput(corpus: Corpus, plan: Plan, quiet: bool,
     import keras
 
     from companion.encoding.curves import Vocabulary
-    from train.dataset import encode, melody_curves, tf_dataset, windows
+    from train.dataset import BAR_HIDDEN, encode, melody_curves, tf_dataset, windows
     from train.model import ModelConfig, build, compile_model
     from train.train import parse_args
 
     defaults = parse_args(["--corpus", "x", "--out", "x"])
-    curves = [melody_curves(m) for m in corpus.melodies if len(m) >= 2]
+    melodies = [m for m in corpus.melodies if len(m) >= 2]
+    curves = [melody_curves(m) for m in melodies]
     vocab = Vocabulary.build(curves)
-    x, y, w = windows(encode(curves, vocab), defaults.window)
+    x, y, w, p = windows(encode(curves, vocab), defaults.window,
+                         [m.positions() for m in melodies])
     batch = defaults.batch
-    batches = iter(tf_dataset(x, y, w, batch, shuffle=True, seed=0, per_token=True).repeat())
+    batches = iter(tf_dataset(x, y, w, batch, shuffle=True, seed=0, per_token=True,
+                              positions=p, bar_hidden=BAR_HIDDEN).repeat())
     keras.utils.set_random_seed(0)
     v = max(vocab.size, vocab_size)
     model = build(ModelConfig(v, defaults.embed, defaults.units, defaults.layers,
-                              defaults.dropout))
+                              defaults.dropout, defaults.position_embed))
     compile_model(model, defaults.lr)
     log(f"bench: training {plan.train_batches} batches of {batch} windows", quiet)
     for _ in range(2):  # tracing

@@ -90,6 +90,7 @@ class TimeConfig:
 
     clock: str = _choice("follow", "follow", "ignore", "link", "auto")
     link_quantum: int = _num(1, 16, 4)
+    meter: int | None = field(default=None, metadata={"range": (1, 8)})
     link_lead: bool = False
     clock_port: str | None = None
     clock_window_ticks: int = _num(6, 384, 48)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from support import EngineRig, make_config
 
+from companion.encoding import meter
 from companion.encoding.curves import curve
 
 TEMPO = 120.0
@@ -30,7 +31,8 @@ def cfg(model_pkg, **answer):
 
 def test_one_step_per_melody_note(model, model_pkg):
     rig = EngineRig(model, cfg(model_pkg))
-    assert rig.engine.steps == 1  # bos
+    # bos: at once, or (a positional model) at the first note, with that note's position
+    assert rig.engine.steps == (0 if model.positional else 1)
     rig.play(CALL, velocity=touch)
     assert rig.engine.steps == 1 + len(CALL) - 1  # the first note has no curve yet
     # a chord is one melody note; a higher note in the window re-takes that one step
@@ -124,21 +126,23 @@ def test_barge_in_stops_the_answer_and_keeps_the_state_of_what_was_played(model,
     rig.player.flush()
     assert not any(m.type == "note_on" for tt, m in rig.sent if tt > t)
 
-    # the state is the call, then the k answer notes that sounded, then the new note
+    # the state is the call, then the k answer notes that sounded, then the new note, each
+    # at its onset's position on the call's grid (meter unknown: the phase in the beat)
     fresh = StepModel(model.dir)
     st = fresh.zero_state()
-    fresh.step(fresh.vocab.bos, st)
+    fresh.step(fresh.vocab.bos, st, meter.position(0.0))
     melody = [(p, s * BEAT) for p, s, _ in CALL] + [
         (n.pitch, n.start) for n in answer.notes[:k]]
     anchor = 0.0
     for i in range(1, len(CALL)):
         (p0, t0), (p1, t1) = melody[i - 1], melody[i]
         fresh.step(fresh.vocab.token(*curve(p0, (t0 - anchor) / BEAT, p1, (t1 - anchor) / BEAT)),
-                   st)
-    for tok in answer.tokens[:k]:
-        fresh.step(tok, st)
+                   st, meter.position((t1 - anchor) / BEAT))
+    for tok, note in zip(answer.tokens[:k], answer.notes[:k], strict=True):
+        fresh.step(tok, st, meter.position((note.start - anchor) / BEAT))
     p0, t0 = melody[-1]
-    fresh.step(fresh.vocab.token(*curve(p0, (t0 - t) / BEAT, 64, 0.0)), st)
+    # the new note starts a call: its grid's origin
+    fresh.step(fresh.vocab.token(*curve(p0, (t0 - t) / BEAT, 64, 0.0)), st, meter.position(0.0))
     np.testing.assert_allclose(rig.engine.state.h, st.h, atol=1e-5)
     np.testing.assert_allclose(rig.engine.state.c, st.c, atol=1e-5)
 

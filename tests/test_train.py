@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT, write_tune
+from support import ROOT, tunes, write_tune
 
 from companion.encoding.curves import Vocabulary
 from companion.engine.model import StepModel
@@ -58,8 +58,8 @@ def test_package_has_contract_files(trained):
 def test_onnx_step_signature_and_vocab_size_agree(trained):
     out, _ = trained
     m = StepModel(out)
-    names = {i.name: i for i in m.session.get_inputs()}
-    assert set(names) == {"token", "h", "c"}
+    assert [i.name for i in m.session.get_inputs()] == ["token", "position", "h", "c"]
+    assert m.positional
     assert [o.name for o in m.session.get_outputs()] == ["logits", "h_out", "c_out"]
     assert m.vocab_size == Vocabulary.load(out / "vocab.json").size
     assert m.layers == 2 and m.units == 24
@@ -72,10 +72,16 @@ def test_card_records_corpora_sizes_parity_and_baselines(trained, small_corpus):
     assert card["extraction"].startswith("melody part")  # which melody line it learned from
     assert card["corpus_sizes"]["melodies"] == 12
     assert card["onnx"]["parity_max_abs_diff"] <= 1e-4
+    assert card["format"] == 2
+    assert card["position"] == {"phases": 12, "bar_quarters": 8, "size": 108}
+    assert card["model"]["position_embed"] == 16
+    assert card["training"]["bar_hidden"] == 0.3
+    assert np.isfinite(card["training"]["best_val_nll_bar_hidden"])
     assert card["training"]["epochs_run"] == 3
     fig = card["held_out"]["test_split"]
     assert set(fig["baselines"]) == {"unigram", "kn2", "kn3", "kn5"}
     assert fig["lstm"]["nll"] > 0 and 0 <= fig["lstm"]["top1"] <= 1
+    assert fig["lstm_bar_hidden"]["tokens"] == fig["lstm"]["tokens"]
     held = card["held_out"][str(small_corpus / "held")]
     assert held["songs"] == 2 and held["held_out"] == "whole corpus"
 
@@ -107,29 +113,47 @@ def test_evaluate_command_prints_figures_beside_baselines(trained, small_corpus)
 
 @pytest.mark.tensorflow
 def test_onnx_step_reproduces_keras_over_whole_melodies(small_corpus):
-    """The exported step, fed token by token with its state, gives Keras's full-sequence logits."""
+    """The exported step, fed token by token (and position) with its state, gives Keras's
+    full-sequence logits."""
     import keras
 
     from train.corpus import load_corpus
-    from train.dataset import encode, melody_curves, tf_dataset, windows
+    from train.dataset import BAR_HIDDEN, encode, melody_curves, tf_dataset, windows
     from train.export import StepWeights, write_step
     from train.model import ModelConfig, build, compile_model
     from train.train import check_parity
 
     mels = load_corpus([str(small_corpus / "train")], progress=False).melodies
+    mels += [m for m in tunes(19, 4)]  # ABC tunes: bars known
     curves = [melody_curves(m) for m in mels]
     vocab = Vocabulary.build(curves)
     seqs = encode(curves, vocab)
+    pos = [m.positions() for m in mels]
     keras.utils.set_random_seed(1)
-    model = build(ModelConfig(vocab.size, embed=12, units=40, layers=3, dropout=0.1))
+    model = build(ModelConfig(vocab.size, embed=12, units=40, layers=3, dropout=0.1,
+                              position_embed=6))
     compile_model(model, 3e-3)
-    model.fit(tf_dataset(*windows(seqs, 64), batch=8, shuffle=True, seed=1), epochs=1, verbose=0)
+    x, y, w, p = windows(seqs, 64, pos)
+    model.fit(tf_dataset(x, y, w, batch=8, shuffle=True, seed=1, positions=p,
+                         bar_hidden=BAR_HIDDEN), epochs=1, verbose=0)
     pkg = small_corpus / "parity_pkg"
     write_step(StepWeights.from_keras(model), pkg / "model.onnx")
     vocab.save(pkg / "vocab.json")
-    worst = check_parity(model, StepModel(pkg), seqs[:4])  # whole songs, hundreds of steps
-    assert sum(len(s) for s in seqs[:4]) > 300
+    step = StepModel(pkg)
+    assert step.positional
+    songs = [0, 1, len(mels) - 2, len(mels) - 1]  # whole songs, hundreds of steps
+    known = [(q // 12 < 8).mean() for q in pos]
+    assert known[0] == 0 and known[-1] == 1  # MIDI without meter; ABC with it
+    worst = check_parity(model, step, [seqs[i] for i in songs], [pos[i] for i in songs])
+    assert sum(len(seqs[i]) for i in songs) > 300
     assert worst <= 1e-4
+    # the positions matter to both: the same song with its bars hidden gives other logits
+    state = step.zero_state()
+    a = [step.step(int(t), state, int(q)) for t, q in zip(seqs[-1], pos[-1], strict=True)]
+    state = step.zero_state()
+    b = [step.step(int(t), state, 96 + int(q) % 12) for t, q in zip(seqs[-1], pos[-1],
+                                                                      strict=True)]
+    assert np.abs(np.array(a) - np.array(b)).max() > 1e-3
 
 
 def test_unreadable_file_is_skipped_named_and_counted(small_corpus, tmp_path):

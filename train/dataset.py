@@ -2,7 +2,9 @@
 
 Windows hold a song's tokens with labels shifted by ONE step (the tutorial shifted by
 the window length). Short windows are padded, and the padded positions carry zero
-weight in the loss: no real token stands in for padding.
+weight in the loss: no real token stands in for padding. Beside each token goes the
+metrical position of its note's onset (``companion.encoding.meter``; ``Melody.positions``):
+``bos`` takes the first note's, a curve's token the note it arrives at.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from companion.encoding import meter
 from companion.encoding.curves import Vocabulary, curves_from_notes
 from companion.encoding.melody import Melody
+
+#: The share of training windows whose bar is hidden (``meter.hide_bar``), drawn afresh each
+#: epoch: the model then also serves calls of unknown meter.
+BAR_HIDDEN = 0.3
 
 
 def melody_curves(m: Melody) -> np.ndarray:
@@ -74,6 +81,10 @@ class Songs:
     duplicates: int  # melodies dropped as exact copies of an earlier one
     melodies: list[Melody]  # the melody of each of ``curves``
 
+    def positions(self) -> list[np.ndarray]:
+        """The position of each song's steps (``Melody.positions``), parallel to its tokens."""
+        return [m.positions() for m in self.melodies]
+
 
 def prepare(melodies: Sequence[Melody], seed: int, val_frac: float, test_frac: float) -> Songs:
     """Melodies with at least one curve, exact duplicates dropped, split by tune family.
@@ -105,25 +116,32 @@ def encode(songs: Sequence[np.ndarray], vocab: Vocabulary) -> list[np.ndarray]:
     return [vocab.encode(c) for c in songs]
 
 
-def windows(seqs: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(inputs, labels, weights)``, each ``[N, length]``: labels[t] = inputs[t+1] of the song.
+def windows(seqs: Sequence[np.ndarray], length: int,
+            positions: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+    """``(inputs, labels, weights)``, each ``[N, length]``: labels[t] = inputs[t+1] of the song;
+    with ``positions`` (one array per song, parallel to its tokens) a fourth array, the
+    positions of the inputs.
 
     A song longer than ``length`` + 1 tokens is cut into consecutive windows.
     """
-    xs, ys, ws = [], [], []
-    for s in seqs:
+    if positions is not None and [len(p) for p in positions] != [len(s) for s in seqs]:
+        raise ValueError("windows: positions must be parallel to the token sequences")
+    xs, ys, ws, ps = [], [], [], []
+    for k, s in enumerate(seqs):
         for start in range(0, len(s) - 1, length):
-            x = s[start : start + length]
             y = s[start + 1 : start + length + 1]
-            x = x[: len(y)]
             n = len(y)
             pad = length - n
-            xs.append(np.pad(x, (0, pad)))
+            xs.append(np.pad(s[start : start + n], (0, pad)))
             ys.append(np.pad(y, (0, pad)))
             ws.append(np.pad(np.ones(n, np.float32), (0, pad)))
+            if positions is not None:
+                ps.append(np.pad(positions[k][start : start + n], (0, pad)))
     if not xs:
-        return (np.zeros((0, length), np.int32),) * 2 + (np.zeros((0, length), np.float32),)
-    return np.array(xs, np.int32), np.array(ys, np.int32), np.array(ws, np.float32)
+        empty = (np.zeros((0, length), np.int32),) * 2 + (np.zeros((0, length), np.float32),)
+        return empty if positions is None else (*empty, np.zeros((0, length), np.int32))
+    out = (np.array(xs, np.int32), np.array(ys, np.int32), np.array(ws, np.float32))
+    return out if positions is None else (*out, np.array(ps, np.int32))
 
 
 #: Batches gather windows of about one length (these bounds, in tokens) and are cut to
@@ -132,9 +150,14 @@ def windows(seqs: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.nda
 BUCKETS = (16, 32, 48, 64, 72, 80, 88, 96, 104, 112, 120)
 
 
-def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int, per_token: bool = False):
+def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int, per_token: bool = False,
+               positions=None, bar_hidden: float = 0.0):
     """A ``tf.data`` pipeline of ``(inputs, labels, weights)`` batches of windows of about
     one length (``BUCKETS``), each batch cut to its longest window; reshuffled every epoch.
+    With ``positions`` (``[N, length]``, parallel to ``x``) the inputs are
+    ``{"tokens", "positions"}``, and each window has its bar hidden (``meter.hide_bar``)
+    with probability ``bar_hidden``, drawn afresh each time the data set is run through
+    (each epoch), from ``seed``.
 
     Keras averages a batch's loss over all its positions, padding included, so that a real
     token of a batch of short windows would weigh more than one of a batch of long ones.
@@ -145,13 +168,28 @@ def tf_dataset(x, y, w, batch: int, shuffle: bool, seed: int, per_token: bool = 
     import tensorflow as tf
 
     n = w.sum(axis=1).astype(np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, w, n))
+    p = np.zeros_like(x) if positions is None else np.asarray(positions, np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, p, y, w, n))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda x, y, w, n: (x[:n], y[:n], w[:n]))
+    if positions is not None and bar_hidden > 0:
+        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        below = int(bar_hidden * 2**31)
+
+        def hide(window, r):
+            x, p, y, w, n = window
+            hidden = meter.UNKNOWN_BAR * meter.PHASES + p % meter.PHASES
+            return x, tf.where(r % 2**31 < below, hidden, p), y, w, n
+
+        ds = tf.data.Dataset.zip((ds, draws)).map(hide)
+    ds = ds.map(lambda x, p, y, w, n: (x[:n], p[:n], y[:n], w[:n]))
     ds = ds.bucket_by_sequence_length(
-        lambda x, y, w: tf.shape(x)[0], [b + 1 for b in BUCKETS], [batch] * (len(BUCKETS) + 1))
+        lambda x, p, y, w: tf.shape(x)[0], [b + 1 for b in BUCKETS], [batch] * (len(BUCKETS) + 1))
     if per_token:
-        ds = ds.map(lambda x, y, w: (x, y, w * tf.cast(tf.size(w), tf.float32)
-                                     / tf.maximum(tf.reduce_sum(w), 1.0)))
+        ds = ds.map(lambda x, p, y, w: (x, p, y, w * tf.cast(tf.size(w), tf.float32)
+                                        / tf.maximum(tf.reduce_sum(w), 1.0)))
+    if positions is None:
+        ds = ds.map(lambda x, p, y, w: (x, y, w))
+    else:
+        ds = ds.map(lambda x, p, y, w: ({"tokens": x, "positions": p}, y, w))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -6,6 +6,8 @@ use one definition: every token after ``bos`` is predicted from its history, in 
 
 Held-out songs: with the package's own training corpora, the test split recorded in the
 card (same seed and fractions as training); with any other corpus, all of its melodies.
+A model that takes metrical positions (format 2) is fed each note's (``Melody.positions``):
+its figures are with the bar as the score has it, and again with every bar hidden.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from companion.encoding import meter
 from companion.encoding.curves import Vocabulary
 from companion.encoding.melody import Melody
 from companion.engine.model import ModelError, StepModel
@@ -46,18 +49,26 @@ def _fixed_batch(step_model) -> int | None:
     return None
 
 
-def lstm_score(step_model, seqs: Sequence[np.ndarray], batch: int = 64) -> dict:
-    """The step model's nll/ppl/top1 over ``seqs``, many songs stepping together.
+def lstm_score(step_model, seqs: Sequence[np.ndarray], batch: int = 64,
+               positions: Sequence[np.ndarray] | None = None) -> dict:
+    """The step model's nll/ppl/top1 over ``seqs``, many songs stepping together; a model
+    that takes positions (``positional``) is fed ``positions`` (parallel to ``seqs``).
 
     Each of ``batch`` slots runs one song from a zero state; a finished slot takes the next
     song (longest first) with its state reset, and slots left without a song are dropped,
     so no step is spent on padding. Same definition as ``train.ngram.score``.
     """
-    songs = [np.asarray(s, np.int64) for s in seqs if len(s) >= 2]
+    if positions is not None and [len(p) for p in positions] != [len(s) for s in seqs]:
+        raise ValueError("lstm_score: positions must be parallel to the token sequences")
+    positional = positions is not None and getattr(step_model, "positional", False)
+    keep = [i for i, s in enumerate(seqs) if len(s) >= 2]
+    songs = [np.asarray(seqs[i], np.int64) for i in keep]
     if not songs:
         raise ValueError("nothing to score: no sequence has a token after bos")
     lens = np.array([len(s) for s in songs], np.int64)
     flat = np.concatenate(songs)
+    flat_pos = np.concatenate([np.asarray(positions[i], np.int64) for i in keep]) \
+        if positional else None
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
     queue = list(np.argsort(-lens, kind="stable"))[::-1]  # pop() takes the longest first
     fixed = _fixed_batch(step_model)
@@ -74,7 +85,11 @@ def lstm_score(step_model, seqs: Sequence[np.ndarray], batch: int = 64) -> dict:
         live = song >= 0
         at = np.where(live, starts[np.maximum(song, 0)] + pos, 0)
         tokens = np.where(live, flat[at], 0)
-        logits, h, c = step_model.run_batch(tokens, h, c)
+        if flat_pos is None:
+            logits, h, c = step_model.run_batch(tokens, h, c)
+        else:
+            logits, h, c = step_model.run_batch(tokens, h, c,
+                                                positions=np.where(live, flat_pos[at], 0))
         rows = np.flatnonzero(live)
         lg = np.asarray(logits, np.float64)[rows]
         target = flat[at[rows] + 1]
@@ -117,15 +132,24 @@ def baselines(train_seqs: Sequence[np.ndarray], test_seqs: Sequence[np.ndarray],
     return out
 
 
-def figures(step_model, train_seqs: Sequence[np.ndarray], test_seqs: Sequence[np.ndarray]) -> dict:
-    """LSTM and baseline scores on ``test_seqs``, and how far the LSTM is below the best."""
+def figures(step_model, train_seqs: Sequence[np.ndarray], test_seqs: Sequence[np.ndarray],
+            test_positions: Sequence[np.ndarray] | None = None) -> dict:
+    """LSTM and baseline scores on ``test_seqs``, and how far the LSTM is below the best;
+    a model that takes positions is fed ``test_positions`` (``lstm``), and the same with
+    every bar hidden (``lstm_bar_hidden``)."""
     t = time.time()
-    lstm = lstm_score(step_model, test_seqs)
+    lstm = lstm_score(step_model, test_seqs, positions=test_positions)
     log.info("  LSTM     %.3f nats/token (%.1f s)", lstm["nll"], time.time() - t)
+    hidden = {}
+    if test_positions is not None and getattr(step_model, "positional", False):
+        hidden["lstm_bar_hidden"] = lstm_score(
+            step_model, test_seqs, positions=[meter.hide_bar(p) for p in test_positions])
+        log.info("  LSTM     %.3f nats/token, bars hidden", hidden["lstm_bar_hidden"]["nll"])
     base = baselines(train_seqs, test_seqs, step_model.vocab.size)
     best = min(base, key=lambda k: base[k]["nll"])
     return {
         "lstm": lstm,
+        **hidden,
         "baselines": base,
         "best_baseline": best,
         "lstm_vs_best_pct": 100.0 * (base[best]["nll"] - lstm["nll"]) / base[best]["nll"],
@@ -164,6 +188,10 @@ class HeldOut:
     train: list[np.ndarray]  # token sequences of the card's training split
     test: list[np.ndarray]  # token sequences of the held-out songs
     melodies: list[Melody]  # the melody of each of ``test``
+
+    def positions(self) -> list[np.ndarray]:
+        """The metrical positions of each of ``test``, parallel to its tokens."""
+        return [m.positions() for m in self.melodies]
 
 
 def held_out_data(step: StepModel, specs: Sequence[str], workers: int | None = None,
@@ -214,7 +242,7 @@ def held_out(model: str | Path | StepModel, specs: Sequence[str], workers: int |
     step = model if isinstance(model, StepModel) else StepModel(model)
     data = held_out_data(step, specs, workers, use_cache, progress)
     log.info("scoring %d held-out songs (%s)", len(data.test), data.kind)
-    fig = figures(step, data.train, data.test)
+    fig = figures(step, data.train, data.test, data.positions())
     return {"corpus": list(specs), "held_out": data.kind, "songs": len(data.test),
             "tokens": fig["lstm"]["tokens"], **fig}
 
@@ -227,6 +255,8 @@ def format_table(result: dict) -> str:
         f"{'model':<12}{'nats/token':>12}{'perplexity':>12}{'top-1':>9}",
     ]
     rows = [("LSTM", result["lstm"])]
+    if "lstm_bar_hidden" in result:
+        rows.append(("LSTM no bar", result["lstm_bar_hidden"]))
     rows += [(BASELINES[k], v) for k, v in result["baselines"].items()]
     for name, s in rows:
         lines.append(f"{name:<12}{s['nll']:>12.3f}{s['ppl']:>12.2f}{s['top1']:>9.1%}")

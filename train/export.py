@@ -1,8 +1,10 @@
 """One LSTM step as an ONNX graph, with the state as explicit inputs and outputs.
 
 The graph is written op by op from the Keras weights rather than converted: the
-live model must be exactly `token, h, c -> logits, h_out, c_out` (docs/interface.md), and a
+live model must be exactly `token, position, h, c -> logits, h_out, c_out` (format 2; a
+model without a position embedding: `token, h, c`, format 1; docs/interface.md), and a
 converter would export the whole sequence loop with its state hidden inside.
+The LSTM's input is the token's embedding, then the position's (model.py's Concatenate).
 Keras gate order is i, f, c (candidate), o; one MatMul per layer over [x, h].
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from companion.encoding import meter
 from companion.encoding.curves import write_atomic
 
 OPSET = 17
@@ -20,26 +23,44 @@ OPSET = 17
 
 @dataclass
 class StepWeights:
-    """Weights of Embedding -> LSTM x L -> Dense, as numpy arrays in Keras layout."""
+    """Weights of Embedding (and position Embedding) -> LSTM x L -> Dense, as numpy arrays
+    in Keras layout."""
 
     embedding: np.ndarray  # [V, E]
     #: per layer: kernel [in, 4H], recurrent kernel [H, 4H], bias [4H]
     lstm: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     dense_kernel: np.ndarray  # [H, V]
     dense_bias: np.ndarray  # [V]
+    position_embedding: np.ndarray | None = None  # [meter.SIZE, P]; None: format 1
 
     @property
     def units(self) -> int:
         return self.lstm[0][1].shape[0]
 
+    @property
+    def format(self) -> int:
+        """The package format of the step: 2 with a position input, else 1."""
+        return meter.FORMAT if self.position_embedding is not None else 1
+
+    def card(self) -> dict:
+        """What card.json says of the step's inputs: its format and the position's grid
+        (none for format 1)."""
+        from companion.engine.model import POSITION_CARD
+
+        if self.position_embedding is None:
+            return {}
+        return {"format": meter.FORMAT, "position": dict(POSITION_CARD)}
+
     @classmethod
     def random(
-        cls, vocab_size: int, embed: int = 16, units: int = 32, layers: int = 2, seed: int = 0
+        cls, vocab_size: int, embed: int = 16, units: int = 32, layers: int = 2, seed: int = 0,
+        position_embed: int = 16,
     ) -> StepWeights:
-        """Small random weights: test packages without TensorFlow."""
+        """Small random weights: test packages without TensorFlow (``position_embed`` 0:
+        format 1, no position input)."""
         rng = np.random.default_rng(seed)
         lstm = []
-        d_in = embed
+        d_in = embed + position_embed
         for _ in range(layers):
             lstm.append(
                 (
@@ -54,13 +75,17 @@ class StepWeights:
             lstm=lstm,
             dense_kernel=rng.normal(0, 0.5, (units, vocab_size)).astype(np.float32),
             dense_bias=rng.normal(0, 0.1, (vocab_size,)).astype(np.float32),
+            position_embedding=rng.normal(0, 1, (meter.SIZE, position_embed)).astype(np.float32)
+            if position_embed else None,
         )
 
     @classmethod
     def from_keras(cls, model) -> StepWeights:
         import keras
 
-        emb = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+        emb = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)
+               and layer.name != "position_embedding"]
+        pos = [layer for layer in model.layers if layer.name == "position_embedding"]
         lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
         dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         if len(emb) != 1 or not lstms or len(dense) != 1:
@@ -82,6 +107,7 @@ class StepWeights:
             ],
             dense_kernel=np.asarray(dense[0].kernel.numpy(), np.float32),
             dense_bias=np.asarray(dense[0].bias.numpy(), np.float32),
+            position_embedding=np.asarray(pos[0].embeddings.numpy(), np.float32) if pos else None,
         )
 
 
@@ -98,7 +124,8 @@ def read_step(path: str | Path) -> StepWeights:
         units = w.shape[1] // 4
         lstm.append((w[:-units], w[-units:], b))
         i += 1
-    return StepWeights(init["embedding"], lstm, init["dense_kernel"], init["dense_bias"])
+    return StepWeights(init["embedding"], lstm, init["dense_kernel"], init["dense_bias"],
+                       init.get("position_embedding"))
 
 
 def build_step(w: StepWeights):
@@ -116,6 +143,13 @@ def build_step(w: StepWeights):
         numpy_helper.from_array(np.array([0], np.int64), "axis0"),
     ]
     nodes = [helper.make_node("Gather", ["embedding", "token"], ["x0"], axis=0)]
+    if w.position_embedding is not None:
+        inits.append(numpy_helper.from_array(w.position_embedding, "position_embedding"))
+        nodes = [
+            helper.make_node("Gather", ["embedding", "token"], ["x_token"], axis=0),
+            helper.make_node("Gather", ["position_embedding", "position"], ["x_position"], axis=0),
+            helper.make_node("Concat", ["x_token", "x_position"], ["x0"], axis=1),
+        ]
     h_parts = [f"h{i}" for i in range(L)]
     c_parts = [f"c{i}" for i in range(L)]
     nodes += [
@@ -165,6 +199,8 @@ def build_step(w: StepWeights):
         "lstm_step",
         inputs=[
             helper.make_tensor_value_info("token", i64, ["B"]),
+            *([helper.make_tensor_value_info("position", i64, ["B"])]
+              if w.position_embedding is not None else []),
             helper.make_tensor_value_info("h", f32, [L, "B", H]),
             helper.make_tensor_value_info("c", f32, [L, "B", H]),
         ],

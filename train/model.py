@@ -1,7 +1,10 @@
-"""The melody model: Embedding -> stacked LSTM -> Dense over the curve vocabulary.
+"""The melody model: the token's embedding beside its metrical position's -> stacked LSTM
+-> Dense over the curve vocabulary.
 
 It outputs logits (softmax cross-entropy over the next token). train/export.py turns
-one step of it into the ONNX model the companion runs.
+one step of it into the ONNX model the companion runs. The position
+(``companion.encoding.meter``, one of ``meter.SIZE`` ids) is the model's second input;
+``position_embed`` 0 builds the model of tokens alone (package format 1).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ class ModelConfig:
     units: int = 256
     layers: int = 2
     dropout: float = 0.25
+    position_embed: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -26,13 +30,21 @@ def build(cfg: ModelConfig):
     import keras
     from keras import layers
 
+    from companion.encoding import meter
+
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = layers.Embedding(cfg.vocab_size, cfg.embed, name="embedding")(tokens)
+    inputs = tokens
+    if cfg.position_embed:
+        positions = keras.Input(shape=(None,), dtype="int32", name="positions")
+        p = layers.Embedding(meter.SIZE, cfg.position_embed, name="position_embedding")(positions)
+        x = layers.Concatenate(name="token_and_position")([x, p])
+        inputs = {"tokens": tokens, "positions": positions}
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, name=f"lstm{i}")(x)
         x = layers.Dropout(cfg.dropout, name=f"dropout{i}")(x)
     logits = layers.Dense(cfg.vocab_size, name="logits")(x)
-    return keras.Model(tokens, logits, name="melody_lstm")
+    return keras.Model(inputs, logits, name="melody_lstm")
 
 
 #: The last this fraction of a run's steps decays the learning rate linearly to 1% of it.

@@ -26,7 +26,7 @@ import numpy as np
 from companion.encoding.curves import Vocabulary, write_atomic
 from companion.encoding.melody import EXTRACTION
 from train.corpus import CorpusError, load_corpus
-from train.dataset import encode, prepare, tf_dataset, windows
+from train.dataset import BAR_HIDDEN, encode, prepare, tf_dataset, windows
 from train.model import ModelConfig
 
 log = logging.getLogger("train")
@@ -34,8 +34,9 @@ log = logging.getLogger("train")
 PARITY_TOL = 1e-4
 #: Bumped when training changes what it does with the same settings (a work folder of an
 #: earlier procedure is not resumed): 2 = length buckets, hold-then-decay schedule;
-#: 3 = early stopping only once the decay has begun.
-PROCEDURE = 3
+#: 3 = early stopping only once the decay has begun; 4 = metrical positions beside the
+#: tokens, bars hidden in BAR_HIDDEN of the training windows.
+PROCEDURE = 4
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--units", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.25)
+    p.add_argument("--position-embed", type=int, default=16,
+                   help="width of the metrical position's embedding (0: no position input, "
+                        "a format-1 package)")
     p.add_argument("--lr", type=float, default=1e-2,
                    help="learning rate, held, then decayed linearly to 1%% of it over the "
                         "last quarter of --epochs")
@@ -97,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     curves, split = songs.curves, songs.split
     vocab = Vocabulary.build(curves[i] for i in split.train)
     seqs = encode(curves, vocab)
+    pos = songs.positions()
     tr, va, te = ([seqs[i] for i in idx] for idx in (split.train, split.val, split.test))
+    ptr, pva, pte = ([pos[i] for i in idx] for idx in (split.train, split.val, split.test))
     parts = (("train", tr), ("val", va), ("test", te))
     n_tok = {k: int(sum(len(s) - 1 for s in v)) for k, v in parts}
     log.info("vocabulary: %d curves + %d specials; tokens %s", len(vocab.curves),
@@ -107,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     keras.utils.set_random_seed(args.seed)
-    mcfg = ModelConfig(vocab.size, args.embed, args.units, args.layers, args.dropout)
+    if args.position_embed < 0:
+        raise ValueError(f"--position-embed: expected 0 or more, got {args.position_embed}")
+    mcfg = ModelConfig(vocab.size, args.embed, args.units, args.layers, args.dropout,
+                       args.position_embed)
     run_key = _run_key(args, vocab)
     _prepare_work(work, run_key)
-    history, train_s = _fit(args, mcfg, tr, va, work)
+    history, train_s = _fit(args, mcfg, tr, va, ptr, pva, work)
     model = _load_best(mcfg, work)
+    val_hidden = _val_nll_bar_hidden(args, model, va, pva) if mcfg.position_embed else None
 
     # -- export, check, evaluate into a staging folder, then swap ---------------------------
     from companion.engine.model import StepModel
@@ -121,15 +131,17 @@ def run(args: argparse.Namespace) -> int:
     stage = out.parent / f".{out.name}.new"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    write_step(StepWeights.from_keras(model), stage / "model.onnx")
+    weights = StepWeights.from_keras(model)
+    write_step(weights, stage / "model.onnx")
     vocab.save(stage / "vocab.json")
     step = StepModel(stage)
-    parity = check_parity(model, step, va[:8] or tr[:8])
+    parity = check_parity(model, step, va[:8] or tr[:8], pva[:8] or ptr[:8])
     log.info("ONNX step vs Keras: max |logit difference| %.2e", parity)
     if parity > PARITY_TOL:
         raise ValueError(f"ONNX export differs from Keras by {parity:.2e} (> {PARITY_TOL})")
-    test_fig = figures(step, tr, te) if te else None
+    test_fig = figures(step, tr, te, pte) if te else None
     card = {
+        **weights.card(),
         **({"idiom": args.idiom} if args.idiom else {}),
         "corpora": list(args.corpus),
         "extraction": EXTRACTION,
@@ -141,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         "model": mcfg.to_dict(),
         "training": {"epochs_run": len(history), "best_epoch": _best_epoch(history),
                      "best_val_nll": min((h["val_nll"] for h in history), default=None),
+                     **({"best_val_nll_bar_hidden": val_hidden, "bar_hidden": BAR_HIDDEN}
+                        if mcfg.position_embed else {}),
                      "batch": args.batch, "window": args.window, "learning_rate": args.lr,
                      "patience": args.patience, "max_epochs": args.epochs, "seed": args.seed,
                      "seconds": round(train_s, 1), "tokens_per_second":
@@ -164,14 +178,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
+def _fit(args, mcfg: ModelConfig, tr, va, ptr, pva, work: Path):
+    """Train on windows of ``tr`` (positions ``ptr``), validating on ``va`` with the bar known."""
     import keras
     import tensorflow as tf
 
     from train.model import build, compile_model, decay_start_epoch, schedule
 
-    xtr, ytr, wtr = windows(tr, args.window)
-    xva, yva, wva = windows(va, args.window)
+    xtr, ytr, wtr, ptr_w = windows(tr, args.window, ptr)
+    xva, yva, wva, pva_w = windows(va, args.window, pva)
+    if not mcfg.position_embed:
+        ptr_w = pva_w = None
     # batches come in buckets of similar length, a few more than len/batch: an "epoch" is
     # this many steps of an endless stream, so that the schedule knows its length
     steps = -(-len(xtr) // args.batch)
@@ -181,8 +198,9 @@ def _fit(args, mcfg: ModelConfig, tr, va, work: Path):
         model = build(mcfg)
         compile_model(model, schedule(args.lr, steps, args.epochs))
     ds_tr = tf_dataset(xtr, ytr, wtr, args.batch, shuffle=True, seed=args.seed,
-                       per_token=True).repeat()
-    ds_va = tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed)
+                       per_token=True, positions=ptr_w, bar_hidden=BAR_HIDDEN).repeat()
+    ds_va = tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed,
+                       positions=pva_w)
     # its length, counted once (it is not shuffled): Keras then knows where it ends
     ds_va = ds_va.apply(tf.data.experimental.assert_cardinality(sum(1 for _ in ds_va)))
     log_csv = work / "history.csv"
@@ -261,20 +279,48 @@ def _load_best(mcfg: ModelConfig, work: Path):
     return model
 
 
-def check_parity(model, step, seqs) -> float:
-    """Max |logit difference| between Keras over whole songs and the ONNX step, token by token."""
+def _val_nll_bar_hidden(args, model, va, pva) -> float | None:
+    """Validation nats per token with every bar hidden (the model serving calls of unknown
+    meter): beside the training's validation, which knows the bars."""
+    from companion.encoding import meter
+
+    if not va:
+        return None
+    xva, yva, wva, p = windows(va, args.window, [meter.hide_bar(q) for q in pva])
+    nats = tokens = 0.0
+    for x, y, w in tf_dataset(xva, yva, wva, args.batch, shuffle=False, seed=args.seed,
+                              positions=p):
+        lg = np.asarray(model(x, training=False), np.float64)
+        m = lg.max(axis=-1, keepdims=True)
+        lse = (m + np.log(np.exp(lg - m).sum(axis=-1, keepdims=True)))[..., 0]
+        target = np.take_along_axis(lg, np.asarray(y)[..., None].astype(np.int64), -1)[..., 0]
+        nats += float(((lse - target) * np.asarray(w)).sum())
+        tokens += float(np.asarray(w).sum())
+    return nats / tokens
+
+
+def check_parity(model, step, seqs, positions=None) -> float:
+    """Max |logit difference| between Keras over whole songs and the ONNX step, token by
+    token; ``positions`` (parallel to ``seqs``) fed to both where the model takes them."""
     worst = 0.0
-    for s in seqs:
-        full = np.asarray(model(s[None, :].astype(np.int32), training=False))[0]
+    for k, s in enumerate(seqs):
+        x = s[None, :].astype(np.int32)
+        pos = None if positions is None else np.asarray(positions[k], np.int64)
+        if len(model.inputs) > 1:
+            if pos is None:
+                raise ValueError("check_parity: the model takes positions; none given")
+            x = {"tokens": x, "positions": pos[None, :].astype(np.int32)}
+        full = np.asarray(model(x, training=False))[0]
         state = step.zero_state()
         for t, tok in enumerate(s):
-            worst = max(worst, float(np.abs(step.step(int(tok), state) - full[t]).max()))
+            logits = step.step(int(tok), state, None if pos is None else int(pos[t]))
+            worst = max(worst, float(np.abs(logits - full[t]).max()))
     return worst
 
 
 def _run_key(args, vocab: Vocabulary) -> str:
     keys = ("corpus", "batch", "window", "embed", "units", "layers", "dropout", "lr", "seed",
-            "val_frac", "test_frac", "epochs", "patience")
+            "val_frac", "test_frac", "epochs", "patience", "position_embed")
     raw = json.dumps({k: getattr(args, k) for k in keys} | {"procedure": PROCEDURE})
     raw += json.dumps(vocab.to_json())
     return hashlib.sha1(raw.encode()).hexdigest()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from companion.encoding import meter
 from companion.encoding.skyline import melody_indexes
 
 #: Bump when extraction changes: it is part of the corpus cache key.
-EXTRACTOR_VERSION = 4
+EXTRACTOR_VERSION = 5
 #: The extraction, as a model card names it.
 EXTRACTION = (f"melody part, else the skyline of all parts (companion.encoding.skyline), "
               f"extractor {EXTRACTOR_VERSION}")
@@ -27,34 +28,62 @@ SUFFIXES = (".mid", ".midi", ".abc", ".xml", ".musicxml", ".mxl", ".krn")
 
 @dataclass
 class Melody:
-    """One melody line: parallel arrays, onsets and durations in quarter notes."""
+    """One melody line: parallel arrays, onsets and durations in quarter notes.
+
+    ``bar_onsets`` (quarters from the start of the bar each note falls in) and
+    ``bar_lengths`` (that bar's nominal length from its time signature) are NaN where the bar
+    is not known; None stands for all unknown.
+    """
 
     name: str
     pitches: np.ndarray  # int
     onsets: np.ndarray  # float, increasing
     durations: np.ndarray  # float
     velocities: np.ndarray  # int
+    bar_onsets: np.ndarray | None = None  # float, NaN: unknown
+    bar_lengths: np.ndarray | None = None  # float, NaN: unknown
 
     def __len__(self) -> int:
         return len(self.pitches)
 
+    def bars(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bar_onsets, bar_lengths)``, one per note, NaN where the bar is not known."""
+        unknown = np.full(len(self), np.nan)
+        return (unknown if self.bar_onsets is None else np.asarray(self.bar_onsets, np.float64),
+                unknown if self.bar_lengths is None else np.asarray(self.bar_lengths, np.float64))
 
-def melody_from_notes(name: str, notes: list[tuple[int, float, float, int]]) -> Melody:
+    def positions(self) -> np.ndarray:
+        """``meter.position`` of each onset: from its bar's start where the bar is known, else
+        the phase of the onset from the melody's time 0 with the bar unknown."""
+        bar_onsets, bar_lengths = self.bars()
+        known = np.isfinite(bar_onsets) & np.isfinite(bar_lengths) & (bar_lengths > 0)
+        return np.where(known, meter.positions(np.where(known, bar_onsets, 0.0), bar_lengths),
+                        meter.positions(np.asarray(self.onsets, np.float64)))
+
+
+def melody_from_notes(name: str, notes: list[tuple[int, float, float, int]],
+                      bars: list[tuple[float, float]] | None = None) -> Melody:
     """The melody of written notes (pitch, onset, duration, velocity; quarter notes) by the
     live skyline rule on the written timing: a chord gives its top note, a note under a
-    higher note still held is accompaniment. A single line is kept whole."""
+    higher note still held is accompaniment. A single line is kept whole. ``bars`` gives
+    each note's (bar onset, bar length), NaN where unknown; None: all unknown."""
     def q(x: float) -> float:  # times equal up to float noise (triplets) are one time
         return round(x / SCORE_WINDOW_Q) * SCORE_WINDOW_Q
 
+    if bars is not None and len(bars) != len(notes):
+        raise ValueError(f"{name}: {len(bars)} bar positions for {len(notes)} notes")
     written = [(n[0], q(n[1]), q(n[1] + n[2]), 0) for n in notes]
-    ordered = [notes[i] for i in melody_indexes(written, window=SCORE_WINDOW_Q, overlap=0.0,
-                                                pedal_tone=SCORE_PEDAL_TONE_Q, rest=0.0)]
+    kept = melody_indexes(written, window=SCORE_WINDOW_Q, overlap=0.0,
+                          pedal_tone=SCORE_PEDAL_TONE_Q, rest=0.0)
+    ordered = [notes[i] for i in kept]
     return Melody(
         name=name,
         pitches=np.array([n[0] for n in ordered], dtype=np.int64),
         onsets=np.array([n[1] for n in ordered], dtype=np.float64),
         durations=np.array([n[2] for n in ordered], dtype=np.float64),
         velocities=np.array([n[3] for n in ordered], dtype=np.int64),
+        bar_onsets=None if bars is None else np.array([bars[i][0] for i in kept], np.float64),
+        bar_lengths=None if bars is None else np.array([bars[i][1] for i in kept], np.float64),
     )
 
 
@@ -76,17 +105,22 @@ def melody_part(score):
     return parts[0]
 
 
-def melody_from_score(score, name: str) -> Melody:
+def melody_from_score(score, name: str, bars: bool = True) -> Melody:
     """Melody of a music21 score (its melody part, see ``melody_part``; else all of it):
-    tied notes merged, grace notes and chord symbols dropped.
+    tied notes merged, grace notes and chord symbols dropped. Each note's bar (``bar_onsets``,
+    ``bar_lengths``) is read from the measures it lies in (``note_bars``); ``bars`` False, or
+    a note outside any measure: unknown.
 
     Repeat signs are not expanded: each section is read once, as written.
     """
     from music21 import harmony
 
     score = melody_part(score) or score
-    flat = score.stripTies(inPlace=False).flatten() if hasattr(score, "stripTies") else score
+    stripped = score.stripTies(inPlace=False) if hasattr(score, "stripTies") else score
+    where = note_bars(stripped) if bars else {}
+    flat = stripped.flatten() if hasattr(stripped, "flatten") else stripped
     notes: list[tuple[int, float, float, int]] = []
+    in_bar: list[tuple[float, float]] = []
     for el in flat.notes:
         if isinstance(el, harmony.Harmony) or el.duration.isGrace:
             continue
@@ -94,8 +128,46 @@ def melody_from_score(score, name: str) -> Melody:
         if not pitches:
             continue
         vel = el.volume.velocity if el.volume.velocity is not None else 80
-        notes.append((max(pitches), float(el.offset), float(el.quarterLength), int(vel)))
-    return melody_from_notes(name, notes)
+        onset = float(el.offset)
+        notes.append((max(pitches), onset, float(el.quarterLength), int(vel)))
+        start, length = where.get(id(el), (np.nan, np.nan))
+        in_bar.append((onset - start, length))
+    return melody_from_notes(name, notes, in_bar)
+
+
+def note_bars(score) -> dict[int, tuple[float, float]]:
+    """For each note (by ``id``) in a measure of ``score``: (where its bar starts, in
+    quarters from the score's start; the bar's nominal length from its time signature).
+
+    A measure shorter than its time signature's bar is a pickup when it is its part's first,
+    or when the measure before it was short too (a bar split by a section's end, the second
+    strain's pickup after it): a pickup is right-aligned, its bar starting that much before
+    the measure so that its notes sit at the end of a bar. Other measures count from their
+    start. A measure with no time signature in force has no bar."""
+    from music21 import meter as m21meter
+    from music21 import stream
+
+    parts = list(getattr(score, "parts", [])) or [score]
+    out: dict[int, tuple[float, float]] = {}
+    for part in parts:
+        ts = None
+        after_short = True  # a part's first measure may be a pickup
+        for measure in part.recurse().getElementsByClass(stream.Measure):
+            ts = measure.timeSignature or ts
+            if ts is None:
+                ts = measure.getContextByClass(m21meter.TimeSignature)
+            if ts is None:
+                continue
+            length = float(ts.barDuration.quarterLength)
+            start = float(measure.getOffsetInHierarchy(score))
+            missing = float(measure.paddingLeft) or max(0.0, length - float(measure.highestTime))
+            short = 0 < missing < length
+            if short and after_short:
+                start -= missing
+            after_short = short and not after_short
+            for el in measure.recurse().notes:
+                out[id(el)] = (start, length)
+    return out
 
 
 def read_melodies(path: str | Path) -> list[Melody]:
@@ -103,7 +175,8 @@ def read_melodies(path: str | Path) -> list[Melody]:
     from music21 import converter, stream
 
     path = Path(path)
-    kw = {"quantizePost": False} if path.suffix.lower() in (".mid", ".midi") else {}
+    midi = path.suffix.lower() in (".mid", ".midi")
+    kw = {"quantizePost": False} if midi else {}
     parsed = converter.parse(str(path), **kw)
     if isinstance(parsed, stream.Opus):
         scores = list(parsed.scores)
@@ -115,7 +188,18 @@ def read_melodies(path: str | Path) -> list[Melody]:
         title = getattr(getattr(sc, "metadata", None), "title", None)
         if title:
             label += f" ({title})"
-        m = melody_from_score(sc, label)
+        m = melody_from_score(sc, label, bars=not midi or _midi_has_meter(path))
         if len(m) >= 2:
             out.append(m)
     return out
+
+
+def _midi_has_meter(path: Path) -> bool:
+    """Whether a MIDI file states a time signature (music21 assumes 4/4 where none is)."""
+    import mido
+
+    try:
+        return any(msg.type == "time_signature" for track in mido.MidiFile(str(path)).tracks
+                   for msg in track)
+    except (OSError, ValueError, EOFError):
+        return False

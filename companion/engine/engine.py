@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from companion.config import Config, ConfigError, override
+from companion.encoding import meter
 from companion.encoding.curves import curve
 from companion.engine.grid import Grid
 from companion.engine.key import KeyBias, KeyEstimator, key_name, parse_key
@@ -41,11 +42,15 @@ class ExternalTime(Protocol):
     def present(self, t: float) -> bool: ...
     def beat_s(self, t: float) -> float | None: ...
     def next_beat(self, t: float) -> float | None: ...
+    def beats_at(self, t: float) -> float | None: ...
 
 
 class LinkSession(ExternalTime, Protocol):
     """A shared session with bars and a transport, that the engine may propose a tempo to
-    (companion.realtime.link.LinkFollower: the engine takes it as given, never opens one)."""
+    (companion.realtime.link.LinkFollower: the engine takes it as given, never opens one).
+    Its bars are ``quantum`` beats long, from beat 0 of the session."""
+
+    quantum: float
 
     def next_bar(self, t: float) -> float | None: ...
     def stopped(self, t: float) -> bool: ...
@@ -68,6 +73,7 @@ LIVE_SETTINGS = (
     "answer.temperature", "answer.top_p", "answer.length", "answer.min_beats",
     "answer.max_beats", "answer.articulation", "answer.max_note_beats", "answer.range_widen",
     "answer.barge_in", "answer.cadence", "style.weight", "style.max_repeat", "key.strength",
+    "time.meter",
 )
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
@@ -140,6 +146,8 @@ class Engine:
         self._before_prev: tuple[int, float] | None = None
         self._stepped = False  # whether the last call note took a step
         self._anchor = 0.0  # first onset of the current call: origin of its beats
+        self._downbeat = 0.0  # a MIDI clock's beat a bar starts on, for a clock with no Start
+        self._bos_due = False  # a positional model's bos waits for the first note's position
         self.last_sound = -math.inf  # when the last melody note (call or answer) ended
         self.state = model.zero_state()
         self.prev: tuple[int, float] | None = None  # last melody note the state has seen
@@ -425,16 +433,25 @@ class Engine:
         return self.listener.deadline()
 
     def _restart(self) -> None:
-        """A fresh melody: zero state, then bos."""
+        """A fresh melody: zero state, then bos. A positional model (format 2) takes bos at
+        the position of the melody's first note, so its bos step waits for that note."""
         z = self.model.zero_state()
         self.state = z
-        self.logits = self.model.step(self.vocab.bos, self.state)
-        self.steps += 1
         self.prev = None
+        if self.model.positional:
+            self._bos_due = True
+            self.logits = np.zeros(self.vocab.size, dtype=np.float32)
+        else:
+            self._bos_due = False
+            self.logits = self.model.step(self.vocab.bos, self.state)
+            self.steps += 1
 
     def _call_starts(self, t: float) -> None:
         """The first note of a call: settle the previous answer, maybe start afresh."""
         self._anchor = t
+        mc = self.midiclock
+        first = mc.beats_at(t) if mc is not None and not mc.counted() else None
+        self._downbeat = float(round(first)) if first is not None else 0.0
         self._call_tokens.clear()
         a = self.answer
         if a is not None:
@@ -470,9 +487,34 @@ class Engine:
     def _q(self, t: float) -> float:
         return (t - self._anchor) / self.beat_s
 
+    def _grid_at(self, t: float) -> tuple[float, float | None]:
+        """(beats, bar) of an onset at ``t``: its beat count on the grid followed (the MIDI
+        clock's song position while one runs, the Link session's beat while it has peers,
+        else beats of the call's own grid from its first onset) and the bar's length in
+        beats, bars starting at beat 0 (None: the bar is unknown). The bar is Link's
+        quantum, else ``time.meter``; a MIDI clock with no Start counts bars from the clock
+        beat nearest the call's first onset."""
+        bar: float | None = self._cfg.time.meter
+        ext = self._external(t)
+        if ext is not None and (b := ext.beats_at(t)) is not None:
+            if ext is self.link:
+                return b, self.link.quantum
+            if self.midiclock is not None and self.midiclock.counted():
+                return b, bar
+            return b - self._downbeat, bar
+        return self._q(t), bar
+
+    def _position(self, t: float) -> int:
+        """The metrical position (meter.position) of an onset at ``t``."""
+        return meter.position(*self._grid_at(t))
+
     def _advance(self, note: MelodyNote) -> None:
         self._before_prev = self.prev
         self._stepped = self.prev is not None
+        if self._bos_due:  # a positional model: bos at the melody's first note
+            self._bos_due = False
+            self.logits = self.model.step(self.vocab.bos, self.state, self._position(note.time))
+            self.steps += 1
         if self._stepped:
             np.copyto(self._before.h, self.state.h)
             np.copyto(self._before.c, self.state.c)
@@ -494,7 +536,8 @@ class Engine:
     def _step_curve(self, prev: tuple[int, float], note: MelodyNote) -> None:
         pd, td = curve(prev[0], self._q(prev[1]), note.pitch, self._q(note.time))
         self._last_token = self.vocab.token(pd, td)
-        self.logits = self.model.step(self._last_token, self.state)
+        pos = self._position(note.time) if self.model.positional else None
+        self.logits = self.model.step(self._last_token, self.state, pos)
         self.steps += 1
 
     # -- answering -------------------------------------------------------------------
@@ -588,17 +631,24 @@ class Engine:
             beats = float(ac.length)
         return min(max(beats, ac.min_beats), ac.max_beats)
 
-    def _cadence_end(self, beats: float) -> float | None:
+    def _cadence_end(self, beats: float, first: float = 0.0,
+                     bar: float | None = None) -> float | None:
         """The last onset (beats from the answer's start) of an answer of ``beats`` planned
-        to end as a phrase ends: the last whole beat at least a beat before its end. Planned
-        for a share ``answer.cadence`` of the answers; None for the others, and for answers
-        too short to have a note before it."""
+        to end as a phrase ends: the last whole beat at least a beat before its end; where
+        the bar is known (``bar`` beats long, the answer's first onset ``first`` beats into
+        the count of bars), the last first beat of a bar among those beats after the first
+        one, else that last whole beat. Planned for a share ``answer.cadence`` of the
+        answers; None for the others, and for answers too short to have a note before it."""
         c = self._cfg.answer.cadence
         end = math.floor(beats - 1.0 + 1e-9)
         if c <= 0.0 or end < 1:
             return None
         if c < 1.0 and self.rng.random() >= c:
             return None
+        if bar is not None and round(bar) >= 1:
+            downbeat = end - (round(first) + end) % round(bar)
+            if downbeat >= 1:
+                return float(downbeat)
         return float(end)
 
     def _velocity(self, vels: np.ndarray, vmean: float) -> int:
@@ -615,6 +665,8 @@ class Engine:
         beat = self.beat_s
         anchor = call[0].time
         start = self._beat_at_or_after(decided, anchor)
+        at_decided, bar = self._grid_at(decided)
+        first = at_decided + (start - decided) / beat  # the first onset's beat count
         if self.grid is not None:  # the call's swing, on the grid the answer starts on
             self.grid.hear([(n.time - start) / beat for n in call])
         beats = self.answer_beats(call, call_end)
@@ -641,14 +693,16 @@ class Engine:
         hist.extend(self._call_tokens[-self.style.order:])
         tok = self._choose(pitch, lo, hi, answer.tokens, (start - prev_t) / beat)
         onset = 0.0  # beats from start
-        end = self._cadence_end(beats)
+        end = self._cadence_end(beats, first, bar)
+        positional = self.model.positional
         while True:
             pitch += int(self.pitch_diff[tok])
             answer.tokens.append(tok)
             hist.append(tok)
             if len(hist) > 2 * self.style.order:
                 del hist[:-self.style.order]
-            self.logits = self.model.step(tok, self.state)
+            pos = meter.position(first + onset, bar) if positional else None
+            self.logits = self.model.step(tok, self.state, pos)
             self.steps += 1
             i = len(answer.notes)
             if i == len(self._pool):

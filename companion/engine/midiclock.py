@@ -76,6 +76,7 @@ class ClockFollower:
         self.last_tick = -math.inf
         self._n = 0  # index of the next tick (all ticks, playing or not)
         self._origin = (0, 0)  # (tick index, song position) the grid counts from
+        self._counted = False  # the song position is from a Start, Continue or Song Position
         self._stopped_pos = 0  # song position at which Continue resumes
         self._fit: tuple[float, float, float] | None = None  # (n mean, t mean, s per tick)
         self._lock = threading.RLock()
@@ -105,9 +106,11 @@ class ClockFollower:
         elif kind == "start":
             self.playing = True
             self._origin = (self._n, 0)
+            self._counted = True
         elif kind == "continue":
             self.playing = True
             self._origin = (self._n, self._stopped_pos)
+            self._counted = True
         elif kind == "stop":
             if self.playing:
                 self._stopped_pos = self._position(self._n)
@@ -115,6 +118,7 @@ class ClockFollower:
         elif kind == "songpos":
             pos = int(msg.pos) * 6  # sixteenths to ticks
             self._stopped_pos = pos
+            self._counted = True
             if self.playing:
                 self._origin = (self._n, pos)
         else:
@@ -229,3 +233,19 @@ class ClockFollower:
             pos = self._position(nm + (t - tm) / per)
             beat_pos = math.ceil(pos / TICKS_PER_BEAT - 1e-9) * TICKS_PER_BEAT
             return tm + (beat_pos - self._position(nm)) * per
+
+    def beats_at(self, t: float) -> float | None:
+        """The song position at ``t`` in quarter notes (a whole number on each clock beat), on
+        the line through the ticks; None without a running clock."""
+        with self._lock:
+            if not self.running(t):
+                return None
+            nm, tm, per = self._fit
+            return self._position(nm + (t - tm) / per) / TICKS_PER_BEAT
+
+    def counted(self) -> bool:
+        """Whether the song position counts from the song's start (a Start, Continue or Song
+        Position message came), so that a bar can be counted from it; a clock that only
+        ticks counts from its first tick, which is no downbeat."""
+        with self._lock:
+            return self._counted

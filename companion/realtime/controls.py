@@ -37,7 +37,7 @@ SHORT_NAMES = {
     "articulation": "answer.articulation", "max_note_beats": "answer.max_note_beats",
     "range_widen": "answer.range_widen", "barge_in": "answer.barge_in",
     "cadence": "answer.cadence", "style_weight": "style.weight", "max_repeat": "style.max_repeat",
-    "key_strength": "key.strength", "mute": "mute", "panic": "panic",
+    "key_strength": "key.strength", "meter": "time.meter", "mute": "mute", "panic": "panic",
     "reset_style": "reset_style", "model": "model", "learn": "learn",
 }
 #: The controls a CC can move (config ``controls:`` keys), in the order MIDI learn asks.

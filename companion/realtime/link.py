@@ -153,6 +153,17 @@ class LinkFollower:
         target = math.ceil(at / every - 1e-9) * every
         return tm + (target - beat) * per
 
+    def beats_at(self, t: float) -> float | None:
+        """The session's beat at ``t`` (a multiple of the quantum on each bar line); None
+        without a running session."""
+        if not self.running(t):
+            return None
+        reading = self._reading()
+        if reading is None:
+            return None
+        tm, beat, per = reading
+        return beat + (t - tm) / per
+
     def next_beat(self, t: float) -> float | None:
         """The first session beat at or after ``t``; None without a running session."""
         return self._next(t, 1.0)

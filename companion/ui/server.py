@@ -72,7 +72,8 @@ def describe_settings(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any
         elif "range" in meta:
             lo, hi = meta["range"]
             d["kind"], d["min"], d["max"] = "range", lo, hi
-            d["whole"] = isinstance(f.default, int) and not isinstance(f.default, bool)
+            d["whole"] = (isinstance(f.default, int) and not isinstance(f.default, bool)
+                          or str(f.type).startswith("int"))
             if "word" in meta:
                 d["word"] = meta["word"]
         else:  # true/false
