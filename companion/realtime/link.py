@@ -142,27 +142,30 @@ class LinkFollower:
         b = self.beat_s(t)
         return None if b is None else 60.0 / b
 
-    def _next(self, t: float, every: float) -> float | None:
+    def _at(self, t: float) -> tuple[float, float, float, float] | None:
+        """(the session's beat at ``t``, and the reading it comes from: live clock time,
+        session beat at it, seconds per beat); None without a running session."""
         if not self.running(t):
             return None
         reading = self._reading()
         if reading is None:
             return None
         tm, beat, per = reading
-        at = beat + (t - tm) / per  # the session's beat at t
-        target = math.ceil(at / every - 1e-9) * every
+        return beat + (t - tm) / per, tm, beat, per
+
+    def _next(self, t: float, every: float) -> float | None:
+        at = self._at(t)
+        if at is None:
+            return None
+        now, tm, beat, per = at
+        target = math.ceil(now / every - 1e-9) * every
         return tm + (target - beat) * per
 
     def beats_at(self, t: float) -> float | None:
         """The session's beat at ``t`` (a multiple of the quantum on each bar line); None
         without a running session."""
-        if not self.running(t):
-            return None
-        reading = self._reading()
-        if reading is None:
-            return None
-        tm, beat, per = reading
-        return beat + (t - tm) / per
+        at = self._at(t)
+        return None if at is None else at[0]
 
     def next_beat(self, t: float) -> float | None:
         """The first session beat at or after ``t``; None without a running session."""
