@@ -114,9 +114,10 @@ def grid_error_s(ons: list[int], step_s: float) -> float:
 @contextmanager
 def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[str],
                   time_cfg: dict) -> Iterator[tuple[Play, Companion, Path]]:
-    """The companion, the judge, jack_midi_clock ``clock_args`` and one jack_transport (the
-    timebase master, at the transport's start): yields (play a timeline, the companion, the
-    dump's path). The companion is stopped (exit status 0) and the clients closed after."""
+    """The companion, the judge, jack_midi_clock ``clock_args`` and one jack_transport:
+    yields (play a timeline, the companion, the dump's path); a timeline's strings are
+    jack_transport commands, its lists MIDI to the companion. After it, the companion is
+    stopped (exit status 0) and the clients closed."""
     import rtmidi
 
     cfg = write_config(
