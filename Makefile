@@ -36,10 +36,16 @@ test: $(VENV)/.all
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench
 
+# the answers' musicality on held-out calls, into each package's card (docs/musicality.md)
+MUSICALITY ?= --calls 100 --card --quiet
+
 # the default model, reproducibly; Nottingham is evaluated into the card when present
 train: $(VENV)/.all
 	$(PY) -m train --corpus $(CORPUS) --out models/default \
 	  $(if $(wildcard $(NOTTINGHAM)),--eval-corpus $(NOTTINGHAM))
+	$(PY) -m train.musicality --model models/default $(MUSICALITY)
+	$(if $(wildcard $(NOTTINGHAM)),$(PY) -m train.musicality --model models/default \
+	  --corpus $(NOTTINGHAM) $(MUSICALITY))
 
 # a second idiom: the soprano lines of Bach's chorales (music21's bach corpus: the top part),
 # a smaller model for a smaller corpus
@@ -48,6 +54,7 @@ train-chorales: $(VENV)/.all
 	$(PY) -m train --corpus $(CHORALES) --out models/chorales --embed 32 --units 128 \
 	  --batch 32 --window 64 --epochs 60 --dropout 0.3 --quiet \
 	  --idiom "Bach chorale melodies (soprano lines)"
+	$(PY) -m train.musicality --model models/chorales $(MUSICALITY)
 
 evaluate: $(VENV)/.all
 	$(PY) -m train.evaluate --model models/default --corpus $(NOTTINGHAM)

@@ -74,6 +74,7 @@ class AnswerConfig:
     barge_in: str = _choice("stop", "stop", "keep")
     seed: int | None = None
     cadence: float = _num(0, 1, 1.0)
+    register_pull: float = _num(0, 8, 1.0)
 
 
 @dataclass

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from support import ROOT
 
-from companion.midi.input import ArrivalClock, PolledInput
+from companion.midi import input as midi_in
+from companion.midi.input import ArrivalClock, PolledInput, made, open_listed, port_names
 
 
 def poll(arrivals, deltas, busy=(), poll_s=0.0005):
@@ -62,26 +63,50 @@ def test_a_lost_interval_is_caught_by_the_last_empty_look():
 class FakeRt:
     """python-rtmidi's MidiIn as PolledInput uses it: get_message, close_port, delete."""
 
-    def __init__(self):
+    def __init__(self, calls: list[str] | None = None):
         self.queue: list[tuple[list[int], float]] = []
         self.lock = threading.Lock()
-        self.calls: list[str] = []
+        self.calls: list[str] = [] if calls is None else calls
         self.looks = 0
+        self.deepest = 0  # the most messages ever queued
+        self.times: dict[str, float] = {}
 
     def put(self, data, delta=0.001):
         with self.lock:
             self.queue.append((data, delta))
+            self.deepest = max(self.deepest, len(self.queue))
 
     def get_message(self):
         with self.lock:
+            if "delete" in self.calls:
+                self.calls.append("read after delete")
             self.looks += 1
             return self.queue.pop(0) if self.queue else None
 
     def close_port(self):
+        self.times["close_port"] = time.monotonic()
         self.calls.append("close_port")
 
     def delete(self):
         self.calls.append("delete")
+
+
+class FakeEnd:
+    """The sysex-end output as PolledInput uses it, writing into the same call log."""
+
+    def __init__(self, calls: list[str]):
+        self.calls = calls
+        self.times: dict[str, float] = {}
+
+    def send_message(self, data):
+        pass
+
+    def close_port(self):
+        self.times["close_port"] = time.monotonic()
+        self.calls.append("end close_port")
+
+    def delete(self):
+        self.calls.append("end delete")
 
 
 def wait_for(cond, timeout=5.0):
@@ -171,6 +196,131 @@ def test_looks_slow_down_when_nothing_comes_and_not_for_active_sensing(monkeypat
     assert idle < 0.6 * active and sensing < 0.6 * active
 
 
+def test_closing_keeps_the_queue_empty_and_closes_ports_settled_then_clients(monkeypatch):
+    """Closing under a flood: nothing is delivered once closing, the queue is emptied until
+    the port is gone (a full RtMidi queue writes to stderr from JACK's thread, where closing
+    cancels it), the input closes SETTLE_S after opening and its sysex-end output SETTLE_S
+    after it, and the clients close only after the reading thread has stopped."""
+    monkeypatch.setattr(midi_in, "SETTLE_S", 0.2)
+    calls: list[str] = []
+    rt, end = FakeRt(calls), FakeEnd(calls)
+    opened = time.monotonic()
+    port = PolledInput(rt, "fake", end)
+    got = []
+    port.callback = got.append
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            rt.put([0x90, 60, 100], 0.0001)
+            time.sleep(0.0001)
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    wait_for(lambda: len(got) > 20)
+    rt.deepest = 0
+    heard = len(got)
+    closed_at = time.monotonic()
+    port.close()
+    after = len(got)
+    stop.set()
+    flooding.join()
+    assert after <= heard + 1  # at most the message in hand when the close came
+    assert rt.deepest < 200  # emptied while closing, never piling up (a 4096 queue)
+    assert calls == ["close_port", "end close_port", "delete", "end delete"]
+    assert rt.times["close_port"] >= opened + 0.2
+    assert end.times["close_port"] >= rt.times["close_port"] + 0.2
+    assert closed_at < rt.times["close_port"]
+
+
+def test_a_close_returns_when_the_midi_system_never_answers(monkeypatch, capsys):
+    monkeypatch.setattr(midi_in, "SETTLE_S", 0.0)
+    monkeypatch.setattr(midi_in, "CLOSE_TIMEOUT_S", 0.3)
+    rt = FakeRt()
+    stuck = threading.Event()
+    rt.close_port = lambda: stuck.wait(30)  # a JACK server that stopped answering
+    port = PolledInput(rt, "stuck")
+    t0 = time.monotonic()
+    port.close()
+    waited = time.monotonic() - t0
+    stuck.set()
+    assert waited < 10
+    assert "did not answer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("api, refusals, made_it", [
+    ("UNIX_JACK", 2, True),  # a JACK server still dropping a killed process's clients
+    ("UNIX_JACK", 10**6, False),  # one that goes on refusing: its error, after JACK_RETRY_S
+    ("LINUX_ALSA", 1, False),  # elsewhere at once
+])
+def test_a_refused_client_is_asked_again_over_jack_only(monkeypatch, api, refusals, made_it):
+    import rtmidi
+
+    monkeypatch.setattr(midi_in, "JACK_RETRY_S", 0.5)
+    tries = []
+
+    def make():
+        tries.append(1)
+        if len(tries) <= refusals:
+            raise rtmidi.SystemError("MidiInJack::initialize: JACK server not running?")
+        return "client"
+
+    if made_it:
+        assert made(make, api) == "client" and len(tries) == refusals + 1
+        return
+    with pytest.raises(rtmidi.SystemError):
+        made(make, api)
+    assert (2 <= len(tries) < 100) if api == "UNIX_JACK" else len(tries) == 1
+
+
+def test_a_port_list_that_changes_while_read_is_read_again():
+    import rtmidi
+
+    answers = [rtmidi.InvalidPortError("gone"), rtmidi.InvalidPortError("gone"), ["a", "b"]]
+
+    def listing():
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    assert port_names(listing) == ["a", "b"]
+
+    def always():
+        raise rtmidi.InvalidPortError("gone")
+
+    with pytest.raises(rtmidi.InvalidPortError):
+        port_names(always)
+
+
+def test_a_port_gone_before_its_opening_is_looked_up_again():
+    import rtmidi
+
+    class Lister:
+        """Lists two ports, then, after the first one went, one; opening by a stale
+        index fails as rtmidi's does."""
+
+        def __init__(self):
+            self.lists = [["gone", "keys"], ["keys"]]
+            self.now = self.lists[0]
+            self.opened = None
+
+        def get_ports(self):
+            self.now = self.lists.pop(0) if self.lists else self.now
+            return list(self.now)
+
+        def open_port(self, index, name=None):
+            if self.now == ["gone", "keys"]:  # the list changed since it was read
+                self.now = ["keys"]
+                raise rtmidi.InvalidPortError("the 'portNumber' argument (1) is invalid")
+            self.opened = self.now[index]
+
+    rt = Lister()
+    assert open_listed(rt, lambda names: names.index("keys"), None) == "keys"
+    assert rt.opened == "keys"
+    assert open_listed(Lister(), lambda names: None, None) is None
+
+
 # -- over JACK ----------------------------------------------------------------------------
 
 CHURN = textwrap.dedent("""
@@ -212,4 +362,5 @@ def test_opening_and_closing_under_a_flood_neither_crashes_nor_hangs(jack_server
     assert r.returncode == 0, r.stderr[-3000:]
     opens, heard = (int(x) for x in r.stdout.split()[1::2])
     print(f"flood: {opens} opens and closes, {heard} messages read")
-    assert opens > 100 and heard > 1000
+    # a close waits for JACK's graph to settle twice (SETTLE_S): at most ~1/(2 SETTLE_S) a s
+    assert opens > 20 / (2 * midi_in.SETTLE_S) / 3 and heard > 1000

@@ -90,6 +90,15 @@ def test_command_on_a_package_with_its_card(model_pkg, tmp_path, capsys):
     assert rc == 0
     assert out["held_out"] == "test split" and out["calls"] >= 1
     assert out["endings"]["answer"]["all_three"] == 1.0
+    # --card: the same figures into the card, beside what it held before
+    rc = mu.main(["--model", str(pkg), "--beats", "4", "--calls", "3", "--json", "--quiet",
+                  "--workers", "1", "--set", "answer.cadence=1", "--card"])
+    again = json.loads(capsys.readouterr().out)
+    written = json.loads((pkg / "card.json").read_text())
+    assert rc == 0 and written["corpora"] == card["corpora"] and written["split"] == card["split"]
+    entry = written["musicality"]["test_split"]
+    assert entry["mean_overlap"] == again["mean_overlap"] and entry["calls"] == again["calls"]
+    assert entry["command"].startswith("python -m train.musicality --model")
     # a bad setting, a missing package: one line naming what was wrong, exit 2
     rc = mu.main(["--model", str(pkg), "--quiet", "--set", "answer.cadence=2"])
     err = capsys.readouterr().err

@@ -37,7 +37,7 @@ import numpy as np
 
 from companion import config as config_mod
 from companion.config import Config, ConfigError
-from companion.encoding.curves import MIN_TIME, curves_from_notes
+from companion.encoding.curves import MIN_TIME, curves_from_notes, write_atomic
 from companion.encoding.melody import Melody
 from companion.encoding.phrases import Phrase, PhraseNote
 from companion.engine.key import STABLE, KeyEstimator, parse_key
@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="corpus parsing processes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--card", action="store_true",
+                   help="also write the figures into the package's card.json ('musicality')")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
@@ -359,9 +361,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = {"model": str(cfg.model_dir()), "corpus": list(specs), "held_out": data.kind,
               **result}
+    if args.card:
+        write_card(cfg.model_dir(), result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result, indent=1) if args.json else
           f"{result['model']}, {data.kind} of {' '.join(specs)}\n" + format_table(result))
     return 0
+
+
+def write_card(package: Path, result: dict, argv: Sequence[str]) -> None:
+    """The figures into the package's card.json under ``musicality``, keyed by what was
+    held out (a card keeps one entry per held-out set), with the command that made them;
+    the rest of the card as it was. Written whole or not at all."""
+    path = Path(package) / "card.json"
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot read the card to add the figures to ({e})") from e
+    entry = {k: v for k, v in result.items() if k != "model"}
+    entry["command"] = "python -m train.musicality " + " ".join(argv)
+    key = "test_split" if result["held_out"].startswith("test split") else " ".join(
+        result["corpus"])
+    card.setdefault("musicality", {})[key] = entry
+    write_atomic(path, json.dumps(card, indent=1).encode())
 
 
 def _value(text: str) -> object:

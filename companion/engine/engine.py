@@ -72,8 +72,8 @@ TEMPO_ONSETS = 32
 LIVE_SETTINGS = (
     "answer.temperature", "answer.top_p", "answer.length", "answer.min_beats",
     "answer.max_beats", "answer.articulation", "answer.max_note_beats", "answer.range_widen",
-    "answer.barge_in", "answer.cadence", "style.weight", "style.max_repeat", "key.strength",
-    "time.meter",
+    "answer.barge_in", "answer.cadence", "answer.register_pull", "style.weight",
+    "style.max_repeat", "key.strength", "time.meter",
 )
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
@@ -148,6 +148,7 @@ class Engine:
         self._anchor = 0.0  # first onset of the current call: origin of its beats
         self._downbeat = 0.0  # a MIDI clock's beat a bar starts on, for a clock with no Start
         self._bos_due = False  # a positional model's bos waits for the first note's position
+        self._centre = 0.0  # the mean pitch of the call being answered (register_pull)
         self.last_sound = -math.inf  # when the last melody note (call or answer) ended
         self.state = model.zero_state()
         self.prev: tuple[int, float] | None = None  # last melody note the state has seen
@@ -203,6 +204,7 @@ class Engine:
         self.key_bias.key = key
         self.style = StyleMemory(self.vocab.size, sc.order, sc.weight, sc.memory)
         self._scores = np.empty(self.vocab.size, dtype=np.float64)
+        self._moved = np.empty(self.vocab.size, dtype=np.float64)  # register_pull's buffer
         self.grid = None if tc.quantize == "off" else Grid(tc.quantize, self.time_diff, tc.swing)
         self._pool: list[State] = []  # per-answer-note state buffers, reused
         self._before = model.zero_state()  # before the last call step: a chord's top may change
@@ -620,7 +622,22 @@ class Engine:
                     mask[last] = True
         scores = self.style.mix(self.logits, self._history, self._scores)
         self.key_bias.apply(scores, pitch)
+        self._pull(scores, pitch)
         return s.sample(scores, mask)
+
+    def _pull(self, scores: np.ndarray, pitch: int) -> None:
+        """``answer.register_pull`` nats per octave off each curve's log-score for the
+        distance it adds between the melody and the call's mean pitch (and on, for the
+        distance it takes away), in place."""
+        g = self._cfg.answer.register_pull
+        if g <= 0.0:
+            return
+        c = self._centre
+        d = np.subtract(self.pitch_diff, c - pitch, out=self._moved)  # where each lands
+        np.abs(d, out=d)
+        d -= abs(pitch - c)
+        d *= g / 12.0
+        scores -= d
 
     def answer_beats(self, call: list[MelodyNote], call_end: float) -> float:
         ac = self._cfg.answer
@@ -678,6 +695,7 @@ class Engine:
             lo, hi = rc.lowest, rc.highest
         vels = np.array([n.velocity for n in call], dtype=np.float64)
         vmean = float(vels.mean())
+        self._centre = float(np.mean(pitches))
 
         self._answers += 1
         answer = Answer(self._answers, call, start, beats, decided, self.prev, call_end)

@@ -7,7 +7,8 @@ makes JACK miss cycles and drop their MIDI; and a port closed while messages arr
 free the callback that thread is about to call.
 
 Polled, the MIDI system's thread only fills RtMidi's queue, and closing is safe at any
-moment. Reading is up to ``POLL_S`` late, or later when Python is busy, but the arrival
+moment (`PolledInput.close` keeps that queue empty until the port is gone, and closes the
+client last). Reading is up to ``POLL_S`` late, or later when Python is busy, but the arrival
 times given with each message are not: RtMidi stamps every message in the MIDI system's
 thread, as seconds since the one before, and `ArrivalClock` puts those stamps on our clock.
 
@@ -28,8 +29,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import mido
+
+T = TypeVar("T")
 
 #: Seconds between two looks at the queue while messages come: the most one waits to be
 #: read (its arrival time is kept exactly all the same, see ArrivalClock).
@@ -49,6 +53,50 @@ SYSEX_END_S = 0.05
 #: The name of the output port (a JACK client of its own) that sends it, connected only to
 #: this input's own port.
 SYSEX_END_PORT = "sysex-end"
+#: Seconds between closing an input and its sysex-end port: JACK's graph moves on in a
+#: period (at most 4096 frames at 48 kHz: 85 ms; 21 ms at 1024).
+SETTLE_S = 0.1
+#: The longest a close waits for the MIDI system (a JACK server that stopped answering).
+CLOSE_TIMEOUT_S = 5.0
+#: Seconds a JACK server that refuses us a client is asked again: one still dropping the
+#: clients of a killed process refuses every new one until it has (it tells each client of a
+#: new one, and a dead one cannot answer), and one that just saw a client of the same name
+#: close may too.
+JACK_RETRY_S = 5.0
+#: Reads of a port list that changed while it was read, before its error stands.
+LIST_TRIES = 5
+
+
+def made(make: Callable[[], T], api: str) -> T:
+    """``make()`` (an rtmidi client, or mido's port that makes one); over JACK (``api``
+    UNIX_JACK) asked again for ``JACK_RETRY_S`` while the server refuses the client
+    (rtmidi.SystemError), elsewhere once."""
+    import rtmidi
+
+    deadline = time.monotonic() + (JACK_RETRY_S if api == "UNIX_JACK" else 0.0)
+    while True:
+        try:
+            return make()
+        except rtmidi.SystemError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def port_names(listing: Callable[[], list[str]]) -> list[str]:
+    """What ``listing`` (an rtmidi ``get_ports``, mido's ``get_input_names``) returns, read
+    again when a port went away while it was read: rtmidi counts the ports, then asks each
+    one's name, and raises InvalidPortError for one gone in between."""
+    import rtmidi
+
+    for i in range(LIST_TRIES):
+        try:
+            return list(listing())
+        except rtmidi.InvalidPortError:
+            if i == LIST_TRIES - 1:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")
 
 
 def split(data: list[int]) -> list[list[int]]:
@@ -136,6 +184,8 @@ class PolledInput:
         self._callback: Callable[[mido.Message], None] | None = None
         self._lock = threading.RLock()  # callback swaps wait for the message in hand
         self._stop = threading.Event()
+        self._closing = threading.Event()  # deliver nothing more; keep the queue empty
+        self._opened = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"midi-in {name}", daemon=True)
         self._thread.start()
 
@@ -150,11 +200,15 @@ class PolledInput:
 
     def _run(self) -> None:
         get, now, arrivals, stop = self._rt.get_message, self.clock, self.arrivals, self._stop
+        closing = self._closing
         last = read = now()  # the last message that keeps the looks frequent; any message
         while True:
             time.sleep(POLL_S if now() - last < IDLE_AFTER_S else IDLE_POLL_S)
             if stop.is_set():
                 return
+            if closing.is_set():
+                self._drain()
+                continue
             with self._lock:
                 func = self._callback
                 if func is None:
@@ -162,7 +216,7 @@ class PolledInput:
                 if self._sysex_end is not None and now() - read >= SYSEX_END_S:
                     read = now()  # nothing for a while: a sysex may be holding it all
                     self._end_sysex()
-                while not stop.is_set():
+                while not stop.is_set() and not closing.is_set():
                     before = now()
                     try:
                         event = get()
@@ -178,6 +232,14 @@ class PolledInput:
                     if data != ACTIVE_SENSING and data != [EOX]:  # read (its interval
                         last = read  # counts), then dropped: a keyboard's 3 a second and
                         self._deliver(func, data, t)  # our own sysex ends keep nothing awake
+
+    def _drain(self) -> None:
+        """Read and drop what is queued (the port is closing): RtMidi's queue never fills,
+        so its JACK thread never writes "queue limit reached" to stderr, which is where a
+        client's closing cancels that thread, and libstdc++ then aborts the process."""
+        with contextlib.suppress(Exception):
+            while self._rt.get_message() is not None:
+                pass
 
     def _end_sysex(self) -> None:
         try:
@@ -201,20 +263,52 @@ class PolledInput:
             print(f"MIDI input {self.name}: {type(e).__name__}: {e}", file=sys.stderr)
 
     def close(self) -> None:
-        """Stop reading, then close the port and its client. Idempotent."""
+        """Deliver nothing more, then close: the ports first, ours and then the sysex-end
+        one (see ``_release``), while this port's thread still empties RtMidi's queue; then
+        that thread stops, and only then the clients close (a JACK client's process thread
+        is cancelled as it closes: with no port it is idle).
+        Idempotent. Returns within ``CLOSE_TIMEOUT_S`` even when the MIDI system no longer
+        answers (said once on stderr: the port is then left to the process's exit); called
+        from a callback, it returns at once and the port closes after that callback."""
         if self.closed:
             return
         self.closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+        self._closing.set()
+        done = threading.Thread(target=self._release, name=f"midi-in {self.name} close",
+                                daemon=True)
+        done.start()
+        if self._thread is threading.current_thread():
+            return
+        done.join(CLOSE_TIMEOUT_S)
+        if done.is_alive():
+            print(f"MIDI input {self.name}: the MIDI system did not answer within "
+                  f"{CLOSE_TIMEOUT_S:.0f} s while the port closed; left to the process's exit",
+                  file=sys.stderr)
+
+    def _release(self) -> None:
+        # JACK2's clients race with their own port changes: a port freed while the client
+        # still handles the notices of an earlier change (its latency callback walks the
+        # port list being changed), or an output of ours freed while connected to our input
+        # and its number at once taken by a new input (a process thread still reading the
+        # last cycle's connections sees two inputs feeding each other, and its buffer
+        # lookup recurses), crashes the process. So each change waits for the graph to
+        # have settled: the input is closed SETTLE_S after its opening, its sysex-end
+        # output SETTLE_S after it.
+        time.sleep(max(0.0, self._opened + SETTLE_S - time.monotonic()))
         with contextlib.suppress(Exception):
             self._rt.close_port()
-        with contextlib.suppress(Exception):
-            self._rt.delete()
         if self._sysex_end is not None:
+            time.sleep(SETTLE_S)
             with contextlib.suppress(Exception):
-                self._sysex_end.delete()
+                self._sysex_end.close_port()
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():  # a callback that never returns: its rtmidi stays
+            return
+        for rt in (self._rt, self._sysex_end):
+            if rt is not None:
+                with contextlib.suppress(Exception):
+                    rt.delete()
 
     def __repr__(self) -> str:
         return f"<PolledInput {self.name!r}{' closed' if self.closed else ''}>"
@@ -234,30 +328,34 @@ def open_input(
     Raises OSError for an unknown port; rtmidi.SystemError when the MIDI system is gone."""
     import rtmidi
 
-    rt = rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{api}"), name=client_name,
-                       queue_size_limit=QUEUE_SIZE)
+    rt = made(lambda: rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{api}"), name=client_name,
+                                    queue_size_limit=QUEUE_SIZE), api)
     sysex_end = None
     try:
         if api == "UNIX_JACK":
-            sysex_end = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=client_name)
-            before = set(sysex_end.get_ports())
+            sysex_end = made(lambda: rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK,
+                                                    name=client_name), api)
+            before = set(port_names(sysex_end.get_ports))
         if virtual:
             if name is None:
                 raise OSError("a virtual port needs a name")
             rt.open_virtual_port(name)
         else:
-            listed = rt.get_ports()
-            if api == "LINUX_ALSA" and name is not None:
-                from mido.backends.rtmidi_utils import expand_alsa_port_name
+            def pick(listed: list[str]) -> int:
+                nonlocal name
+                if api == "LINUX_ALSA" and name is not None:
+                    from mido.backends.rtmidi_utils import expand_alsa_port_name
 
-                name = expand_alsa_port_name(listed, name)
-            if not listed:
-                raise OSError("no ports available")
-            if name is None:
-                name = listed[0]
-            if name not in listed:
-                raise OSError(f"unknown port {name!r}")
-            rt.open_port(listed.index(name), port_name)
+                    name = expand_alsa_port_name(listed, name)
+                if not listed:
+                    raise OSError("no ports available")
+                if name is None:
+                    name = listed[0]
+                if name not in listed:
+                    raise OSError(f"unknown port {name!r}")
+                return listed.index(name)
+
+            open_listed(rt, pick, port_name)
         # everything is read (a type RtMidi ignores loses its interval): MIDI clock and
         # sysex as mido's input gives them; active sensing is dropped after reading
         rt.ignore_types(sysex=False, timing=False, active_sense=False)
@@ -274,16 +372,38 @@ def open_input(
     return port
 
 
+def open_listed(rt, pick: Callable[[list[str]], int | None], port_name: str | None) -> str | None:
+    """Open on ``rt`` the port that ``pick`` chooses (an index) among those listed, and return
+    its name; None where it chooses none. rtmidi opens a port by its index in the list, and
+    raises InvalidPortError where a port went away since: then the list is read again."""
+    import rtmidi
+
+    for i in range(LIST_TRIES):
+        listed = port_names(rt.get_ports)
+        index = pick(listed)
+        if index is None:
+            return None
+        try:
+            rt.open_port(index, port_name)
+            return listed[index]
+        except rtmidi.InvalidPortError:
+            if i == LIST_TRIES - 1:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
 def _connect_to_own(out, before: set[str], own: str):
     """``out`` connected to the one input port named ``own`` that appeared since ``before``
     (JACK may have renamed our client ``NAME-01``), or deleted and None where that is not
     exactly one port (the input then works without ending cut sysex itself)."""
-    mine = [i for i, p in enumerate(out.get_ports())
-            if p not in before and p.rpartition(":")[2] == own]
-    if len(mine) != 1:
+    def pick(listed: list[str]) -> int | None:
+        mine = [i for i, p in enumerate(listed) if p not in before and p.rpartition(":")[2] == own]
+        return mine[0] if len(mine) == 1 else None
+
+    if open_listed(out, pick, SYSEX_END_PORT) is None:
         out.delete()
-        print(f"MIDI input {own}: its own port not found once among {len(mine)}: a cut sysex "
-              "will hold its input until an F7 comes", file=sys.stderr)
+        print(f"MIDI input {own}: its own port not found once: a cut sysex will hold its input "
+              "until an F7 comes", file=sys.stderr)
         return None
-    out.open_port(mine[0], SYSEX_END_PORT)
     return out

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from companion.midi.input import open_input
+from companion.midi.input import made, open_input, port_names
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
@@ -214,7 +214,8 @@ def midi_system_problem(backend: str | None = None) -> str | None:
 def list_ports(backend) -> tuple[list[str], list[str]]:
     """(input names, output names): ports that can be listened to and played to."""
     with quiet_stderr():
-        return list(backend.get_input_names()), list(backend.get_output_names())
+        return (port_names(backend.get_input_names),
+                port_names(backend.get_output_names))
 
 
 def match_port(query: str, names: list[str], kind: str, label: str) -> str:
@@ -290,7 +291,7 @@ def open_ports(
             if p is not None:
                 p.close()
         raise
-    except (OSError, SystemError) as e:  # rtmidi.SystemError is a SystemError
+    except OSError as e:  # rtmidi.SystemError (no client made) is an OSError
         for p in (inport, outport):
             if p is not None:
                 p.close()
@@ -304,19 +305,21 @@ def open_port(backend_name: str, kind: str, query: str | None, client_name: str,
     others see for it: the existing port that ``query`` matches (as --input/--output
     match), or our own virtual port ``client_name:own_name`` for None."""
     backend = get_backend(backend_name)
+    api = BACKENDS[backend_name]
     with quiet_stderr():
         if query is not None:
             ins, outs = list_ports(backend)
             name = match_port(query, ins if kind == "input" else outs, kind,
                               LABELS[backend_name])
             if kind == "input":
-                return open_input(BACKENDS[backend_name], name), name
-            return backend.open_output(name), name
+                return open_input(api, name), name
+            return made(lambda: backend.open_output(name), api), name
         if kind == "input":
-            port = open_input(BACKENDS[backend_name], own_name, virtual=True,
+            port = open_input(api, own_name, virtual=True,
                               client_name=client_name)
         else:
-            port = backend.open_output(own_name, virtual=True, client_name=client_name)
+            port = made(lambda: backend.open_output(own_name, virtual=True,
+                                                    client_name=client_name), api)
     ins, outs = list_ports(backend)
     # our input is an output port to the others, and the other way round
     return port, _own(outs if kind == "input" else ins, client_name, own_name)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from companion.midi.input import open_input
+from companion.midi.input import open_input, port_names
 from companion.midi.ports import BACKENDS, PortError, match_port, quiet_stderr
 
 #: Seconds between two looks at the port list: modest, a listing costs a JACK round trip.
@@ -100,7 +100,7 @@ class PortWatcher:
             self._listers = self._make_listers(self.label)
         lin, lout = self._listers
         with quiet_stderr():
-            return list(lin.get_ports()), list(lout.get_ports())
+            return port_names(lin.get_ports), port_names(lout.get_ports)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):

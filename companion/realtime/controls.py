@@ -36,7 +36,8 @@ SHORT_NAMES = {
     "min_beats": "answer.min_beats", "max_beats": "answer.max_beats",
     "articulation": "answer.articulation", "max_note_beats": "answer.max_note_beats",
     "range_widen": "answer.range_widen", "barge_in": "answer.barge_in",
-    "cadence": "answer.cadence", "style_weight": "style.weight", "max_repeat": "style.max_repeat",
+    "cadence": "answer.cadence", "register_pull": "answer.register_pull",
+    "style_weight": "style.weight", "max_repeat": "style.max_repeat",
     "key_strength": "key.strength", "meter": "time.meter", "mute": "mute", "panic": "panic",
     "reset_style": "reset_style", "model": "model", "learn": "learn",
 }
