@@ -165,7 +165,7 @@ def answer_positions(answer, origin_s: float, bar: float | None) -> list[int]:
     when ``bar`` is given): phases of 1/12 beat, quarters of the bar, 8 for unknown."""
     out = []
     for n in answer.notes:
-        steps = round((n.start - origin_s) / BEAT * 12)
+        steps = round(round((n.start - origin_s) / BEAT * 24) / 2)  # 1/24 grid, half to even
         if bar is None:
             out.append(96 + steps % 12)
         else:
