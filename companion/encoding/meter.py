@@ -10,10 +10,11 @@ model serves calls of unknown meter). Quarters past ``BAR_QUARTERS - 1`` (bars l
 Training reads bars from the score's barlines and time signatures (onsets in quarter notes
 from the bar's start); live, the beat grid (a clock's, Link's, or the call's own) gives the
 phase, and the bar is known from Link's quantum, a MIDI clock's count, or ``time.meter``.
-An onset is first put on the curves' time grid (1/24 beat), then on the phases, half a
-phase to the even one: the same onsets give the same positions whatever float noise their
-sums carry. The first step of a sequence (``bos``) takes the position of the melody's first
-note; each curve's step takes the position of the note the curve arrives at.
+An onset within float noise of the curves' time grid (1/24 beat) is put on it, then on
+the phases, half a phase to the even one: an answer's onsets, sums of its curves' times,
+give the positions their exact values give. The first step of a sequence (``bos``) takes
+the position of the melody's first note; each curve's step takes the position of the note
+the curve arrives at.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ BAR_QUARTERS = 8
 UNKNOWN_BAR = BAR_QUARTERS
 #: How many position ids there are: the size of the model's position input.
 SIZE = (BAR_QUARTERS + 1) * PHASES
+#: How near (in 1/24 beats) an onset is to the curves' time grid to be taken as on it.
+GRID_NOISE = 1e-6
 #: The package format whose step model takes a position (format 1: token, h, c only).
 FORMAT = 2
 
@@ -40,7 +43,10 @@ def position(beats: float, bar_beats: float | None = None) -> int:
     ``bar_beats`` (the bar's length in quarters) is given, after the bar's first beat."""
     if not math.isfinite(beats):
         raise ValueError(f"position: onset {beats!r} is not a number")
-    steps = round(round(beats * TIME_GRID) * PHASES / TIME_GRID)
+    on_grid = round(beats * TIME_GRID)
+    if abs(beats * TIME_GRID - on_grid) < GRID_NOISE:
+        beats = on_grid / TIME_GRID
+    steps = round(beats * PHASES)
     if bar_beats is None or not bar_beats > 0:
         return UNKNOWN_BAR * PHASES + steps % PHASES
     steps %= max(1, round(bar_beats * PHASES))
@@ -52,7 +58,9 @@ def positions(beats: np.ndarray, bar_beats: np.ndarray | float | None = None) ->
     """``position`` of each onset (int64); ``bar_beats`` one length, one per onset (NaN or
     <= 0 for unknown), or None for all unknown."""
     beats = np.asarray(beats, dtype=np.float64)
-    steps = np.round(np.round(beats * TIME_GRID) * PHASES / TIME_GRID).astype(np.int64)
+    on_grid = np.round(beats * TIME_GRID)
+    beats = np.where(np.abs(beats * TIME_GRID - on_grid) < GRID_NOISE, on_grid / TIME_GRID, beats)
+    steps = np.round(beats * PHASES).astype(np.int64)
     unknown = UNKNOWN_BAR * PHASES + steps % PHASES
     if bar_beats is None:
         return unknown
