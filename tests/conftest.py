@@ -38,13 +38,12 @@ def model_pkg(tmp_path_factory) -> Path:
     ships with music21) and random weights: the real file formats and sizes, no TensorFlow,
     no training, no data beside the repository."""
     from companion.encoding.curves import Vocabulary, curves_from_notes
-    from train.export import StepWeights, write_step
+    from train.export import StepWeights, write_package
 
     pkg = tmp_path_factory.mktemp("model")
     melodies = tunes(1, 4)
     vocab = Vocabulary.build([curves_from_notes(m.pitches, m.onsets) for m in melodies])
-    vocab.save(pkg / "vocab.json")
-    write_step(StepWeights.random(vocab.size, seed=7), pkg / "model.onnx")
+    write_package(StepWeights.random(vocab.size, seed=7), vocab, pkg)
     return pkg
 
 

@@ -110,7 +110,7 @@ def test_json_round_trip_and_contract_format(tmp_path):
 
 
 @pytest.mark.parametrize("bad, what", [
-    ({"format": 2}, "format"),
+    ({"format": 3}, "format"),
     ({"format": 1, "time_unit": "quarter", "curves": [], "specials": {"bos": 0}}, "curves"),
     ({"format": 1, "time_unit": "quarter", "curves": [[0, 1.0]], "specials": {}}, "specials"),
     ({"format": 1, "time_unit": "quarter", "curves": [[0, 1.0]], "specials": {"bos": 0}},

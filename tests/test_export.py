@@ -5,7 +5,7 @@ import pytest
 
 from companion.encoding.curves import Vocabulary
 from companion.engine.model import StepModel
-from train.export import StepWeights, read_step, write_step
+from train.export import StepWeights, read_step, write_package, write_step
 
 
 def reference_step(w: StepWeights, tok: int, h: np.ndarray, c: np.ndarray, pos: int = 0):
@@ -34,8 +34,7 @@ def reference_step(w: StepWeights, tok: int, h: np.ndarray, c: np.ndarray, pos: 
 def package(tmp_path):
     vocab = Vocabulary(np.array([[-2, 0.5], [0, 1.0], [2, 0.5], [7, 1.5]]))
     w = StepWeights.random(vocab.size, embed=8, units=16, layers=3, seed=5)
-    write_step(w, tmp_path / "model.onnx")
-    vocab.save(tmp_path / "vocab.json")
+    write_package(w, vocab, tmp_path)
     return tmp_path, w
 
 

@@ -31,9 +31,9 @@ def build_tiny(pkg, vocab_from, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     from onnx import TensorProto, helper, numpy_helper
 
     pkg.mkdir(parents=True, exist_ok=True)
-    shutil.copy(vocab_from / "vocab.json", pkg / "vocab.json")
-    v = len(json.loads((pkg / "vocab.json").read_text())["curves"]) + len(
-        json.loads((pkg / "vocab.json").read_text())["specials"])
+    vocab = json.loads((vocab_from / "vocab.json").read_text())
+    (pkg / "vocab.json").write_text(json.dumps({**vocab, "format": 2}))
+    v = len(vocab["curves"]) + len(vocab["specials"])
     rng = np.random.default_rng(seed)
     by_token = rng.normal(0, 1, (v, v)).astype(np.float32)
     by_position = rng.normal(0, 1, (meter.SIZE, v)).astype(np.float32)
@@ -150,6 +150,20 @@ def test_a_format_2_card_on_a_model_without_position_is_one_clear_error(tmp_path
     with pytest.raises(ModelError, match=r'card.json: "format": 2, but model.onnx has no '
                                          r'position input \(expected format 1\)$'):
         StepModel(pkg)
+
+
+@pytest.mark.parametrize("which, says", [("tiny", 1), ("default", 2)])
+def test_a_vocab_format_that_disagrees_with_the_model_is_one_clear_error(tmp_path, tiny,
+                                                                          which, says):
+    """vocab.json's "format" (what a reader learns the model's inputs from) is checked."""
+    pkg = tmp_path / "bad"
+    shutil.copytree(tiny[0] if which == "tiny" else DEFAULT, pkg)
+    vocab = json.loads((pkg / "vocab.json").read_text())
+    (pkg / "vocab.json").write_text(json.dumps({**vocab, "format": says}))
+    with pytest.raises(ModelError) as e:
+        StepModel(pkg)
+    assert str(e.value).startswith(f"{pkg / 'vocab.json'}: \"format\": {says}, but model.onnx")
+    assert "\n" not in str(e.value)
 
 
 # -- the engine ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from companion.encoding.curves import Vocabulary
 from companion.encoding.melody import Melody, read_melodies
 from companion.engine.model import StepModel
 from train.dataset import BAR_HIDDEN, windows
-from train.export import StepWeights, read_step, write_step
+from train.export import StepWeights, read_step, write_package
 
 #: A pickup of one quarter in 3/4, two 3/4 bars, two 6/8 bars, a last 3/4 bar.
 ABC = """X:1
@@ -109,8 +109,7 @@ def test_training_batches_hide_the_bar_of_some_windows_afresh_each_epoch_keeping
 def step_package(tmp_path):
     vocab = Vocabulary(np.array([[-2, 0.5], [0, 1.0], [2, 0.5], [7, 1.5]]))
     w = StepWeights.random(vocab.size, embed=8, units=16, layers=2, seed=5, position_embed=6)
-    write_step(w, tmp_path / "model.onnx")
-    vocab.save(tmp_path / "vocab.json")
+    write_package(w, vocab, tmp_path)
     (tmp_path / "card.json").write_text(json.dumps(w.card()))
     return tmp_path, w
 
@@ -142,8 +141,7 @@ def test_format_two_step_takes_the_position_beside_the_token(step_package):
 def test_format_one_step_without_position_embedding(tmp_path):
     vocab = Vocabulary(np.array([[0, 1.0], [2, 0.5]]))
     w = StepWeights.random(vocab.size, embed=8, units=16, seed=1, position_embed=0)
-    write_step(w, tmp_path / "model.onnx")
-    vocab.save(tmp_path / "vocab.json")
+    write_package(w, vocab, tmp_path)
     assert w.format == 1 and w.card() == {}
     m = StepModel(tmp_path)
     assert not m.positional

@@ -33,15 +33,14 @@ def packages(tmp_path_factory, model_pkg) -> Path:
     """A models folder: alpha (the tests' model), beta (another vocabulary, other sizes and
     weights, with a card), a folder without model.onnx and one whose name is no package's."""
     from companion.encoding.curves import Vocabulary, curves_from_notes
-    from train.export import StepWeights, write_step
+    from train.export import StepWeights, write_package
 
     root = tmp_path_factory.mktemp("models")
     shutil.copytree(model_pkg, root / "alpha")
     beta = root / "beta"
     beta.mkdir()
     vocab = Vocabulary.build([curves_from_notes(m.pitches, m.onsets) for m in tunes(5, 4)])
-    vocab.save(beta / "vocab.json")
-    write_step(StepWeights.random(vocab.size, units=48, seed=11), beta / "model.onnx")
+    write_package(StepWeights.random(vocab.size, units=48, seed=11), vocab, beta)
     (beta / "card.json").write_text(json.dumps({"corpora": ["music21:oneills1850"],
                                                 "idiom": "Irish reels"}))
     (root / "empty").mkdir()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from companion.encoding import meter
-from companion.encoding.curves import write_atomic
+from companion.encoding.curves import Vocabulary, write_atomic
 
 OPSET = 17
 
@@ -222,3 +222,12 @@ def build_step(w: StepWeights):
 def write_step(w: StepWeights, path: str | Path) -> None:
     """Write model.onnx atomically: a failed export leaves the previous file as it was."""
     write_atomic(Path(path), build_step(w).SerializeToString())
+
+
+def write_package(w: StepWeights, vocab: Vocabulary, folder: str | Path) -> None:
+    """A package's model.onnx and vocab.json, the vocabulary marked with the step's format
+    (the format a reader of vocab.json learns the model's inputs from)."""
+    folder = Path(folder)
+    write_step(w, folder / "model.onnx")
+    vocab.format = w.format
+    vocab.save(folder / "vocab.json")

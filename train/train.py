@@ -126,14 +126,13 @@ def run(args: argparse.Namespace) -> int:
     # -- export, check, evaluate into a staging folder, then swap ---------------------------
     from companion.engine.model import StepModel
     from train.evaluate import figures, held_out
-    from train.export import StepWeights, write_step
+    from train.export import StepWeights, write_package
 
     stage = out.parent / f".{out.name}.new"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     weights = StepWeights.from_keras(model)
-    write_step(weights, stage / "model.onnx")
-    vocab.save(stage / "vocab.json")
+    write_package(weights, vocab, stage)
     step = StepModel(stage)
     parity = check_parity(model, step, va[:8] or tr[:8], pva[:8] or ptr[:8])
     log.info("ONNX step vs Keras: max |logit difference| %.2e", parity)

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-VOCAB_FORMAT = 1
+#: The package formats a vocab.json may name: 1 (a step takes a token), 2 (a token and its
+#: metrical position, companion.encoding.meter); the companion loads both.
+VOCAB_FORMATS = (1, 2)
 
 #: Time differences are snapped to 1/24 of a quarter note: this holds 32nd notes,
 #: eighth and sixteenth triplets exactly, and merges the near-duplicate triplet
@@ -67,6 +69,7 @@ class Vocabulary:
 
     curves: np.ndarray  # [N, 2] float64: pitch_diff, time_diff
     specials: dict[str, int] = field(default_factory=dict)
+    format: int = 1  # the package format (VOCAB_FORMATS) vocab.json says
 
     def __post_init__(self) -> None:
         self.curves = np.asarray(self.curves, dtype=np.float64).reshape(-1, 2)
@@ -123,7 +126,7 @@ class Vocabulary:
 
     def to_json(self) -> dict:
         return {
-            "format": VOCAB_FORMAT,
+            "format": self.format,
             "time_unit": "quarter",
             "curves": [[int(p), float(t)] for p, t in self.curves],
             "specials": dict(self.specials),
@@ -131,8 +134,9 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, data: dict, source: str = "vocab.json") -> Vocabulary:
-        if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT:
-            raise ValueError(f"{source}: expected an object with \"format\": {VOCAB_FORMAT}")
+        if not isinstance(data, dict) or data.get("format") not in VOCAB_FORMATS:
+            raise ValueError(f"{source}: expected an object with \"format\" one of "
+                             f"{', '.join(map(str, VOCAB_FORMATS))}")
         if data.get("time_unit") != "quarter":
             raise ValueError(f"{source}: expected \"time_unit\": \"quarter\"")
         curves = data.get("curves")
@@ -148,7 +152,8 @@ class Vocabulary:
         n = len(curves)
         if sorted(specials.values()) != list(range(n, n + len(specials))):
             raise ValueError(f"{source}: special tokens must have the indexes after the curves")
-        return cls(np.array(curves, dtype=np.float64), {k: int(v) for k, v in specials.items()})
+        return cls(np.array(curves, dtype=np.float64), {k: int(v) for k, v in specials.items()},
+                   int(data["format"]))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

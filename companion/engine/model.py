@@ -283,6 +283,9 @@ class StepModel:
         p = self.dir / "card.json"
         fmt = self.card.get("format")
         takes = "takes a position input" if self.positional else "has no position input"
+        if self.vocab.format != self.format:
+            raise ModelError(f"{self.dir / 'vocab.json'}: \"format\": {self.vocab.format}, but "
+                             f"model.onnx {takes} (expected format {self.format})")
         if fmt is not None and fmt != self.format:
             raise ModelError(f"{p}: \"format\": {fmt!r}, but model.onnx {takes} (expected "
                              f"format {self.format})")
