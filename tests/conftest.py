@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,20 @@ import pytest
 from support import tunes
 
 from bench.jackserver import JackdError, JackdMissing, dummy_server
+
+# -- no test hangs the suite ---------------------------------------------------------------
+#: A test still running after this long ends the whole run, every thread's stack on stderr:
+#: a call that waits in C holding the interpreter (python-rtmidi waiting on a JACK server
+#: that stopped answering) lets no Python timeout run, and CI would wait out its hours.
+TEST_LIMIT_S = 600
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    faulthandler.dump_traceback_later(TEST_LIMIT_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
 
 # -- TensorFlow last ----------------------------------------------------------------------
 # TensorFlow's thread pools and its garbage (graphs with C++ objects behind them) stay out

@@ -6,13 +6,13 @@ import mido
 import numpy as np
 import pytest
 
-from bench.hands import Score, answers, hear, two_hands
+from bench.hands import Score, answers, folk_melodies, hear, two_hands
 from companion.config import ConfigError, from_dict
 from companion.encoding.melody import melody_from_notes, melody_from_score
 from companion.encoding.phrases import PhraseNote
 from companion.encoding.skyline import melody_indexes
 from companion.engine.listener import NEW_NOTE, NOTHING, Listener
-from tests.support import make_config, tunes
+from tests.support import ROOT, make_config, tunes
 
 BEAT = 0.5  # 120 BPM
 E5, D5, C5, B4, A4, G4, F4 = 76, 74, 72, 71, 69, 67, 65
@@ -119,12 +119,21 @@ def test_f1_on_generated_left_hands():
     assert top.f1 < 0.9  # what the rule is for: the top of each onset hears the left hand
 
 
-def test_answers_with_a_left_hand_keep_the_melody_register(model):
-    cfg = make_config()
-    mels = [_tune_notes(m) for m in tunes(5, 4)]
-    mels = [[n for n in m if n.start - m[0].start < 8.0] for m in mels]
-    fig = answers(cfg, model, mels, seed=11)
-    assert fig.notes_alone > 0 and fig.notes_left > 0
+def test_answers_with_a_left_hand_keep_the_melody_register(nottingham):
+    """The bench's measurement (docs/hands.md): 30 held-out Nottingham openings answered
+    alone and with a generated left hand by the shipped model and config, seed 0: the
+    answers' mean interval within 15% and their notes a fourth or more below the melody
+    within 2 points. (Four calls of a random-weight model, as this test had, hold ~55
+    notes: one note moved the share by 1.8 points, and any change to the sampling decided
+    the outcome.)"""
+    from companion import config
+    from companion.engine.model import StepModel
+
+    cfg = config.load(ROOT / "config.yaml")
+    _, calls = folk_melodies(30, beats=8.0)
+    fig = answers(cfg, StepModel(cfg.model_dir()), calls, seed=0)
+    print(fig)
+    assert fig.notes_alone > 300 and fig.notes_left > 300
     assert fig.goals_met(), fig
 
 

@@ -233,30 +233,18 @@ def test_closing_keeps_the_queue_empty_and_closes_ports_settled_then_clients(mon
     assert closed_at < rt.times["close_port"]
 
 
-def test_a_close_returns_when_the_midi_system_never_answers(monkeypatch, capsys):
-    monkeypatch.setattr(midi_in, "SETTLE_S", 0.0)
-    monkeypatch.setattr(midi_in, "CLOSE_TIMEOUT_S", 0.3)
-    rt = FakeRt()
-    stuck = threading.Event()
-    rt.close_port = lambda: stuck.wait(30)  # a JACK server that stopped answering
-    port = PolledInput(rt, "stuck")
-    t0 = time.monotonic()
-    port.close()
-    waited = time.monotonic() - t0
-    stuck.set()
-    assert waited < 10
-    assert "did not answer" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("api, refusals, made_it", [
-    ("UNIX_JACK", 2, True),  # a JACK server still dropping a killed process's clients
-    ("UNIX_JACK", 10**6, False),  # one that goes on refusing: its error, after JACK_RETRY_S
-    ("LINUX_ALSA", 1, False),  # elsewhere at once
+@pytest.mark.parametrize("api, server, refusals, made_it", [
+    ("UNIX_JACK", True, 2, True),  # a JACK server still dropping a killed process's clients
+    ("UNIX_JACK", True, 10**6, False),  # one that goes on refusing: its error after JACK_RETRY_S
+    ("UNIX_JACK", False, 10**6, False),  # none there: its error at once
+    ("LINUX_ALSA", True, 1, False),  # elsewhere at once
 ])
-def test_a_refused_client_is_asked_again_over_jack_only(monkeypatch, api, refusals, made_it):
+def test_a_refused_client_is_asked_again_while_a_jack_server_is_there(
+        monkeypatch, api, server, refusals, made_it):
     import rtmidi
 
     monkeypatch.setattr(midi_in, "JACK_RETRY_S", 0.5)
+    monkeypatch.setattr(midi_in, "jack_server_there", lambda: server)
     tries = []
 
     def make():
@@ -270,7 +258,16 @@ def test_a_refused_client_is_asked_again_over_jack_only(monkeypatch, api, refusa
         return
     with pytest.raises(rtmidi.SystemError):
         made(make, api)
-    assert (2 <= len(tries) < 100) if api == "UNIX_JACK" else len(tries) == 1
+    assert (2 <= len(tries) < 100) if api == "UNIX_JACK" and server else len(tries) == 1
+
+
+@pytest.mark.jack
+def test_a_jack_servers_socket_says_it_is_there(jack_server, monkeypatch):
+    for key, value in jack_server.items():
+        monkeypatch.setenv(key, value)
+    assert midi_in.jack_server_there()
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "no-such-server-here")
+    assert not midi_in.jack_server_there()
 
 
 def test_a_port_list_that_changes_while_read_is_read_again():

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import mido
@@ -56,8 +58,6 @@ SYSEX_END_PORT = "sysex-end"
 #: Seconds between closing an input and its sysex-end port: JACK's graph moves on in a
 #: period (at most 4096 frames at 48 kHz: 85 ms; 21 ms at 1024).
 SETTLE_S = 0.1
-#: The longest a close waits for the MIDI system (a JACK server that stopped answering).
-CLOSE_TIMEOUT_S = 5.0
 #: Seconds a JACK server that refuses us a client is asked again: one still dropping the
 #: clients of a killed process refuses every new one until it has (it tells each client of a
 #: new one, and a dead one cannot answer), and one that just saw a client of the same name
@@ -69,8 +69,8 @@ LIST_TRIES = 5
 
 def made(make: Callable[[], T], api: str) -> T:
     """``make()`` (an rtmidi client, or mido's port that makes one); over JACK (``api``
-    UNIX_JACK) asked again for ``JACK_RETRY_S`` while the server refuses the client
-    (rtmidi.SystemError), elsewhere once."""
+    UNIX_JACK) asked again for ``JACK_RETRY_S`` while a server is there that refuses the
+    client (rtmidi.SystemError), once where there is none or elsewhere."""
     import rtmidi
 
     deadline = time.monotonic() + (JACK_RETRY_S if api == "UNIX_JACK" else 0.0)
@@ -78,9 +78,20 @@ def made(make: Callable[[], T], api: str) -> T:
         try:
             return make()
         except rtmidi.SystemError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not jack_server_there():
                 raise
             time.sleep(0.1)
+
+
+def jack_server_there() -> bool:
+    """Whether the JACK server clients here would reach (``JACK_DEFAULT_SERVER``, else
+    "default") has its socket: jackd2 keeps ``jack_NAME_UID_0`` in its folder (/dev/shm on
+    Linux) while it runs. Where that is not known (no such folder), True."""
+    folder = Path("/dev/shm")
+    if not folder.is_dir() or not hasattr(os, "getuid"):
+        return True
+    name = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+    return (folder / f"jack_{name}_{os.getuid()}_0").exists()
 
 
 def port_names(listing: Callable[[], list[str]]) -> list[str]:
@@ -266,24 +277,17 @@ class PolledInput:
         """Deliver nothing more, then close: the ports first, ours and then the sysex-end
         one (see ``_release``), while this port's thread still empties RtMidi's queue; then
         that thread stops, and only then the clients close (a JACK client's process thread
-        is cancelled as it closes: with no port it is idle).
-        Idempotent. Returns within ``CLOSE_TIMEOUT_S`` even when the MIDI system no longer
-        answers (said once on stderr: the port is then left to the process's exit); called
-        from a callback, it returns at once and the port closes after that callback."""
+        is cancelled as it closes: with no port it is idle). Idempotent. Called from a
+        callback, it returns at once and the port closes after that callback."""
         if self.closed:
             return
         self.closed = True
         self._closing.set()
-        done = threading.Thread(target=self._release, name=f"midi-in {self.name} close",
-                                daemon=True)
-        done.start()
         if self._thread is threading.current_thread():
+            threading.Thread(target=self._release, name=f"midi-in {self.name} close",
+                             daemon=True).start()
             return
-        done.join(CLOSE_TIMEOUT_S)
-        if done.is_alive():
-            print(f"MIDI input {self.name}: the MIDI system did not answer within "
-                  f"{CLOSE_TIMEOUT_S:.0f} s while the port closed; left to the process's exit",
-                  file=sys.stderr)
+        self._release()
 
     def _release(self) -> None:
         # JACK2's clients race with their own port changes: a port freed while the client

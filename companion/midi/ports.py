@@ -103,7 +103,8 @@ def _probe(name: str) -> str | None:
     api = getattr(rtmidi, f"API_{BACKENDS[name]}")
     try:
         with quiet_stderr():
-            probe = rtmidi.MidiIn(rtapi=api, name="companion-probe")
+            probe = made(lambda: rtmidi.MidiIn(rtapi=api, name="companion-probe"),
+                         BACKENDS[name])
     except rtmidi.SystemError as e:
         return str(e)
     probe.delete()
