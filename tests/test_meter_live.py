@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
-from support import ROOT, EngineRig, make_config
+from support import EngineRig, make_config
 
 from companion.config import ConfigError
 from companion.encoding import meter
@@ -19,7 +20,6 @@ from companion.engine.model import POSITION_CARD, ModelError, StepModel
 
 TEMPO = 120.0
 BEAT = 60.0 / TEMPO
-DEFAULT = ROOT / "models" / "default"
 # onsets at beats 0, 1, 1.5, 2, 3, 4.25: (pitch, start, duration)
 CALL = [(62, 0, 0.9), (66, 1, 0.4), (69, 1.5, 0.4), (71, 2, 0.9), (69, 3, 0.9), (66, 4.25, 1.5)]
 
@@ -59,6 +59,21 @@ def build_tiny(pkg, vocab_from, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     onnx.save(model, str(pkg / "model.onnx"))
     (pkg / "card.json").write_text(json.dumps({"format": 2, "position": POSITION_CARD}))
     return by_token, by_position
+
+
+@pytest.fixture(scope="module")
+def format1(tmp_path_factory, model_pkg) -> Path:
+    """A package of format 1 (a step of tokens alone, as every package was before format 2):
+    the test package's vocabulary, random weights, a card without "format"."""
+    from companion.encoding.curves import Vocabulary
+    from train.export import StepWeights, write_package
+
+    pkg = tmp_path_factory.mktemp("format1") / "old"
+    pkg.mkdir()
+    vocab = Vocabulary.load(model_pkg / "vocab.json")
+    write_package(StepWeights.random(vocab.size, seed=4, position_embed=0), vocab, pkg)
+    (pkg / "card.json").write_text(json.dumps({"corpora": ["music21:oneills1850"]}))
+    return pkg
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +125,14 @@ def test_a_format_2_package_takes_the_position_as_its_table_says(tiny):
     np.testing.assert_allclose(logits[0], by_token[4] + by_position[96], rtol=1e-6)
 
 
-def test_a_format_1_package_ignores_positions_and_steps_bos_at_once(model_pkg):
-    m = Recording(DEFAULT)
+def test_a_format_1_package_ignores_positions_and_steps_bos_at_once(format1):
+    m = Recording(format1)
     assert not m.positional and m.format == 1
     a, b = m.zero_state(), m.zero_state()
     np.testing.assert_array_equal(m.step(3, a, 0), m.step(3, b, 77))
     np.testing.assert_array_equal(a.h, b.h)
     m.fed.clear()
-    rig = EngineRig(m, cfg(DEFAULT, 4))
+    rig = EngineRig(m, cfg(format1, 4))
     assert rig.engine.steps == 1 and m.fed == [(m.vocab.bos, None)]  # bos at reset
     rig.play(CALL)
     _, answer = rig.finish()
@@ -142,9 +157,9 @@ def test_a_card_that_disagrees_with_a_format_2_model_is_one_clear_error(tmp_path
     assert "\n" not in str(e.value)
 
 
-def test_a_format_2_card_on_a_model_without_position_is_one_clear_error(tmp_path):
+def test_a_format_2_card_on_a_model_without_position_is_one_clear_error(tmp_path, format1):
     pkg = tmp_path / "old"
-    shutil.copytree(DEFAULT, pkg)
+    shutil.copytree(format1, pkg)
     card = json.loads((pkg / "card.json").read_text())
     (pkg / "card.json").write_text(json.dumps(card | {"format": 2, "position": POSITION_CARD}))
     with pytest.raises(ModelError, match=r'card.json: "format": 2, but model.onnx has no '
@@ -152,12 +167,12 @@ def test_a_format_2_card_on_a_model_without_position_is_one_clear_error(tmp_path
         StepModel(pkg)
 
 
-@pytest.mark.parametrize("which, says", [("tiny", 1), ("default", 2)])
+@pytest.mark.parametrize("which, says", [("tiny", 1), ("format1", 2)])
 def test_a_vocab_format_that_disagrees_with_the_model_is_one_clear_error(tmp_path, tiny,
-                                                                          which, says):
+                                                                          format1, which, says):
     """vocab.json's "format" (what a reader learns the model's inputs from) is checked."""
     pkg = tmp_path / "bad"
-    shutil.copytree(tiny[0] if which == "tiny" else DEFAULT, pkg)
+    shutil.copytree(tiny[0] if which == "tiny" else format1, pkg)
     vocab = json.loads((pkg / "vocab.json").read_text())
     (pkg / "vocab.json").write_text(json.dumps({**vocab, "format": says}))
     with pytest.raises(ModelError) as e:

@@ -119,7 +119,7 @@ def test_onnx_step_reproduces_keras_over_whole_melodies(small_corpus):
 
     from train.corpus import load_corpus
     from train.dataset import BAR_HIDDEN, encode, melody_curves, tf_dataset, windows
-    from train.export import StepWeights, write_step
+    from train.export import StepWeights, write_package
     from train.model import ModelConfig, build, compile_model
     from train.train import check_parity
 
@@ -137,8 +137,7 @@ def test_onnx_step_reproduces_keras_over_whole_melodies(small_corpus):
     model.fit(tf_dataset(x, y, w, batch=8, shuffle=True, seed=1, positions=p,
                          bar_hidden=BAR_HIDDEN), epochs=1, verbose=0)
     pkg = small_corpus / "parity_pkg"
-    write_step(StepWeights.from_keras(model), pkg / "model.onnx")
-    vocab.save(pkg / "vocab.json")
+    write_package(StepWeights.from_keras(model), vocab, pkg)
     step = StepModel(pkg)
     assert step.positional
     songs = [0, 1, len(mels) - 2, len(mels) - 1]  # whole songs, hundreds of steps

@@ -194,12 +194,14 @@ def read_melodies(path: str | Path) -> list[Melody]:
     return out
 
 
-def _midi_has_meter(path: Path) -> bool:
-    """Whether a MIDI file states a time signature (music21 assumes 4/4 where none is)."""
-    import mido
+#: A MIDI file's time-signature meta event: FF 58, length 4.
+TIME_SIGNATURE_EVENT = b"\xff\x58\x04"
 
+
+def _midi_has_meter(path: Path) -> bool:
+    """Whether a MIDI file states a time signature (music21 assumes 4/4 where none is): a
+    time-signature meta event among its bytes."""
     try:
-        return any(msg.type == "time_signature" for track in mido.MidiFile(str(path)).tracks
-                   for msg in track)
-    except (OSError, ValueError, EOFError):
+        return TIME_SIGNATURE_EVENT in Path(path).read_bytes()
+    except OSError:
         return False
