@@ -267,9 +267,10 @@ def test_program_change_over_jack(jack_server, monkeypatch, packages, tmp_path):
                        answer={"length": 2, "max_beats": 2, "max_note_beats": 1.0},
                        session={"enabled": False}, models={1: "alpha", 5: "beta"})
     comp = Companion(jack_server, "--config", str(cfg))
-    comp.wait_ready()
-    performer = Performer()
+    performer = None
     try:
+        comp.wait_ready()
+        performer = Performer()
         performer.play(CALL)
         wait_for(lambda: any("-> answer of" in line for line in comp.lines), 15)
         performer.to.send(mido.Message("program_change", program=4))
@@ -281,7 +282,8 @@ def test_program_change_over_jack(jack_server, monkeypatch, packages, tmp_path):
         wait_for(lambda: len([m for _, m in performer.received()[heard_before:]
                               if m.type == "note_on"]) > 0, 15)
     finally:
-        performer.close()
+        if performer is not None:
+            performer.close()
         rc = comp.stop()
     assert rc == 0, "\n".join(comp.lines)
     swap = next(i for i, line in enumerate(comp.lines) if "model beta in use" in line)
