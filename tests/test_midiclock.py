@@ -6,7 +6,7 @@ import mido
 import numpy as np
 import pytest
 
-from companion.engine.midiclock import LOST_S, ClockFollower
+from companion.engine.midiclock import JUDGE_TICKS, LOST_S, ClockFollower
 
 TICK = mido.Message("clock")
 
@@ -158,15 +158,16 @@ def test_engine_answers_on_the_clocks_beats(model, model_pkg):
         assert h == pytest.approx(round(h), abs=1e-6)
 
 
-def test_lost_ticks_do_not_shift_the_grid():
+def test_a_tick_lost_on_the_way_is_not_inferred():
+    """A clock is a count: with tick 30 lost, the next beat comes one tick later, as on any
+    receiver (a lost tick and a clock that came later look alike)."""
     f = ClockFollower()
     f.feed(mido.Message("start"), 0.0)
     per = 0.5 / 24
-    kept = [i for i in range(60) if i not in (30, 41, 42)]  # three ticks lost on the way
-    for i in kept:
-        f.feed(TICK, i * per + (0.002 if i % 2 else 0.0))
-    assert f.lost == 3
-    assert f.next_beat(59 * per) == pytest.approx(3 * 0.5, abs=0.002)
+    for i in range(60):
+        if i != 30:
+            f.feed(TICK, i * per + (0.002 if i % 2 else 0.0))
+    assert f.next_beat(59 * per) == pytest.approx(3 * 0.5 + per, abs=0.002)
 
 
 def test_ticks_held_up_and_then_delivered_in_a_burst_are_not_lost():
@@ -179,7 +180,6 @@ def test_ticks_held_up_and_then_delivered_in_a_burst_are_not_lost():
         f.feed(TICK, 39 * per + 0.0001 * (i - 30))
     for i in range(40, 60):
         f.feed(TICK, i * per)
-    assert f.lost == 0
     assert f.next_beat(59 * per) == pytest.approx(3 * 0.5, abs=0.002)
 
 
@@ -236,7 +236,6 @@ def test_a_steady_clock_is_followed_at_every_period(frames):
     worst_bpm, worst_beat = follow(f, times, frames, lambda t: 100.0, times[::24])
     assert worst_bpm <= 0.3, worst_bpm
     assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
-    assert f.lost == 0  # a cycle with two ticks and the next with none lost nothing
 
 
 @pytest.mark.parametrize("frames", (64, 1024))
@@ -273,17 +272,26 @@ def test_a_clock_that_stops_and_restarts_at_another_phase(frames):
     assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
 
 
-def test_ticks_of_a_cycle_lost_in_an_xrun_are_counted_at_256_frames():
-    """A cycle's MIDI dropped (an xrun) takes its tick: the count carries on past it."""
+@pytest.mark.parametrize(("frames", "shift"), [(256, 0.79), (256, 2.5), (256, 0.35),
+                                              (64, 2.5), (1024, 2.5)])
+def test_a_clock_that_comes_later_after_a_stall_keeps_its_count(frames, shift):
+    """From tick 150 on, every tick comes ``shift`` periods later (a JACK graph that stalled:
+    0.79 periods on the judge's frames, 2.5 on the companion's clock after a 70 ms stall;
+    no tick lost). From JUDGE_TICKS ticks after the gap on, every next beat is on the later
+    clock's beats, within max(3 ms, one period), and the tempo within 0.3 BPM."""
     per = 0.6 / 24
-    times = 0.2 + per * np.arange(24 * 10)
-    stamps = cycle_stamps(times, 256)
-    dropped = {100, 150, 151}  # the ticks of dropped cycles
+    i = np.arange(24 * 12)
+    sent = 0.2 + per * i + np.where(i >= 150, shift * per, 0)
+    stamps = cycle_stamps(sent, frames)
     f = ClockFollower(window=48)
     f.feed(mido.Message("start"), 0.1)
-    for i, t in enumerate(stamps):
-        if i not in dropped:
-            f.feed(TICK, float(t))
-    assert f.lost == 3
-    b = f.next_beat(float(stamps[-1]) + 0.05)
-    assert float(np.min(np.abs(0.2 + 0.6 * np.arange(20) - b))) <= tolerance_s(256)
+    worst = worst_bpm = 0.0
+    for k, t in enumerate(stamps):
+        f.feed(TICK, float(t))
+        if k > 150 + JUDGE_TICKS:
+            worst_bpm = max(worst_bpm, abs(f.bpm(float(t)) - 100.0))
+            b = f.next_beat(float(t) + 0.05)
+            if b < sent[-1]:
+                worst = max(worst, float(np.min(np.abs(sent[::24] - b))))
+    assert worst <= tolerance_s(frames), worst
+    assert worst_bpm <= 0.3, worst_bpm

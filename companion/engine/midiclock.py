@@ -3,9 +3,18 @@ Position, into a tempo and a beat grid on the companion's own clock.
 
 Ticks arrive with jitter (the sender's, the MIDI system's, the input thread's): the tempo
 and the grid are a least-squares line through the last ``window`` tick times, not the last
-interval, so a tick a few milliseconds late moves them by a fraction of that; a gap of
-several tick periods counts the ticks lost in it, so the grid does not slip (and ticks
-that then arrive in a burst were only late: they are not counted twice). Beats are the
+interval, so a tick a few milliseconds late moves them by a fraction of that.
+
+A clock is a count: every tick that comes is counted, and none is inferred. From stamps
+alone a receiver cannot tell a tick lost on the way from a clock that came later, and the
+second is what JACK does when its graph stalls (an xrun): all the clock's ticks come, those
+after the stall periods later on our clock than before it. So a tick later than the band in
+which the window's stamps scatter opens a gap, and once the ticks after it lie flat, the
+clock has moved: the ticks before the gap move with it, so that the line keeps their tempo
+at the new phase. Ticks held up and then delivered in a burst settle back on the line and
+move nothing.
+
+Beats are theBeats are the
 ticks whose song position is a multiple of 24: Start makes the next tick position 0,
 Song Position Pointer (in sixteenths) and Continue carry on from a position. A clock that
 only ticks (no Start ever) counts its first tick as a beat. After Stop the ticks still give
@@ -29,11 +38,16 @@ LOST_S = 0.5
 MIN_BPM, MAX_BPM = 20.0, 400.0
 #: A tick later than the line by this many median absolute deviations is left out of it.
 LATE_MADS = 3.0
-#: Lost ticks are inferred only from a window of this many ticks (the band of scatter is
-#: known by then) ...
-MIN_TICKS_FOR_LOSS = 24
-#: ... and only while the stamps scatter over less than this many tick periods.
-BAND_TICKS = 0.75
+#: Gaps are looked for only in a window of this many ticks (the band of scatter is known)
+MIN_TICKS_FOR_GAP = 24
+#: A tick later than the band's edge by this fraction of a period opens a gap ...
+GAP_FRAC = 0.15
+#: ... judged once this many ticks after it lie flat (their lateness within the band's
+#: width and ``FLAT_FRAC`` of a period): the clock moved by their mean lateness, if that
+#: is out of the band; a gap whose ticks do not settle within ``GAP_WAIT_TICKS`` is let go.
+JUDGE_TICKS = 6
+FLAT_FRAC = 0.1
+GAP_WAIT_TICKS = 24
 #: The tempo comes from up to this many windows of ticks, the longest run of them whose
 #: slope agrees with the last window's (within ``AGREE_SE`` standard errors of it): stamps
 #: quantised to 21 ms cycles scatter too widely for 48 ticks to give the tempo to 0.3 BPM.
@@ -80,9 +94,10 @@ class ClockFollower:
         self._stopped_pos = 0  # song position at which Continue resumes
         self._fit: tuple[float, float, float] | None = None  # (n mean, t mean, s per tick)
         self._lock = threading.RLock()
-        self.lost = 0  # ticks inferred lost from the gaps between those that came
-        self._credit = 0  # ticks of the last gap counted as lost, that may come late yet
         self._band = (0.0, 0.0)  # (lowest, highest) residual of the window's stamps
+        #: the open gap: (index of its first tick, the line before it, its band's middle
+        #: and width)
+        self._gap: tuple[int, tuple[float, float, float], float, float] | None = None
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -93,16 +108,15 @@ class ClockFollower:
         if kind == "clock":
             if t - self.last_tick > LOST_S:
                 self.ticks.clear()  # a clock that went and came back: a fresh line
-                self._credit = 0
-            elif (step := self._missed(t)) < 0:
-                self.last_tick = t  # one of the late ticks already counted: paid back
-                return True
-            else:
-                self._n += step
+                self._gap = None
+            elif self._gap is None:
+                self._open_gap(t)
             self.ticks.append((self._n, t))
             self._n += 1
             self.last_tick = t
             self._fit = None
+            if self._gap is not None:
+                self._judge_gap()
         elif kind == "start":
             self.playing = True
             self._origin = (self._n, 0)
@@ -128,43 +142,58 @@ class ClockFollower:
     def _position(self, n: float) -> float:
         return self._origin[1] + n - self._origin[0]
 
-    def _missed(self, t: float) -> int:
-        """Ticks lost before the one arriving at ``t`` (counted, or the grid would slip), or
-        -1 for a tick that only came late after a gap counted as lost (it pays one back).
-
-        Ticks are counted, not timed: the MIDI system may stamp a whole cycle's ticks alike
-        (JACK at 1024 frames holds 21 ms of them), so a gap between stamps is no tick count.
-        A tick is lost only where its stamp lies more than half a tick period past the band
-        in which the window's stamps scatter about the line, and only while that band is
-        narrower than ``BAND_TICKS`` periods: where the stamps' scatter nears a tick
-        period, a late stamp and a lost tick look alike and the count alone is believed."""
+    def _open_gap(self, t: float) -> None:
+        """A gap opens at a tick that comes later than the band in which the window's stamps
+        scatter about the line (``GAP_FRAC`` of a period past its edge)."""
         line = self._line()
-        if line is None or len(self.ticks) < MIN_TICKS_FOR_LOSS:
-            self._credit = 0
-            return 0
+        if line is None or len(self.ticks) < MIN_TICKS_FOR_GAP:
+            return
         nm, tm, per = line
         lo, hi = self._band
         mid = (lo + hi) / 2
-        r = (t - tm - (self._n - nm) * per - mid) / per  # in tick periods, off the band's middle
-        if self._credit and r < -0.5:
-            self._credit -= 1
-            self.lost -= 1
-            return -1
-        self._credit = 0
-        if (hi - lo) > BAND_TICKS * per or r <= 0.5:
-            return 0
-        gap = round(r)
-        self.lost += gap
-        self._credit = gap
-        return gap
+        if t - tm - (self._n - nm) * per - mid > (hi - lo) / 2 + GAP_FRAC * per:
+            self._gap = (self._n, line, mid, hi - lo)
+
+    def _judge_gap(self) -> None:
+        """Once the last ``JUDGE_TICKS`` ticks since the gap lie flat against the line before
+        it, the clock moved by their mean lateness (unless that is within the band: they
+        were only held up): the ticks before the gap move by as much. The gap's ticks off
+        the line that follows (held up) are left out of it; all stay counted."""
+        first, (nm, tm, per), mid, width = self._gap
+        after = [(n, t) for n, t in self.ticks if n >= first]
+        if len(after) > GAP_WAIT_TICKS:
+            self._gap = None
+            return
+        if len(after) < JUDGE_TICKS:
+            return
+        late = [t - tm - (n - nm) * per - mid for n, t in after[-JUDGE_TICKS:]]
+        if max(late) - min(late) > width + FLAT_FRAC * per:
+            return
+        self._gap = None
+        self._fit = None
+        shift = sum(late) / len(late)
+        if abs(shift) <= width / 2 + GAP_FRAC * per:
+            shift = 0.0
+        off = width / 2 + GAP_FRAC * per
+        self.ticks = deque(
+            ((n, t + shift) if n < first else (n, t) for n, t in self.ticks
+             if n < first or abs(t - tm - (n - nm) * per - mid - shift) <= off),
+            maxlen=self.ticks.maxlen)
+
+    def _usable(self) -> list[tuple[int, float]]:
+        """The ticks a line goes through: before the open gap, if any."""
+        if self._gap is None:
+            return list(self.ticks)
+        return [nt for nt in self.ticks if nt[0] < self._gap[0]]
 
     def _line(self) -> tuple[float, float, float] | None:
         """Least squares through the window, then again without the ticks that came late by
         more than ``LATE_MADS`` median deviations (a delivery held up by a busy system).
         Stamps quantised to the MIDI system's cycles scatter evenly about this line. Its
-        slope is then that of the longest run of windows (``LONG_WINDOWS``) that agrees."""
+        slope is then that of the longest run of windows (``LONG_WINDOWS``) that agrees.
+        While a gap is open, the line is the one through the ticks before it."""
         if self._fit is None and len(self.ticks) >= 2:
-            window = list(self.ticks)[-self.window:]
+            window = self._usable()[-self.window:]
             fit = _fit(window)
             kept = window
             if fit is not None and len(window) >= 8:
@@ -193,7 +222,7 @@ class ClockFollower:
         that agrees with it; the line still passes through the window's mean."""
         nm, tm, per = fit
         limit = AGREE_SE * _slope_error(kept, fit) + 1e-9
-        ticks = list(self.ticks)
+        ticks = self._usable()
         best = per
         k = 2
         while k * self.window <= len(ticks):
