@@ -174,7 +174,6 @@ class Engine:
         self.time_cfg = tc
         self.tempo_bpm = cfg.listen.tempo_bpm
         self._on_clock_tempo = False  # the beat is a MIDI clock's (and goes when it goes)
-        self.phrase_end_beats = cfg.listen.phrase_end_beats
         self.reset_after_beats = cfg.listen.reset_after_beats
         self.midiclock = (ClockFollower(tc.clock_window_ticks) if tc.clock in ("follow", "auto")
                           else None)
@@ -338,8 +337,7 @@ class Engine:
     def set_beat(self, beat_s: float) -> None:
         """A new tempo: what is counted in beats follows it."""
         self.beat_s = beat_s
-        self.listener.beat_s = beat_s
-        self.listener.phrase_end_s = self.phrase_end_beats * beat_s
+        self.listener.set_beat(beat_s)
         self.reset_after_s = self.reset_after_beats * beat_s
 
     def _follow_tempo(self, t: float, call: list[MelodyNote], lead: bool = False) -> None:

@@ -58,6 +58,7 @@ class Listener:
         melody_channel: int | None = None,
     ):
         self.beat_s = beat_s
+        self.phrase_end_beats = phrase_end_beats
         self.phrase_end_s = phrase_end_beats * beat_s
         self.window_s = window_s
         self.channel = channel  # 0-based, None for omni
@@ -80,6 +81,11 @@ class Listener:
         self.pedal = False
         self.sustained: set[tuple[int, int]] = set()  # released keys the pedal holds
         self.ended_at: float | None = None  # the call was ended explicitly
+
+    def set_beat(self, beat_s: float) -> None:
+        """A new tempo: the silence that ends a phrase, counted in beats, follows it."""
+        self.beat_s = beat_s
+        self.phrase_end_s = self.phrase_end_beats * beat_s
 
     def accepts(self, msg) -> bool:
         """A note or all-notes-off message on the listened channel."""
