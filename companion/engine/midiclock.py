@@ -11,8 +11,10 @@ second is what JACK does when its graph stalls (an xrun): all the clock's ticks 
 after the stall periods later on our clock than before it. So a tick later than the band in
 which the window's stamps scatter opens a gap, and once the ticks after it lie flat, the
 clock has moved: the ticks before the gap move with it, so that the line keeps their tempo
-at the new phase. Ticks held up and then delivered in a burst settle back on the line and
-move nothing.
+at the new phase. A smaller step, inside the band (a short stall), is found from the mean
+of the last ticks against the line before them: left in the line, a step of a few
+milliseconds would tilt the tempo by tenths of a BPM. Ticks held up and then delivered in
+a burst settle back on the line and move nothing.
 
 Beats are theBeats are the
 ticks whose song position is a multiple of 24: Start makes the next tick position 0,
@@ -42,12 +44,22 @@ LATE_MADS = 3.0
 MIN_TICKS_FOR_GAP = 24
 #: A tick later than the band's edge by this fraction of a period opens a gap ...
 GAP_FRAC = 0.15
-#: ... judged once this many ticks after it lie flat (their lateness within the band's
-#: width and ``FLAT_FRAC`` of a period): the clock moved by their mean lateness, if that
-#: is out of the band; a gap whose ticks do not settle within ``GAP_WAIT_TICKS`` is let go.
+#: ... judged once this many ticks after it lie flat (their lateness within ``FLAT_BAND``
+#: times the band's width and ``FLAT_S``): the clock moved by their mean lateness, if that
+#: is significant (below); a gap whose ticks do not settle within ``GAP_WAIT_TICKS`` is
+#: let go.
 JUDGE_TICKS = 6
-FLAT_FRAC = 0.1
+FLAT_BAND = 1.25
+FLAT_S = 0.0005
 GAP_WAIT_TICKS = 24
+#: A smaller step, inside the band (a short stall), is found from the mean of the last
+#: ``STEP_TICKS`` ticks against the line through those before them: later than that mean
+#: scatters by ``STEP_SIGMAS`` standard deviations (stamps spread evenly over the band) and
+#: by ``STEP_MIN_S``. Left in the line, a step of a few milliseconds tilts its slope by
+#: tenths of a BPM.
+STEP_TICKS = 24
+STEP_SIGMAS = 4.0
+STEP_MIN_S = 0.001
 #: The tempo comes from up to this many windows of ticks, the longest run of them whose
 #: slope agrees with the last window's (within ``AGREE_SE`` standard errors of it): stamps
 #: quantised to 21 ms cycles scatter too widely for 48 ticks to give the tempo to 0.3 BPM.
@@ -115,6 +127,8 @@ class ClockFollower:
             self._n += 1
             self.last_tick = t
             self._fit = None
+            if self._gap is None:
+                self._find_step()
             if self._gap is not None:
                 self._judge_gap()
         elif kind == "start":
@@ -154,11 +168,57 @@ class ClockFollower:
         if t - tm - (self._n - nm) * per - mid > (hi - lo) / 2 + GAP_FRAC * per:
             self._gap = (self._n, line, mid, hi - lo)
 
+    def _significant(self, shift: float, width: float, k: int) -> bool:
+        """Whether the mean lateness of ``k`` ticks is more than stamps spread evenly over a
+        band of ``width`` would give by chance (see STEP_SIGMAS, STEP_MIN_S)."""
+        return abs(shift) > max(STEP_MIN_S, STEP_SIGMAS * width / math.sqrt(12 * k))
+
+    def _find_step(self) -> None:
+        """Opens a gap at the first of the last ``STEP_TICKS`` ticks where their mean lies
+        later than the line through the window before them (at the tempo of all the ticks
+        before them) by a significant amount."""
+        if len(self.ticks) < 2 * self.window + STEP_TICKS:
+            return  # the tempo is known from two windows at least: a line long enough
+        ticks = list(self.ticks)
+        if (long := _fit(ticks[:-STEP_TICKS])) is None:
+            return
+        before = ticks[-STEP_TICKS - self.window:-STEP_TICKS]
+        per = long[2]  # the tempo of all the ticks before the tail; the phase of the last window
+        nm = sum(n for n, _ in before) / len(before)
+        tm = sum(t for _, t in before) / len(before)
+        fit = (nm, tm, per)
+        res = [t - tm - (n - nm) * per for n, t in before]
+        lo, hi = min(res), max(res)
+        mid = (lo + hi) / 2
+        recent = ticks[-STEP_TICKS:]
+        r = [t - tm - (n - nm) * per - mid for n, t in recent]
+        # where a later clock would begin: the tail whose sum is likeliest a shift; one
+        # shorter than JUDGE_TICKS is waited for (a tail longer than the shift would be
+        # a diluted one)
+        tails = [0.0] * (STEP_TICKS + 1)  # tails[k]: sum(r[k:])
+        for j in range(STEP_TICKS - 1, -1, -1):
+            tails[j] = tails[j + 1] + r[j]
+        k = max(range(STEP_TICKS - 1),
+                key=lambda k: tails[k] ** 2 / (STEP_TICKS - k) if tails[k] > 0 else 0.0)
+        m = STEP_TICKS - k
+        if m < JUDGE_TICKS:
+            return
+        late = tails[k] / m
+        # stamps quantised to cycles scatter in a pattern, not at random: the tail must also
+        # lie later than any run of as many ticks did before it
+        sums = [0.0]
+        for x in res:
+            sums.append(sums[-1] + x - mid)
+        usual = max((sums[j + m] - sums[j]) / m for j in range(len(res) - m + 1))
+        if late > usual + STEP_MIN_S and self._significant(late, hi - lo, m):
+            self._gap = (recent[k][0], fit, mid, hi - lo)
+
     def _judge_gap(self) -> None:
-        """Once the last ``JUDGE_TICKS`` ticks since the gap lie flat against the line before
-        it, the clock moved by their mean lateness (unless that is within the band: they
-        were only held up): the ticks before the gap move by as much. The gap's ticks off
-        the line that follows (held up) are left out of it; all stay counted."""
+        """Once the ticks since the gap (else the last ``JUDGE_TICKS`` of them) lie flat
+        against the line before it, the clock moved by their mean lateness (unless that is
+        not significant: they were only held up): the ticks before the gap move by as much.
+        The gap's ticks off the line that follows (held up) are left out of it; all stay
+        counted."""
         first, (nm, tm, per), mid, width = self._gap
         after = [(n, t) for n, t in self.ticks if n >= first]
         if len(after) > GAP_WAIT_TICKS:
@@ -166,15 +226,20 @@ class ClockFollower:
             return
         if len(after) < JUDGE_TICKS:
             return
-        late = [t - tm - (n - nm) * per - mid for n, t in after[-JUDGE_TICKS:]]
-        if max(late) - min(late) > width + FLAT_FRAC * per:
-            return
+        def flat(xs: list[float]) -> bool:
+            return max(xs) - min(xs) <= FLAT_BAND * width + FLAT_S
+
+        late = [t - tm - (n - nm) * per - mid for n, t in after]
+        if not flat(late):  # not all of them: the last ones, once they have settled
+            late = late[-JUDGE_TICKS:]
+            if not flat(late):
+                return
         self._gap = None
         self._fit = None
         shift = sum(late) / len(late)
-        if abs(shift) <= width / 2 + GAP_FRAC * per:
+        if not self._significant(shift, width, len(late)):
             shift = 0.0
-        off = width / 2 + GAP_FRAC * per
+        off = width / 2 + FLAT_S
         self.ticks = deque(
             ((n, t + shift) if n < first else (n, t) for n, t in self.ticks
              if n < first or abs(t - tm - (n - nm) * per - mid - shift) <= off),
