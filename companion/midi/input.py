@@ -236,6 +236,7 @@ class PolledInput:
             with self._lock:
                 func = self._callback
                 if func is None:
+                    unheard = None  # nothing is read meanwhile: no silence to count
                     continue
                 if (self._sysex_end is not None and not self.silenced
                         and now() - read >= SYSEX_END_S):
