@@ -52,6 +52,10 @@ SYSEX, EOX, REALTIME = 0xF0, 0xF7, 0xF8  # real-time bytes: 0xF8 and above
 #: Over JACK, after this long without reading anything the port sends itself a lone F7 (the
 #: end of any sysex RtMidi holds open): what comes after a cut sysex waits at most this long.
 SYSEX_END_S = 0.05
+#: Those lone F7s come back to us within a period or two while JACK moves MIDI. Sent, and
+#: nothing at all read for this long: JACK has stopped (its server quit or hangs); no more
+#: are sent (RtMidi's JACK output would fill its buffer, then spin holding the interpreter).
+SILENT_S = 3.0
 #: The name of the output port (a JACK client of its own) that sends it, connected only to
 #: this input's own port.
 SYSEX_END_PORT = "sysex-end"
@@ -181,7 +185,8 @@ class PolledInput:
     ``mido.Message`` whose ``time`` is its arrival on ``clock`` (ArrivalClock). While no
     callback is set, messages wait in RtMidi's queue for the next one. ``sysex_end``, an
     rtmidi output connected to this port alone, gets a lone F7 after ``SYSEX_END_S`` without
-    a message read (and only while a callback reads them)."""
+    a message read (and only while a callback reads them); when nothing comes back for
+    ``SILENT_S``, the port is ``silenced`` (see ``when_silenced``)."""
 
     def __init__(self, rt, name: str, sysex_end=None):
         self._rt = rt
@@ -197,6 +202,8 @@ class PolledInput:
         self._stop = threading.Event()
         self._closing = threading.Event()  # deliver nothing more; keep the queue empty
         self._opened = time.monotonic()
+        self.silenced = False  # JACK stopped moving MIDI: our own F7s no longer come back
+        self._on_silenced: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"midi-in {name}", daemon=True)
         self._thread.start()
 
@@ -209,10 +216,16 @@ class PolledInput:
         with self._lock:
             self._callback = func
 
+    def when_silenced(self, func: Callable[[], None] | None) -> None:
+        """``func()`` is called once, on this port's thread, if JACK stops moving MIDI (over
+        JACK only: see ``SILENT_S``)."""
+        self._on_silenced = func
+
     def _run(self) -> None:
         get, now, arrivals, stop = self._rt.get_message, self.clock, self.arrivals, self._stop
         closing = self._closing
         last = read = now()  # the last message that keeps the looks frequent; any message
+        unheard = None  # when the first F7 was sent since the last message read
         while True:
             time.sleep(POLL_S if now() - last < IDLE_AFTER_S else IDLE_POLL_S)
             if stop.is_set():
@@ -223,10 +236,17 @@ class PolledInput:
             with self._lock:
                 func = self._callback
                 if func is None:
+                    unheard = None  # nothing is read meanwhile: no silence to count
                     continue
-                if self._sysex_end is not None and now() - read >= SYSEX_END_S:
-                    read = now()  # nothing for a while: a sysex may be holding it all
-                    self._end_sysex()
+                if (self._sysex_end is not None and not self.silenced
+                        and now() - read >= SYSEX_END_S):
+                    if unheard is None:
+                        unheard = now()
+                    if now() - unheard >= SILENT_S:
+                        self._silence()
+                    else:
+                        read = now()  # nothing for a while: a sysex may be holding it all
+                        self._end_sysex()
                 while not stop.is_set() and not closing.is_set():
                     before = now()
                     try:
@@ -239,6 +259,7 @@ class PolledInput:
                         break
                     data, delta = event
                     read = now()
+                    unheard = None
                     t = arrivals.arrival(delta, read)
                     if data != ACTIVE_SENSING and data != [EOX]:  # read (its interval
                         last = read  # counts), then dropped: a keyboard's 3 a second and
@@ -251,6 +272,14 @@ class PolledInput:
         with contextlib.suppress(Exception):
             while self._rt.get_message() is not None:
                 pass
+
+    def _silence(self) -> None:
+        self.silenced = True
+        if self._on_silenced is not None:
+            try:
+                self._on_silenced()
+            except Exception as e:  # noqa: BLE001 - said; the port goes on
+                self._said(e)
 
     def _end_sysex(self) -> None:
         try:

@@ -197,6 +197,7 @@ class Live:
         self._send_failed = False
         self._thread = threading.Thread(target=self._run, name="companion-engine", daemon=True)
         self._started = self._stopped = False
+        self.midi_stopped = threading.Event()  # the MIDI system stopped moving MIDI (JACK quit)
         #: Input messages dropped as a backlog, by the engine thread / by the input callback.
         self.dropped = 0
         self.dropped_queue_full = 0
@@ -217,6 +218,12 @@ class Live:
             if now - STAMP_WINDOW_S <= t <= now:
                 return t
         return now
+
+    def _listen(self, port: Any) -> None:
+        """Take ``port``'s messages, and hear from it if its MIDI system stops."""
+        port.callback = self._on_input
+        if hasattr(port, "when_silenced"):
+            port.when_silenced(self.midi_stopped.set)
 
     def _on_input(self, msg: mido.Message) -> None:
         if getattr(msg, "type", None) in CLOCK_TYPES:  # followed here, never queued
@@ -265,7 +272,7 @@ class Live:
         old, self.inport = self.inport, port
         with contextlib.suppress(Exception):
             old.callback = None
-        port.callback = self._on_input
+        self._listen(port)
         return old
 
     def swap_output(self, port: Any) -> Any:
@@ -603,7 +610,7 @@ class Live:
         self._turn(LISTENING)
         self.scheduler.start()
         self._thread.start()
-        self.inport.callback = self._on_input
+        self._listen(self.inport)
         if self.clockport is not None:
             self.clockport.callback = self._on_clock
         self.clicks.start()
@@ -699,6 +706,7 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
     """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0.
     ``ui``: serve the control surface (config ui:) and print its URL. ``learn``: MIDI learn
     these controls first (``["all"]``: each in turn), saved to ``config_path``."""
+    from companion.midi.input import SILENT_S
     from companion.midi.ports import describe, open_ports
 
     log = _print(out or sys.stdout)
@@ -721,6 +729,7 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
         ports = open_ports(m.backend, m.client_name, m.input_name, m.output_name, m.input,
                            m.output)
         recorder = autosave = watcher = clockport = server = None
+        exit_code = 0
         osc = None
         try:
             clock = RealClock()
@@ -763,7 +772,13 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 f"beats of silence. Ctrl-C stops."
             )
             while not stop.wait(0.5):
-                pass
+                if live.midi_stopped.is_set():
+                    log("JACK stopped moving MIDI (no message "
+                        f"for {SILENT_S:g} s, not even our own: its server quit or hangs); "
+                        "stopping. Start "
+                        "the companion again once it runs")
+                    exit_code = 1
+                    break
         finally:
             if osc is not None:
                 osc.stop()
@@ -797,4 +812,4 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             if path is not None:
                 log(f"session saved: {path}")
         log("stopped")
-        return 0
+        return exit_code
