@@ -272,6 +272,28 @@ def test_a_clock_that_stops_and_restarts_at_another_phase(frames):
     assert worst_beat <= tolerance_s(frames), (worst_beat, frames)
 
 
+def follow_a_step(frames: int, ticks: int, at: int, step_s: float, judged: int) -> tuple[
+        float, float]:
+    """A 100 BPM clock of ``ticks`` ticks whose ticks from ``at`` on come ``step_s`` later,
+    stamped per cycle of ``frames``. Returns the worst beat error (s, against the nearest
+    beat of the later clock) and the worst tempo error (BPM), asked at every tick from
+    ``at + judged`` on."""
+    per = 0.6 / 24
+    i = np.arange(ticks)
+    sent = 0.2 + per * i + np.where(i >= at, step_s, 0)
+    f = ClockFollower(window=48)
+    f.feed(mido.Message("start"), 0.1)
+    worst = worst_bpm = 0.0
+    for k, t in enumerate(cycle_stamps(sent, frames)):
+        f.feed(TICK, float(t))
+        if k >= at + judged:
+            worst_bpm = max(worst_bpm, abs(f.bpm(float(t)) - 100.0))
+            b = f.next_beat(float(t) + 0.05)
+            if b < sent[-1]:
+                worst = max(worst, float(np.min(np.abs(sent[::24] - b))))
+    return worst, worst_bpm
+
+
 @pytest.mark.parametrize(("frames", "shift"), [(256, 0.79), (256, 2.5), (256, 0.35),
                                               (64, 2.5), (1024, 2.5)])
 def test_a_clock_that_comes_later_after_a_stall_keeps_its_count(frames, shift):
@@ -279,20 +301,7 @@ def test_a_clock_that_comes_later_after_a_stall_keeps_its_count(frames, shift):
     0.79 periods on the judge's frames, 2.5 on the companion's clock after a 70 ms stall;
     no tick lost). From JUDGE_TICKS ticks after the gap on, every next beat is on the later
     clock's beats, within max(3 ms, one period), and the tempo within 0.3 BPM."""
-    per = 0.6 / 24
-    i = np.arange(24 * 12)
-    sent = 0.2 + per * i + np.where(i >= 150, shift * per, 0)
-    stamps = cycle_stamps(sent, frames)
-    f = ClockFollower(window=48)
-    f.feed(mido.Message("start"), 0.1)
-    worst = worst_bpm = 0.0
-    for k, t in enumerate(stamps):
-        f.feed(TICK, float(t))
-        if k > 150 + JUDGE_TICKS:
-            worst_bpm = max(worst_bpm, abs(f.bpm(float(t)) - 100.0))
-            b = f.next_beat(float(t) + 0.05)
-            if b < sent[-1]:
-                worst = max(worst, float(np.min(np.abs(sent[::24] - b))))
+    worst, worst_bpm = follow_a_step(frames, 24 * 12, 150, shift * 0.6 / 24, JUDGE_TICKS + 1)
     assert worst <= tolerance_s(frames), worst
     assert worst_bpm <= 0.3, worst_bpm
 
@@ -304,19 +313,6 @@ def test_a_clock_that_comes_a_little_later_keeps_its_tempo(frames, step_ms):
     stamps scatter in (no single tick gives it away). Left in the line, such a step tilted
     its tempo by 0.4-1.5 BPM; found from the ticks' mean, from STEP_TICKS ticks after it on
     the tempo stays within 0.3 BPM and every next beat within max(3 ms, one period)."""
-    per = 0.6 / 24
-    i = np.arange(24 * 16)
-    sent = 0.2 + per * i + np.where(i >= 200, step_ms / 1000, 0)
-    stamps = cycle_stamps(sent, frames)
-    f = ClockFollower(window=48)
-    f.feed(mido.Message("start"), 0.1)
-    worst = worst_bpm = 0.0
-    for k, t in enumerate(stamps):
-        f.feed(TICK, float(t))
-        if k >= 200 + STEP_TICKS:
-            worst_bpm = max(worst_bpm, abs(f.bpm(float(t)) - 100.0))
-            b = f.next_beat(float(t) + 0.05)
-            if b < sent[-1]:
-                worst = max(worst, float(np.min(np.abs(sent[::24] - b))))
+    worst, worst_bpm = follow_a_step(frames, 24 * 16, 200, step_ms / 1000, STEP_TICKS)
     assert worst_bpm <= 0.3, worst_bpm
     assert worst <= tolerance_s(frames), worst
