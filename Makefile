@@ -6,7 +6,7 @@ CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run test lint train train-chorales evaluate bench demo clean
+.PHONY: run test lint jack-loop train train-chorales evaluate bench demo clean
 
 # runtime only: what `companion` needs
 $(VENV)/.runtime: pyproject.toml
@@ -35,6 +35,17 @@ test: $(VENV)/.all
 
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench
+
+# the JACK tests RUNS times in a row, stopping at the first failure (docs/reliability.md);
+# each run's log in $TMPDIR (else /tmp) as jack-loop-N.log
+RUNS ?= 20
+jack-loop: $(VENV)/.all
+	@for i in $$(seq 1 $(RUNS)); do \
+	  log=$${TMPDIR:-/tmp}/jack-loop-$$i.log; s=$$(date +%s); \
+	  if $(PY) -m pytest -q -p no:cacheprovider -m jack tests > $$log 2>&1; then r=pass; else r=FAIL; fi; \
+	  echo "jack run $$i: $$r: $$(tail -1 $$log) ($$(( $$(date +%s) - s )) s, $$(date +%H:%M))"; \
+	  [ $$r = pass ] || exit 1; \
+	done
 
 # the answers' musicality on held-out calls, into each package's card (docs/musicality.md)
 MUSICALITY ?= --calls 100 --card --quiet
