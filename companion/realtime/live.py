@@ -773,10 +773,9 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             )
             while not stop.wait(0.5):
                 if live.midi_stopped.is_set():
-                    log("JACK stopped moving MIDI (no message "
-                        f"for {SILENT_S:g} s, not even our own: its server quit or hangs); "
-                        "stopping. Start "
-                        "the companion again once it runs")
+                    log(f"JACK stopped moving MIDI (no message for {SILENT_S:g} s, not even "
+                        "our own: its server quit or hangs); stopping. Start the companion "
+                        "again once it runs")
                     exit_code = 1
                     break
         finally:
