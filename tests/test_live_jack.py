@@ -7,6 +7,7 @@ loaded two-core CI machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -229,6 +230,27 @@ def test_unknown_port_is_an_error_listing_the_ports(jack_server, live_config):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no-such-synth" in lines[0]
     assert "output ports:" in lines[0]
+
+
+def test_the_companions_own_threads_yield_to_jacks(jack_server, live_config):
+    """Its real-time threads (round-robin: scheduler, engine) run below its JACK clients'
+    process threads (FIFO, at the priority jackd gives clients), never at theirs."""
+    comp = Companion(jack_server, "--config", str(live_config))
+    try:
+        comp.wait_ready()
+        pid = comp.proc.pid
+        threads: dict[int, list[int]] = {}
+        for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                prio = os.sched_getparam(tid).sched_priority
+                threads.setdefault(os.sched_getscheduler(tid), []).append(prio)
+    finally:
+        assert comp.stop() == 0
+    jack, ours = threads.get(os.SCHED_FIFO), threads.get(os.SCHED_RR)
+    if not jack or not ours:
+        pytest.skip("no real-time scheduling here (needs root or an rtprio limit)")
+    print(f"JACK client threads at FIFO {sorted(jack)}, the companion's at RR {sorted(ours)}")
+    assert max(ours) < min(jack)
 
 
 def test_ports_lists_the_companion(jack_server, live_config):

@@ -47,8 +47,10 @@ class StopFlag:
 
 
 #: Real-time round-robin priority of the threads that time the music (scheduler, engine):
-#: above every ordinary process, below JACK's own real-time threads (10 and up by default).
-RT_PRIORITY = 5
+#: above every ordinary process, below every JACK thread. jackd runs its clients' process
+#: threads 5 below its own priority (``-P``, 10 by default: theirs are 5), and one that
+#: waits for ours, spinning or running the model, misses its cycle and that cycle's MIDI.
+RT_PRIORITY = 1
 
 
 def realtime_thread(priority: int = RT_PRIORITY) -> bool:
