@@ -153,7 +153,10 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path) -> N
     off = min(abs(first - b) for b in beats) / RATE
     tol = max(0.003, frames / RATE)
     xruns = Path(env[LOG_KEY]).read_text().count("XRun")
-    server = f"jackd {env[SCHED_KEY]}, {xruns} xruns"
+    judged = sum(1 for _, d in events if d == [0xF8])
+    heard = re.findall(r"MIDI clock ticks heard: (\d+)", log)
+    server = (f"jackd {env[SCHED_KEY]}, {xruns} xruns; ticks: {judged} judged, "
+              f"{heard[-1] if heard else 'none'} heard")
     print(f"{frames} frames ({server}): clock followed at {bpms} BPM; answer's first note "
           f"{off * 1000:.2f} ms off a beat (tolerance {tol * 1000:.2f} ms)")
     assert all(abs(b - CLOCK_BPM) <= 0.3 for b in bpms), f"{server}\n{log}"

@@ -336,6 +336,12 @@ class ClockFollower:
             nm, tm, per = self._fit
             return self._position(nm + (t - tm) / per) / TICKS_PER_BEAT
 
+    @property
+    def heard(self) -> int:
+        """How many ticks came (playing or not)."""
+        with self._lock:
+            return self._n
+
     def counted(self) -> bool:
         """Whether the song position counts from the song's start (a Start, Continue or Song
         Position message came), so that a bar can be counted from it; a clock that only

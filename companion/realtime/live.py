@@ -799,6 +799,9 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             if signalled and live.notes_off_at is not None:
                 ms = (live.notes_off_at - signalled[0]) * 1000
                 log(f"every note off {ms:.1f} ms after the stop signal")
+            clock = live.engine.midiclock
+            if clock is not None and clock.heard:
+                log(f"MIDI clock ticks heard: {clock.heard}")
             if live.dropped or live.dropped_queue_full:
                 log(f"{live.dropped + live.dropped_queue_full} flooded input messages dropped "
                     f"in all")
