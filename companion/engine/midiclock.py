@@ -16,12 +16,12 @@ of the last ticks against the line before them: left in the line, a step of a fe
 milliseconds would tilt the tempo by tenths of a BPM. Ticks held up and then delivered in
 a burst settle back on the line and move nothing.
 
-Beats are the ticks whose song position is a multiple of 24: Start makes the next tick position 0,
-Song Position Pointer (in sixteenths) and Continue carry on from a position. A clock that
-only ticks (no Start ever) counts its first tick as a beat. After Stop the ticks still give
-the tempo, but there is no grid until Continue or Start. Without a tick for ``LOST_S``
-there is no clock: the companion falls back to its internal tempo. Ticks are a tempo
-only between ``MIN_BPM`` and ``MAX_BPM``.
+Beats are the ticks whose song position is a multiple of 24: Start makes the next tick
+position 0, Song Position Pointer (in sixteenths) and Continue carry on from a position. A
+clock that only ticks (no Start ever) counts its first tick as a beat. After Stop the ticks
+still give the tempo, but there is no grid until Continue or Start. Without a tick for
+``LOST_S`` there is no clock: the companion falls back to its internal tempo. Ticks are a
+tempo only between ``MIN_BPM`` and ``MAX_BPM``.
 """
 
 from __future__ import annotations
