@@ -158,6 +158,42 @@ def test_engine_answers_on_the_clocks_beats(model, model_pkg):
         assert h == pytest.approx(round(h), abs=1e-6)
 
 
+def test_an_answer_moves_with_a_clock_that_moved(model, model_pkg):
+    """On a virtual clock: ticks at 100 BPM; right after the answer is decided, the clock
+    comes 70 ms later (a JACK graph that stalled, after the answer was placed on its grid).
+    The notes still to play once the move is judged lie on the later clock's 1/8 grid."""
+    from support import EngineRig, make_config
+
+    cfg = make_config(model_pkg, listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0},
+                      answer={"length": 4, "max_beats": 4},
+                      time={"quantize": "1/8", "swing": 0.5})
+    rig = EngineRig(model, cfg, 2)
+    e = rig.engine
+    per, t0, stall = 0.6 / 24, 0.31, 0.07
+    rig.at(t0 - 0.001, mido.Message("start"))
+    events = [(t0 + i * per, TICK) for i in range(24 * 10)]
+    for p, t in [(62, 1.0), (64, 1.33), (66, 1.61), (67, 1.95)]:
+        events += [(t, mido.Message("note_on", note=p, velocity=80)),
+                   (t + 0.2, mido.Message("note_off", note=p))]
+    answer, late = None, 0.0
+    for t, m in sorted(events, key=lambda ev: ev[0]):
+        rig.at(t + late, m)
+        d = e.next_deadline()
+        if answer is None and d is not None and d <= t:
+            answer = rig.poll(t)
+            late = stall
+            decided = t
+    rig.to(t0 + 24 * 10 * per)
+    assert answer is not None
+    assert e.midiclock.moved == pytest.approx(stall, abs=1e-6)
+    judged = decided + stall + (JUDGE_TICKS + 1) * per
+    ons = [t for t, m in rig.sent if m.type == "note_on" and t > judged]
+    assert len(ons) >= 3, (rig.sent, decided)
+    for t in ons:
+        h = (t - t0 - stall) / 0.3
+        assert h == pytest.approx(round(h), abs=1e-6), (t, ons)
+
+
 def test_a_tick_lost_on_the_way_is_not_inferred():
     """A clock is a count: with tick 30 lost, the next beat comes one tick later, as on any
     receiver (a lost tick and a clock that came later look alike)."""

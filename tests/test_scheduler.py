@@ -38,6 +38,19 @@ def test_virtual_scheduler_plays_each_event_at_its_time():
     assert not vs.busy(1)
 
 
+def test_shift_moves_only_what_is_still_to_play():
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(lambda m: sent.append((clock.now(), m.type, m.note)), clock)
+    vs.add(1, TimedNote(60, 1.0, 0.5, 80))
+    vs.add(1, TimedNote(62, 2.0, 0.5, 80))
+    vs.advance(1.2)
+    vs.shift(1.2, 0.07)  # the note sounding ends later, the next starts later
+    vs.flush()
+    assert sent == [(1.0, "note_on", 60), (1.57, "note_off", 60), (2.07, "note_on", 62),
+                    (2.57, "note_off", 62)]
+
+
 def test_cancel_turns_off_what_sounds_and_drops_the_rest():
     clock = VirtualClock()
     sent = []

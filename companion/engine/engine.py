@@ -296,9 +296,15 @@ class Engine:
         self.style.reset()
 
     def on_clock(self, msg, t: float) -> None:
-        """A MIDI clock message (tick, start, stop, continue, song position) received at t."""
-        if self.midiclock is not None:
-            self.midiclock.feed(msg, t)
+        """A MIDI clock message (tick, start, stop, continue, song position) received at t.
+        When it shows that the clock has moved (a JACK graph that stalled), what the answer
+        still has to play moves with it, so that it stays on the clock's beats."""
+        mc = self.midiclock
+        if mc is not None:
+            moved = mc.moved
+            mc.feed(msg, t)
+            if mc.moved != moved:
+                self.player.shift(t, mc.moved - moved)
 
     def use_link(self, link: LinkSession | None) -> None:
         """Follow a Link session (companion.realtime.link.LinkFollower) while it has peers,

@@ -109,6 +109,7 @@ class ClockFollower:
         #: the open gap: (index of its first tick, the line before it, its band's middle
         #: and width)
         self._gap: tuple[int, tuple[float, float, float], float, float] | None = None
+        self._moved = 0.0  # seconds the clock has moved by, all judged gaps together
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -238,6 +239,7 @@ class ClockFollower:
         shift = sum(late) / len(late)
         if not self._significant(shift, width, len(late)):
             shift = 0.0
+        self._moved += shift
         off = width / 2 + FLAT_S
         self.ticks = deque(
             ((n, t + shift) if n < first else (n, t) for n, t in self.ticks
@@ -341,6 +343,13 @@ class ClockFollower:
         """How many ticks came (playing or not)."""
         with self._lock:
             return self._n
+
+    @property
+    def moved(self) -> float:
+        """Seconds the clock has moved by since it was first heard (all the gaps judged): a
+        time placed on its grid before keeps its beat if it moves by the change in this."""
+        with self._lock:
+            return self._moved
 
     def counted(self) -> bool:
         """Whether the song position counts from the song's start (a Start, Continue or Song

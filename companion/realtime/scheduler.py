@@ -61,6 +61,11 @@ class Timeline:
             return bool(self._heap)
         return any(e[3] == answer for e in self._heap)
 
+    def shift(self, after: float, dt: float) -> None:
+        """Every pending event later than ``after`` moves by ``dt`` seconds."""
+        self._heap = [(e[0] + dt, *e[1:]) if e[0] > after else e for e in self._heap]
+        heapq.heapify(self._heap)
+
     def pop_due(self, now: float, mute: bool = False) -> list[tuple[int, int, int, int, int]]:
         """Events due at ``now``, as (kind, answer, index, pitch, velocity), marking what sounds.
 
@@ -151,6 +156,13 @@ class Player:
                 self._off(self.timeline.cancel(a))
                 del self.timeline.added[a]
                 self.timeline.started.pop(a, None)
+
+    def shift(self, after: float, dt: float) -> None:
+        """What is still to play after ``after`` moves by ``dt`` seconds (the clock it was
+        placed on moved)."""
+        with self.lock:
+            self.timeline.shift(after, dt)
+        self._wake()
 
     def started(self, answer: int) -> int:
         """How many notes of ``answer`` have begun to sound."""
