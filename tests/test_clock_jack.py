@@ -20,12 +20,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from support import write_config
-from test_live_jack import Companion
+from test_live_jack import ROOT, Companion
 
 from bench.jackserver import LOG_KEY, RATE, SCHED_KEY, client_env
 
@@ -75,20 +76,40 @@ def read_dump(path: Path) -> list[tuple[int, list[int]]]:
     return events
 
 
-def beat_frames(events: list[tuple[int, list[int]]]) -> list[int]:
-    """The frames of the clock's beats: ticks whose count since the last Start is 0 mod 24."""
+def beat_frames(events: list[tuple[int, list[int]]], ticks: int = 24) -> list[int]:
+    """The frames of the clock's beats: ticks whose count since the last Start is 0 mod 24
+    (``ticks``: 12 for eighths)."""
     beats, count = [], None
     for frame, data in events:
         if data == [0xFA]:
             count = 0
         elif data == [0xF8] and count is not None:
-            if count % 24 == 0:
+            if count % ticks == 0:
                 beats.append(frame)
             count += 1
     return beats
 
 
-def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path) -> None:
+def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
+    """Once the companion has logged its answer (placed on the clock's grid, not yet all
+    played), every CPU is held for ``stall_s`` (bench.stall: the JACK graph stalls, as on a
+    stage machine that something else took), so the clock comes later on the companion's
+    clock."""
+    deadline = time.monotonic() + 10
+    while not any("-> answer of" in ln for ln in comp.lines):
+        assert time.monotonic() < deadline, "no answer logged:\n" + "\n".join(comp.lines)
+        time.sleep(0.002)
+    stall = subprocess.run([sys.executable, "-m", "bench.stall", str(stall_s),
+                            str(stall_s + 0.01), "--for", "0.01"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=10)
+    assert stall.returncode == 0, stall.stderr
+
+
+def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
+                   stall_s: float = 0.0) -> None:
+    """The answer's first note on a clock beat; with ``stall_s``, the graph stalls once the
+    answer is placed, and its notes from 0.4 s after its first on lie on the clock's eighths
+    (those before may be early by the stall: the move is known some ticks after it)."""
     import rtmidi
 
     cfg = write_config(
@@ -129,6 +150,8 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path) -> N
         for s, m in events:
             time.sleep(max(0.0, t0 + s - time.perf_counter()))
             performer.send_message(m)
+        if stall_s:
+            _stall_after_the_decision(comp, stall_s)
         time.sleep(1.9 + 6 * 0.6)
         _transport(env, "stop")
         time.sleep(0.3)
@@ -160,7 +183,17 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path) -> N
     print(f"{frames} frames ({server}): clock followed at {bpms} BPM; answer's first note "
           f"{off * 1000:.2f} ms off a beat (tolerance {tol * 1000:.2f} ms)")
     assert all(abs(b - CLOCK_BPM) <= 0.3 for b in bpms), f"{server}\n{log}"
-    assert off <= tol, f"{off * 1000:.2f} ms off the clock's beat ({server})\n{log}"
+    if not stall_s:
+        assert off <= tol, f"{off * 1000:.2f} ms off the clock's beat ({server})\n{log}"
+        return
+    eighths = beat_frames(events, 12)
+    later = [f for f in ons if f >= first + 0.4 * RATE]
+    offs = [min(abs(f - e) for e in eighths) / RATE for f in later]
+    print(f"after a {stall_s * 1000:.0f} ms stall: the answer's notes "
+          + ", ".join(f"{o * 1000:.2f}" for o in offs) + " ms off the clock's eighths")
+    assert len(later) >= 2, f"{len(later)} notes after the stall\n{log}"
+    assert max(offs) <= tol, f"{max(offs) * 1000:.2f} ms off the clock's eighths after a " \
+        f"{stall_s * 1000:.0f} ms stall ({server})\n{log}"
 
 
 @pytest.mark.parametrize("jack_server", [64, 256], indirect=True)
@@ -168,6 +201,13 @@ def test_answers_on_the_clocks_beats(jack_server, tmp_path, model_pkg, request):
     _tools()
     run_clock_sync(jack_server, request.node.callspec.params["jack_server"], tmp_path,
                    model_pkg)
+
+
+@pytest.mark.parametrize("jack_server", [256], indirect=True)
+def test_an_answer_stays_on_the_beats_of_a_clock_that_stalled(jack_server, tmp_path,
+                                                               model_pkg):
+    _tools()
+    run_clock_sync(jack_server, 256, tmp_path, model_pkg, stall_s=0.08)
 
 
 @pytest.mark.slow
