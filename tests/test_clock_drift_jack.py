@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 from support import write_config
-from test_clock_jack import END_NOTE, _connect, _port, _tools, beat_frames, read_dump
+from test_clock_jack import END_NOTE, _connect, _port, _tools, beat_frames, read_dump, server_note
 from test_live_jack import Companion
 
-from bench.jackserver import LOG_KEY, RATE, SCHED_KEY, client_env
+from bench.jackserver import RATE, client_env
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -176,11 +176,6 @@ def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[s
     assert status == 0, comp.lines
 
 
-def server_note(env: dict) -> str:
-    xruns = Path(env[LOG_KEY]).read_text().count("XRun")
-    return f"{FRAMES} frames, jackd {env[SCHED_KEY]}, {xruns} xruns"
-
-
 @pytest.mark.parametrize("jack_server", [FRAMES], indirect=True)
 def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
     """The transport's tempo steps from 99 to 101 BPM over 60 s (every 2 s); 7 calls, 8 s
@@ -204,7 +199,7 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
     beats = beat_frames(events)
     groups = answers(events)
     lines = [ln for ln in comp.lines if ANSWER_RE.search(ln)]
-    server = server_note(env)
+    server = f"{FRAMES} frames, {server_note(env, events, log)}"
     assert len(groups) == len(lines) == len(calls), f"{server}: {len(groups)} answers heard, " \
         f"{len(lines)} logged, {len(calls)} calls\n{log}"
     measured = []
@@ -249,7 +244,7 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
         time.sleep(0.5)
     log = "\n".join(comp.lines)
     events = read_dump(dump_path)
-    server = server_note(env)
+    server = f"{FRAMES} frames, {server_note(env, events, log)}"
     groups = answers(events)
     lines = [ln for ln in comp.lines if ANSWER_RE.search(ln)]
     assert len(groups) == len(lines) == 4, \

@@ -90,6 +90,16 @@ def beat_frames(events: list[tuple[int, list[int]]], ticks: int = 24) -> list[in
     return beats
 
 
+def server_note(env: dict, events: list[tuple[int, list[int]]], log: str) -> str:
+    """How the server ran (scheduling, xruns) and the clock ticks the judge heard beside
+    those the companion logged on stop: fewer heard is ticks lost at its input."""
+    xruns = Path(env[LOG_KEY]).read_text().count("XRun")
+    judged = sum(1 for _, d in events if d == [0xF8])
+    heard = re.findall(r"MIDI clock ticks heard: (\d+)", log)
+    return (f"jackd {env[SCHED_KEY]}, {xruns} xruns; ticks: {judged} judged, "
+            f"{heard[-1] if heard else 'none'} heard")
+
+
 def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
     """Once the companion has logged its answer (placed on the clock's grid, not yet all
     played), every CPU is held for ``stall_s`` (bench.stall: the JACK graph stalls, as on a
@@ -102,6 +112,8 @@ def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
     stall = subprocess.run([sys.executable, "-m", "bench.stall", str(stall_s),
                             str(stall_s + 0.01), "--for", "0.01"],
                            cwd=ROOT, capture_output=True, text=True, timeout=10)
+    if "refused" in stall.stderr and not os.environ.get("CI"):
+        pytest.skip(stall.stderr.strip())  # real-time scheduling: root or an rtprio limit
     assert stall.returncode == 0, stall.stderr
 
 
@@ -175,11 +187,7 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
     first = ons[0]
     off = min(abs(first - b) for b in beats) / RATE
     tol = max(0.003, frames / RATE)
-    xruns = Path(env[LOG_KEY]).read_text().count("XRun")
-    judged = sum(1 for _, d in events if d == [0xF8])
-    heard = re.findall(r"MIDI clock ticks heard: (\d+)", log)
-    server = (f"jackd {env[SCHED_KEY]}, {xruns} xruns; ticks: {judged} judged, "
-              f"{heard[-1] if heard else 'none'} heard")
+    server = server_note(env, events, log)
     print(f"{frames} frames ({server}): clock followed at {bpms} BPM; answer's first note "
           f"{off * 1000:.2f} ms off a beat (tolerance {tol * 1000:.2f} ms)")
     assert all(abs(b - CLOCK_BPM) <= 0.3 for b in bpms), f"{server}\n{log}"
