@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 from support import write_config
-from test_clock_jack import END_NOTE, _connect, _port, _tools, beat_frames, read_dump, server_note
+from test_clock_jack import (
+    END_NOTE,
+    _connect,
+    _port,
+    _tools,
+    beat_frames,
+    put_back_lost_ticks,
+    read_dump,
+    server_note,
+)
 from test_live_jack import Companion
 
 from bench.jackserver import RATE, client_env
@@ -195,11 +204,11 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
         play(timeline)
         time.sleep(0.5)
     log = "\n".join(comp.lines)
-    events = read_dump(dump_path)
+    events, put_back = put_back_lost_ticks(read_dump(dump_path), FRAMES, log)
     beats = beat_frames(events)
     groups = answers(events)
     lines = [ln for ln in comp.lines if ANSWER_RE.search(ln)]
-    server = f"{FRAMES} frames, {server_note(env, events, log)}"
+    server = f"{FRAMES} frames, {server_note(env, events, put_back, log)}"
     assert len(groups) == len(lines) == len(calls), f"{server}: {len(groups)} answers heard, " \
         f"{len(lines)} logged, {len(calls)} calls\n{log}"
     measured = []
@@ -243,8 +252,8 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
         play(timeline)
         time.sleep(0.5)
     log = "\n".join(comp.lines)
-    events = read_dump(dump_path)
-    server = f"{FRAMES} frames, {server_note(env, events, log)}"
+    events, put_back = put_back_lost_ticks(read_dump(dump_path), FRAMES, log)
+    server = f"{FRAMES} frames, {server_note(env, events, put_back, log)}"
     groups = answers(events)
     lines = [ln for ln in comp.lines if ANSWER_RE.search(ln)]
     assert len(groups) == len(lines) == 4, \
