@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import mido
 import numpy as np
 import pytest
@@ -192,6 +194,25 @@ def test_an_answer_moves_with_a_clock_that_moved(model, model_pkg):
     for t in ons:
         h = (t - t0 - stall) / 0.3
         assert h == pytest.approx(round(h), abs=1e-6), (t, ons)
+
+
+@pytest.mark.parametrize(("frames", "need"), [(256, 2), (1024, JUDGE_TICKS)])
+def test_a_stall_is_judged_as_soon_as_the_band_allows(frames, need):
+    """Stamps on JACK cycles of ``frames`` (100 BPM), then from tick 150 every tick 70 ms
+    later (a graph that stalled): the move is judged on the ``need``-th tick after the gap,
+    the 2nd where cycles are short (the mean of two is known within 2.5 ms), the 6th at 1024
+    frames; and it is the stall, within a cycle."""
+    cycle, per, stall = frames / 48000, 0.6 / 24, 0.07
+    f = ClockFollower()
+    f.feed(mido.Message("start"), 0.0)
+    judged_at = None
+    for i in range(200):
+        t = math.ceil(i * per / cycle) * cycle + (stall if i >= 150 else 0.0)
+        f.feed(TICK, t)
+        if judged_at is None and f.moved:
+            judged_at = i - 150 + 1
+    assert judged_at == need
+    assert f.moved == pytest.approx(stall, abs=cycle)
 
 
 def test_a_tick_lost_on_the_way_is_not_inferred():

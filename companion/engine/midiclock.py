@@ -46,8 +46,12 @@ GAP_FRAC = 0.15
 #: ... judged once this many ticks after it lie flat (their lateness within ``FLAT_BAND``
 #: times the band's width and ``FLAT_S``): the clock moved by their mean lateness, if that
 #: is significant (below); a gap whose ticks do not settle within ``GAP_WAIT_TICKS`` is
-#: let go.
+#: let go. Fewer do, down to ``JUDGE_TICKS_MIN``, where the band is narrow enough that their
+#: mean is known within ``JUDGE_SE_S`` (stamps spread evenly over the band): what is still to
+#: play moves with the clock that much sooner after a stall.
 JUDGE_TICKS = 6
+JUDGE_TICKS_MIN = 2
+JUDGE_SE_S = 0.0025
 FLAT_BAND = 1.25
 FLAT_S = 0.0005
 GAP_WAIT_TICKS = 24
@@ -214,7 +218,7 @@ class ClockFollower:
             self._gap = (recent[k][0], fit, mid, hi - lo)
 
     def _judge_gap(self) -> None:
-        """Once the ticks since the gap (else the last ``JUDGE_TICKS`` of them) lie flat
+        """Once the ticks since the gap (else the last of them, as many as the band needs) lie flat
         against the line before it, the clock moved by their mean lateness (unless that is
         not significant: they were only held up): the ticks before the gap move by as much.
         The gap's ticks off the line that follows (held up) are left out of it; all stay
@@ -224,14 +228,15 @@ class ClockFollower:
         if len(after) > GAP_WAIT_TICKS:
             self._gap = None
             return
-        if len(after) < JUDGE_TICKS:
+        need = min(JUDGE_TICKS, max(JUDGE_TICKS_MIN, math.ceil((width / JUDGE_SE_S) ** 2 / 12)))
+        if len(after) < need:
             return
         def flat(xs: list[float]) -> bool:
             return max(xs) - min(xs) <= FLAT_BAND * width + FLAT_S
 
         late = [t - tm - (n - nm) * per - mid for n, t in after]
         if not flat(late):  # not all of them: the last ones, once they have settled
-            late = late[-JUDGE_TICKS:]
+            late = late[-need:]
             if not flat(late):
                 return
         self._gap = None
