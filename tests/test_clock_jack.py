@@ -130,13 +130,17 @@ def beat_frames(events: list[tuple[int, list[int]]], ticks: int = 24) -> list[in
 
 def server_note(env: dict, events: list[tuple[int, list[int]]], put_back: int,
                 log: str) -> str:
-    """How the server ran (scheduling, xruns) and the clock ticks the judge counted (with
-    those it lost put back) beside those the companion logged on stop: fewer heard is ticks
-    lost at its input."""
-    xruns = Path(env[LOG_KEY]).read_text().count("XRun")
+    """How the server ran (scheduling, xruns, the cycles in which the judge was not done)
+    and the clock ticks the judge counted (with those it lost put back) beside those the
+    companion logged on stop: fewer heard is ticks lost at its input; a judge that missed
+    many cycles has lost ticks and stamped the rest late, and cannot judge."""
+    server_log = Path(env[LOG_KEY]).read_text()
+    xruns = server_log.count("XRun")
+    judge_late = server_log.count("client = judge was not finished")
     judged = sum(1 for _, d in events if d == [0xF8])
-    return (f"jackd {env[SCHED_KEY]}, {xruns} xruns; ticks: {judged} judged ({put_back} of "
-            f"them lost by the judge, put back), {heard_ticks(log)} heard")
+    return (f"jackd {env[SCHED_KEY]}, {xruns} xruns, {judge_late} in the judge; ticks: "
+            f"{judged} judged ({put_back} of them lost by the judge, put back), "
+            f"{heard_ticks(log)} heard")
 
 
 def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
