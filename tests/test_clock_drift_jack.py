@@ -30,6 +30,7 @@ from test_clock_jack import (
     put_back_lost_ticks,
     read_dump,
     server_note,
+    start_judge,
 )
 from test_live_jack import Companion
 
@@ -142,9 +143,7 @@ def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[s
     performer = None
     try:
         comp.wait_ready()
-        with open(dump_path, "w") as out:
-            procs.append(subprocess.Popen(["jack_midi_dump", "-a", "judge"], env=env,
-                                          stdout=out, stderr=subprocess.DEVNULL))
+        procs.append(start_judge(env, dump_path))
         transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      text=True)

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,14 @@ def _port(env: dict, suffix: str) -> str:
 def _transport(env: dict, command: str) -> None:
     subprocess.run(["jack_transport"], input=f"{command}\nquit\n", env=env, text=True,
                    capture_output=True, timeout=10, check=True)
+
+
+def start_judge(env: dict, dump_path: Path) -> subprocess.Popen:
+    """``jack_midi_dump -a judge``: its dump in ``dump_path``, what it and libjack say (a
+    real-time priority refused, a full ring buffer) beside it in ``judge.err``."""
+    with open(dump_path, "w") as out, open(dump_path.with_name("judge.err"), "w") as err:
+        return subprocess.Popen(["jack_midi_dump", "-a", "judge"], env=env, stdout=out,
+                                stderr=err)
 
 
 def read_dump(path: Path) -> list[tuple[int, list[int]]]:
@@ -140,7 +149,15 @@ def server_note(env: dict, events: list[tuple[int, list[int]]], put_back: int,
     judged = sum(1 for _, d in events if d == [0xF8])
     return (f"jackd {env[SCHED_KEY]}, {xruns} xruns, {judge_late} in the judge; ticks: "
             f"{judged} judged ({put_back} of them lost by the judge, put back), "
-            f"{heard_ticks(log)} heard")
+            f"{heard_ticks(log)} heard; not finished: {late_clients(server_log)}")
+
+
+def late_clients(server_log: str) -> str:
+    """Which clients jackd found not finished at a cycle's end, how often and in which state
+    (Triggered: not yet run, or waiting for a client before it; Running: still in its
+    process callback): says whose cycles were missed, the judge's or a client before it."""
+    found = Counter(re.findall(r"client = (.+?) was not finished, state = (\w+)", server_log))
+    return ", ".join(f"{name} {state} {n}" for (name, state), n in found.most_common()) or "none"
 
 
 def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
@@ -181,9 +198,7 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
     performer = None
     try:
         comp.wait_ready()
-        with open(dump_path, "w") as out:
-            procs.append(subprocess.Popen(["jack_midi_dump", "-a", "judge"], env=env,
-                                          stdout=out, stderr=subprocess.DEVNULL))
+        procs.append(start_judge(env, dump_path))
         procs.append(subprocess.Popen(
             ["jack_midi_clock", "-b", str(CLOCK_BPM), "-B", "-P"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

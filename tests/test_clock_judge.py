@@ -3,7 +3,7 @@ back only when the companion heard it (``put_back_lost_ticks``)."""
 
 from __future__ import annotations
 
-from test_clock_jack import beat_frames, put_back_lost_ticks
+from test_clock_jack import beat_frames, late_clients, put_back_lost_ticks
 
 TICK = 1200  # frames: 100 BPM at 48 kHz
 PERIOD = 256
@@ -40,3 +40,11 @@ def test_no_tick_is_put_back_across_a_stop_or_where_a_period_spans_half_a_tick()
     stopped = [*events[:gap], (events[gap][0] - 1, [0xFC]), *events[gap:]]
     assert put_back_lost_ticks(stopped, PERIOD, "MIDI clock ticks heard: 60")[1] == 0
     assert put_back_lost_ticks(_dump(20, 0), 1024, "MIDI clock ticks heard: 60")[1] == 0
+
+
+def test_the_note_names_the_clients_jackd_found_not_finished():
+    log = ("JackEngine::XRun: client = judge was not finished, state = Triggered\n"
+           "JackEngine::XRun: client = jack_midi_clock was not finished, state = Running\n"
+           "JackEngine::XRun: client = judge was not finished, state = Triggered\n")
+    assert late_clients(log) == "judge Triggered 2, jack_midi_clock Running 1"
+    assert late_clients("JackEngine::XRun\n") == "none"
