@@ -2,7 +2,8 @@
 
 ``dummy_server(frames)`` starts ``jackd -R -n NAME -d dummy -r 48000 -p FRAMES`` (real-time:
 its clients' process threads run SCHED_FIFO where the machine allows it, else jackd goes on
-without; ``realtime=False`` asks for ``--no-realtime``) under a name of its own, waits
+without; ``realtime=False`` asks for ``--no-realtime``; ``sync=True`` for ``-S``, below)
+under a name of its own, waits
 until a client can reach it (``jack_lsp`` where installed, else an rtmidi client), yields
 the environment in which clients find it, and stops it at the end (SIGTERM, then SIGKILL
 after STOP_TIMEOUT_S). It leaves nothing behind: before a
@@ -10,6 +11,12 @@ start it frees what servers whose process is gone left in JACK's shared-memory r
 after a stop what its own server left (bench.jackregistry). JACK moves MIDI once a period:
 FRAMES / 48 kHz. Without real-time scheduling, a client descheduled past its cycle on a busy
 machine is an xrun, and JACK drops that cycle's MIDI.
+
+JACK2 runs its graph asynchronously by default: a cycle starts on time whether or not every
+client finished the one before, and a client that did not (its thread not yet run, as when
+the machine stalls) misses that cycle's MIDI. Synchronous (``-S``), a cycle waits for every
+client (up to ten times the client timeout ``-t``), so a stall delays the graph and drops
+nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +42,12 @@ LOG_KEY = "JACKD_LOG"
 #: The environment key that says how the server's threads are scheduled: SCHED_FIFO where
 #: real-time was asked for and granted, else SCHED_OTHER.
 SCHED_KEY = "JACKD_SCHED"
+#: The environment key that says whether the graph runs synchronous (``-S``) or not.
+MODE_KEY = "JACKD_MODE"
+#: A synchronous server's client timeout (``-t``): its cycle waits up to ten times this
+#: long (1 s) for a late client; without ``-t`` it is ten times two periods (27 ms at 64
+#: frames), shorter than a stall of the machine.
+SYNC_TIMEOUT_MS = 100
 #: What a client needs to find this server and no other (and never to start one).
 CLIENT_KEYS = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
 START_TIMEOUT_S = 15.0
@@ -87,10 +100,11 @@ def period_text(frames: int) -> str:
 def dummy_server(frames: int = 256, log: Path | None = None,
                  prefix: str = "companion",
                  stop_timeout_s: float = STOP_TIMEOUT_S,
-                 realtime: bool = True) -> Iterator[dict[str, str]]:
+                 realtime: bool = True, sync: bool = False) -> Iterator[dict[str, str]]:
     """A private jackd; yields ``os.environ`` plus JACK_DEFAULT_SERVER (its unique name),
     JACK_NO_START_SERVER=1, JACK_NO_AUDIO_RESERVATION=1, JACKD_LOG (``log``, else a
-    temporary file) and JACKD_SCHED (`scheduling`: what ``realtime`` got); stops it with
+    temporary file), JACKD_SCHED (`scheduling`: what ``realtime`` got) and JACKD_MODE
+    ("synchronous" with ``sync``, else "asynchronous"); stops it with
     SIGTERM, then SIGKILL after ``stop_timeout_s``.
     Raises JackdMissing without jackd, JackdError when it does not come up
     within START_TIMEOUT_S."""
@@ -108,8 +122,9 @@ def dummy_server(frames: int = 256, log: Path | None = None,
         _clean_registry()
         stack.callback(_clean_registry, name)
         proc = subprocess.Popen(
-            [jackd, "-R" if realtime else "--no-realtime", "-n", name, "-d", "dummy",
-             "-r", str(RATE), "-p", str(frames)],
+            [jackd, "-R" if realtime else "--no-realtime",
+             *(["-S", "-t", str(SYNC_TIMEOUT_MS)] if sync else []),
+             "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(frames)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         stack.callback(_stop, proc, stop_timeout_s)
@@ -120,6 +135,7 @@ def dummy_server(frames: int = 256, log: Path | None = None,
                 raise JackdError(f"jackd did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
         env[SCHED_KEY] = scheduling(proc.pid)
+        env[MODE_KEY] = "synchronous" if sync else "asynchronous"
         yield env
 
 

@@ -41,7 +41,8 @@ def _dump_ons(path: Path) -> list[int]:
     return out
 
 
-def _connect(env: dict, a: str, b: str) -> None:
+def connect(env: dict, a: str, b: str) -> None:
+    """``jack_connect a b``, tried again for 10 s while a port is not there yet."""
     deadline = time.monotonic() + 10
     while subprocess.run(["jack_connect", a, b], env=env, capture_output=True).returncode:
         if time.monotonic() > deadline:
@@ -67,7 +68,7 @@ def onset_errors_ms(frames: int, notes: int, seed: int = 1) -> tuple[np.ndarray,
             port = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output(
                 "out", virtual=True, client_name="jitter")
         st.callback(port.close)
-        _connect(env, "jitter:out", "judge:input")
+        connect(env, "jitter:out", "judge:input")
         time.sleep(0.3)
         sent = []
         t = time.perf_counter() + 0.1

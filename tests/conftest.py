@@ -100,10 +100,16 @@ def jack_server(tmp_path, request):
     one: without real-time scheduling, a client that misses a cycle on a busy machine is an
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
     server's log (its xruns), for failure messages. Tests read JACK input polled
-    (companion.midi.input), so no Python runs in their JACK clients' threads either."""
+    (companion.midi.input), so no Python runs in their JACK clients' threads either.
+
+    A test marked ``jack_sync`` gets a synchronous server (``jackd -S``): a client late for
+    its cycle delays the graph instead of missing that cycle's MIDI, so a clock test judges
+    the follower, not ticks JACK dropped at one listener and not another."""
     frames = int(getattr(request, "param", 256))
+    sync = request.node.get_closest_marker("jack_sync") is not None
     try:
-        with dummy_server(frames, log=tmp_path / "jackd.log", prefix="companion-test") as env:
+        with dummy_server(frames, log=tmp_path / "jackd.log", prefix="companion-test",
+                          sync=sync) as env:
             yield env
     except JackdMissing:
         if os.environ.get("CI"):

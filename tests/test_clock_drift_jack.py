@@ -6,7 +6,8 @@ The judge is ``jack_midi_dump -a``, as in test_clock_jack: it hears the clock an
 companion's output on one port, sample-accurately. Beats are the ticks whose MIDI song
 position (Start: 0; Song Position Pointer, then Continue: from there) is a multiple of 24;
 the clock's tempo is measured from the frames of its beats (ticks), never taken from what
-jack_transport was asked for. Each test prints the scheduling jackd got and its xruns.
+jack_transport was asked for. Each test prints the scheduling jackd got and its xruns; the
+server runs synchronous, as in test_clock_jack.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from test_clock_jack import (
     _connect,
     _port,
     _tools,
+    assert_every_tick_heard,
     beat_frames,
     put_back_lost_ticks,
     read_dump,
@@ -36,7 +38,7 @@ from test_live_jack import Companion
 
 from bench.jackserver import RATE, client_env
 
-pytestmark = [pytest.mark.jack, pytest.mark.slow]
+pytestmark = [pytest.mark.jack, pytest.mark.jack_sync, pytest.mark.slow]
 
 FRAMES = 256
 TOL_S = max(0.003, FRAMES / RATE)  # MIDI leaves a client at a cycle's start
@@ -222,6 +224,7 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
           + ", ".join(f"({o * 1000:.2f}, {c:.1f}, {k:.2f})" for o, c, k in measured)
           + f"; tolerance {TOL_S * 1000:.2f} ms, {BPM_TOL} BPM")
     assert bpm_of(beats[-8:], 1) - bpm_of(beats[:8], 1) >= 1.5, "the clock did not drift"
+    assert_every_tick_heard(events, log, server)
     for off, companion_bpm, clock_bpm in measured:
         assert off <= TOL_S, f"{off * 1000:.2f} ms off the clock's beat ({server})\n{log}"
         assert abs(companion_bpm - clock_bpm) <= BPM_TOL, \
@@ -289,6 +292,7 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
           f"{bpm_c:.2f} BPM; tolerance {TOL_S * 1000:.2f} ms\n"
           + "\n".join(f"  {ln}" for ln in lines))
     assert song_pos % 4, f"song position {song_pos} lies on a beat: C could not tell"
+    assert_every_tick_heard(events, log, server)
     for name, (off, m), line, clock in (("A", checks["A"], la, bpm_a),
                                         ("C", checks["C"], lc, bpm_c)):
         assert m and "stopped" not in line, f"{name} not on the running clock: {line}\n{log}"

@@ -10,8 +10,12 @@ period is the output's own resolution). The tempo the companion logs must be 100
 
 The JACK server runs real-time (SCHED_FIFO) where the machine allows it: without, a loaded
 machine makes xruns, each dropping a cycle's MIDI, ticks among it (at 64 frames, 610 of
-them in one run, and 87 BPM followed). Each test says which scheduling it got and how many
-xruns the server counted.
+them in one run, and 87 BPM followed). It also runs synchronous (``jack_sync``): in JACK2's
+default asynchronous graph a client late for its cycle (a stall of the machine) misses that
+cycle's MIDI, and a tick lost at the companion's input leaves its count, so its grid, a tick
+late (25 ms at 100 BPM); synchronous, the graph waits for it. Each test says which
+scheduling and mode it got and how many xruns the server counted, and checks that the
+companion heard every tick the judge did.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ import pytest
 from support import write_config
 from test_live_jack import ROOT, Companion
 
-from bench.jackserver import LOG_KEY, RATE, SCHED_KEY, client_env
+from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, client_env
 
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.jack_sync]
 
 CLOCK_BPM = 100.0
 END_NOTE = 108
@@ -147,9 +151,20 @@ def server_note(env: dict, events: list[tuple[int, list[int]]], put_back: int,
     xruns = server_log.count("XRun")
     judge_late = server_log.count("client = judge was not finished")
     judged = sum(1 for _, d in events if d == [0xF8])
-    return (f"jackd {env[SCHED_KEY]}, {xruns} xruns, {judge_late} in the judge; ticks: "
+    return (f"jackd {env[SCHED_KEY]} {env[MODE_KEY]}, {xruns} xruns, {judge_late} in the "
+            f"judge; ticks: "
             f"{judged} judged ({put_back} of them lost by the judge, put back), "
             f"{heard_ticks(log)} heard; not finished: {late_clients(server_log)}")
+
+
+def assert_every_tick_heard(events: list[tuple[int, list[int]]], log: str, server: str) -> None:
+    """The companion heard at least the ticks the judge counted (it may hear more: the judge
+    stops first): fewer were lost at its input, and its grid is late by those."""
+    judged = sum(1 for _, d in events if d == [0xF8])
+    heard = heard_ticks(log)
+    assert heard is not None and heard >= judged, \
+        f"the companion heard {heard} ticks, the judge {judged}: lost at its input " \
+        f"({server})\n{log}"
 
 
 def late_clients(server_log: str) -> str:
@@ -248,6 +263,7 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
     server = server_note(env, events, put_back, log)
     print(f"{frames} frames ({server}): clock followed at {bpms} BPM; answer's first note "
           f"{off * 1000:.2f} ms off a beat (tolerance {tol * 1000:.2f} ms)")
+    assert_every_tick_heard(events, log, server)
     assert all(abs(b - CLOCK_BPM) <= 0.3 for b in bpms), f"{server}\n{log}"
     if not stall_s:
         assert off <= tol, f"{off * 1000:.2f} ms off the clock's beat ({server})\n{log}"

@@ -1,9 +1,22 @@
 """The JACK clock tests' judge counts the ticks the clock sent: one it lost itself is put
-back only when the companion heard it (``put_back_lost_ticks``)."""
+back only when the companion heard it (``put_back_lost_ticks``), and a companion that heard
+fewer lost them at its input. Their JACK servers run synchronous, where no listener loses a
+tick to a stall of the machine (bench.ticklosses)."""
 
 from __future__ import annotations
 
-from test_clock_jack import beat_frames, late_clients, put_back_lost_ticks
+import os
+import shutil
+
+import pytest
+from test_clock_jack import (
+    assert_every_tick_heard,
+    beat_frames,
+    late_clients,
+    put_back_lost_ticks,
+)
+
+from bench import ticklosses
 
 TICK = 1200  # frames: 100 BPM at 48 kHz
 PERIOD = 256
@@ -48,3 +61,43 @@ def test_the_note_names_the_clients_jackd_found_not_finished():
            "JackEngine::XRun: client = judge was not finished, state = Triggered\n")
     assert late_clients(log) == "judge Triggered 2, jack_midi_clock Running 1"
     assert late_clients("JackEngine::XRun\n") == "none"
+
+
+def test_a_companion_that_heard_fewer_ticks_than_the_judge_lost_them():
+    events = _dump(-1)
+    assert_every_tick_heard(events, "MIDI clock ticks heard: 61", "server")  # judge stopped first
+    with pytest.raises(AssertionError, match="heard 59 ticks, the judge 60: lost at its input"):
+        assert_every_tick_heard(events, "MIDI clock ticks heard: 59", "server")
+
+
+def test_ticks_missing_between_those_heard_are_counted_from_start(tmp_path):
+    heard = [1290 + n * TICK for n in range(20) if n not in (5, 11, 12)]
+    assert ticklosses.missing(heard) == {5, 11, 12}
+    assert ticklosses.missing([1000 + n * TICK + (n % 2) * PERIOD for n in range(20)]) == set()
+    twice = sorted([*heard, heard[7] + PERIOD])  # tick 8 heard twice, a period apart
+    assert ticklosses.missing(twice) == {5, 11, 12} and ticklosses.doubled(twice) == 1
+    dump = tmp_path / "dump.txt"
+    dump.write_text("  10: f8\n  20: fa\n  30: f8\n  1230: f8 (clock)\n")
+    assert ticklosses.tick_frames(dump) == [30, 1230]
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_a_synchronous_server_loses_no_tick_to_stalls():
+    """The clock tests' premise: on ``jackd -S``, three listeners to a 100 BPM clock lose no
+    tick while bench.stall holds every CPU for 80 ms twice a second (asynchronous, beside
+    it, they may: the line printed)."""
+    missing = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump") if not shutil.which(t)]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} not installed")
+        pytest.skip(f"{', '.join(missing)} not installed")
+    try:
+        lines = [ticklosses.run(256, 5.0, 3, sync) for sync in (False, True)]
+    except RuntimeError as e:  # bench.stall: real-time scheduling refused
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(e))
+    print("\n".join(lines))
+    assert lines[1].startswith("256 frames, synchronous:"), lines[1]
+    assert lines[1].count(" 0 lost") == 3 and "; 0 of them" in lines[1], lines[1]
