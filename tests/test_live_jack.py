@@ -20,7 +20,7 @@ import mido
 import pytest
 from support import ROOT, Heard, write_config
 
-from companion.midi.input import open_input
+from companion.midi.input import SETTLE_S, close_in_turn, open_input
 
 pytestmark = pytest.mark.jack
 
@@ -116,8 +116,7 @@ class Performer(Heard):
         time.sleep(max(0.0, end - time.monotonic()))
 
     def close(self) -> None:
-        self.to.close()
-        self.frm.close()
+        close_in_turn([self.to.close, self.frm.close], SETTLE_S)
 
 
 def note_ons(msgs):

@@ -361,3 +361,22 @@ def test_opening_and_closing_under_a_flood_neither_crashes_nor_hangs(jack_server
     print(f"flood: {opens} opens and closes, {heard} messages read")
     # a close waits for JACK's graph to settle twice (SETTLE_S): at most ~1/(2 SETTLE_S) a s
     assert opens > 20 / (2 * midi_in.SETTLE_S) / 3 and heard > 1000
+
+
+def test_ports_close_in_turn_each_after_the_graph_settled_and_all_of_them():
+    """close_in_turn: in order, the next ``settle_s`` after the one before (a JACK2 client
+    that drops a port while handling the notice of the close before crashes), and a close
+    that raises does not keep the rest open."""
+    closed: list[tuple[str, float]] = []
+
+    def close(name: str, fail: bool = False):
+        def run() -> None:
+            closed.append((name, time.monotonic()))
+            if fail:
+                raise OSError(f"{name} is gone")
+        return run
+
+    midi_in.close_in_turn([close("in", fail=True), close("out"), close("clock")], 0.05)
+    assert [n for n, _ in closed] == ["in", "out", "clock"]
+    gaps = [b - a for (_, a), (_, b) in zip(closed, closed[1:], strict=False)]
+    assert all(g >= 0.05 for g in gaps), gaps

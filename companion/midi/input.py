@@ -98,6 +98,18 @@ def jack_server_there() -> bool:
     return (folder / f"jack_{name}_{os.getuid()}_0").exists()
 
 
+def close_in_turn(closes: list[Callable[[], None]], settle_s: float) -> None:
+    """Calls each of ``closes`` (a port's close), the next ``settle_s`` after the one before
+    (SETTLE_S over JACK): a JACK2 client that unregisters a port while its notification
+    thread still walks its port list for the graph change of the close before (a latency
+    notice every client gets) crashes its process. One that raises does not stop the rest."""
+    for n, close in enumerate(closes):
+        if n:
+            time.sleep(settle_s)
+        with contextlib.suppress(Exception):
+            close()
+
+
 def port_names(listing: Callable[[], list[str]]) -> list[str]:
     """What ``listing`` (an rtmidi ``get_ports``, mido's ``get_input_names``) returns, read
     again when a port went away while it was read: rtmidi counts the ports, then asks each

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from companion.midi.input import made, open_input, port_names
+from companion.midi.input import SETTLE_S, close_in_turn, made, open_input, port_names
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
@@ -249,9 +249,9 @@ class OpenPorts:
     why: str = ""
 
     def close(self) -> None:
-        for p in (self.inport, self.outport):
-            with contextlib.suppress(Exception):
-                p.close()
+        """The input, then the output (over JACK once the graph has settled: close_in_turn)."""
+        close_in_turn([self.inport.close, self.outport.close],
+                      SETTLE_S if self.backend == "jack" else 0.0)
 
 
 def open_ports(

@@ -46,6 +46,7 @@ from companion.engine.model import (
     list_packages,
     package_folders,
 )
+from companion.midi.input import SETTLE_S, close_in_turn
 from companion.midi.session import Autosave, SessionRecorder
 from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
@@ -495,6 +496,8 @@ class Live:
         except Exception as e:  # noqa: BLE001 - PortError, or the MIDI system's own
             raise ConfigError(f"{kind}: {e}") from e
         old = self.swap_input(port) if kind == "input" else self.swap_output(port)
+        if self.backend == "jack":
+            time.sleep(SETTLE_S)  # once the graph has taken the new port (see close_in_turn)
         with contextlib.suppress(Exception):
             old.close()
         if kind == "input":
@@ -789,10 +792,8 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 live.stop()
                 # the ports now in place (the watcher may have swapped them)
                 ports = dataclasses.replace(ports, inport=live.inport, outport=live.outport)
-            ports.close()
-            if clockport is not None:
-                with contextlib.suppress(Exception):
-                    clockport.close()
+            close_in_turn([ports.close] + ([clockport.close] if clockport is not None else []),
+                          SETTLE_S if ports.backend == "jack" else 0.0)
             if autosave is not None:
                 autosave.stop()
         for live in running:
