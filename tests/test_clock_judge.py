@@ -6,10 +6,10 @@ tick to a stall of the machine (bench.ticklosses)."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 from test_clock_jack import (
+    _tools,
     assert_every_tick_heard,
     beat_frames,
     late_clients,
@@ -87,11 +87,7 @@ def test_a_synchronous_server_loses_no_tick_to_stalls():
     """The clock tests' premise: on ``jackd -S``, three listeners to a 100 BPM clock lose no
     tick while bench.stall holds every CPU for 80 ms twice a second (asynchronous, beside
     it, they may: the line printed)."""
-    missing = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump") if not shutil.which(t)]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} not installed")
-        pytest.skip(f"{', '.join(missing)} not installed")
+    _tools()
     try:
         lines = [ticklosses.run(256, 5.0, 3, sync) for sync in (False, True)]
     except RuntimeError as e:  # bench.stall: real-time scheduling refused
