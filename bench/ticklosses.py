@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="of stalls (default 30)")
     p.add_argument("--listeners", type=int, default=3, help="jack_midi_dump clients (3)")
     a = p.parse_args(argv)
-    missing = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump", "jack_transport")
-               if shutil.which(t) is None]
-    if missing:
-        print(f"bench.ticklosses: {', '.join(missing)} not installed", file=sys.stderr)
+    absent = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump", "jack_transport")
+              if shutil.which(t) is None]
+    if absent:
+        print(f"bench.ticklosses: {', '.join(absent)} not installed", file=sys.stderr)
         return 2
     try:
         for sync in (False, True):
