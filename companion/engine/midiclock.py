@@ -52,6 +52,10 @@ GAP_FRAC = 0.15
 JUDGE_TICKS = 6
 JUDGE_TICKS_MIN = 2
 JUDGE_SE_S = 0.0025
+#: A judged move is then refined: each tick after those it was judged from that lies flat
+#: with them joins their mean, until this many (a beat); what is still to play moves by
+#: each change. Two ticks' mean is known within 2.5 ms, a beat's within a few tenths.
+REFINE_TICKS = 24
 FLAT_BAND = 1.25
 FLAT_S = 0.0005
 GAP_WAIT_TICKS = 24
@@ -114,6 +118,11 @@ class ClockFollower:
         #: and width)
         self._gap: tuple[int, tuple[float, float, float], float, float] | None = None
         self._moved = 0.0  # seconds the clock has moved by, all judged gaps together
+        #: the last judged move while it is refined: (index of the gap's first tick, the
+        #: line before it, its band's middle and width, the lateness of the ticks it is
+        #: the mean of)
+        self._refining: (tuple[int, tuple[float, float, float], float, float, list[float]]
+                         | None) = None
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -124,7 +133,7 @@ class ClockFollower:
         if kind == "clock":
             if t - self.last_tick > LOST_S:
                 self.ticks.clear()  # a clock that went and came back: a fresh line
-                self._gap = None
+                self._gap = self._refining = None
             elif self._gap is None:
                 self._open_gap(t)
             self.ticks.append((self._n, t))
@@ -134,7 +143,10 @@ class ClockFollower:
             if self._gap is None:
                 self._find_step()
             if self._gap is not None:
+                self._refining = None  # a new gap: the last move stands
                 self._judge_gap()
+            elif self._refining is not None:
+                self._refine(t)
         elif kind == "start":
             self.playing = True
             self._origin = (self._n, 0)
@@ -240,16 +252,40 @@ class ClockFollower:
             if not flat(late):
                 return
         self._gap = None
-        self._fit = None
-        shift = sum(late) / len(late)
-        if not self._significant(shift, width, len(late)):
-            shift = 0.0
-        self._moved += shift
+        shift = self._mean_move(late, width)
+        self._move(first, shift)
         off = width / 2 + FLAT_S
         self.ticks = deque(
-            ((n, t + shift) if n < first else (n, t) for n, t in self.ticks
-             if n < first or abs(t - tm - (n - nm) * per - mid - shift) <= off),
+            (nt for nt in self.ticks
+             if nt[0] < first or abs(nt[1] - tm - (nt[0] - nm) * per - mid - shift) <= off),
             maxlen=self.ticks.maxlen)
+        self._refining = ((first, (nm, tm, per), mid, width, late)
+                          if len(late) < REFINE_TICKS else None)
+
+    def _mean_move(self, late: list[float], width: float) -> float:
+        """The move that ticks this late show: their mean, if significant, else none."""
+        shift = sum(late) / len(late)
+        return shift if self._significant(shift, width, len(late)) else 0.0
+
+    def _move(self, first: int, shift: float) -> None:
+        """The ticks before ``first`` move by ``shift``, and the clock's move with them."""
+        self._fit = None
+        self._moved += shift
+        self.ticks = deque(((n, t + shift) if n < first else (n, t) for n, t in self.ticks),
+                           maxlen=self.ticks.maxlen)
+
+    def _refine(self, t: float) -> None:
+        """The tick at ``t`` joins the mean of the judged move while it lies flat with the
+        ticks it came from (else the move stands as it is): the move becomes their mean."""
+        first, (nm, tm, per), mid, width, late = self._refining
+        was = self._mean_move(late, width)
+        late = [*late, t - tm - (self._n - 1 - nm) * per - mid]
+        if max(late) - min(late) > FLAT_BAND * width + FLAT_S:
+            self._refining = None
+            return
+        self._move(first, self._mean_move(late, width) - was)
+        self._refining = ((first, (nm, tm, per), mid, width, late)
+                          if len(late) < REFINE_TICKS else None)
 
     def _usable(self) -> list[tuple[int, float]]:
         """The ticks a line goes through: before the open gap, if any."""
