@@ -94,6 +94,18 @@ def _slope_error(ticks, fit: tuple[float, float, float]) -> float:
     return math.sqrt(sse / max(1, len(ticks) - 2) / sxx)
 
 
+def _lateness(gap: tuple[int, tuple[float, float, float], float, float], n: int,
+              t: float) -> float:
+    """How much later than the line before ``gap`` (from its band's middle) tick ``n`` came."""
+    _, (nm, tm, per), mid, _ = gap
+    return t - tm - (n - nm) * per - mid
+
+
+def _flat(late: list[float], width: float) -> bool:
+    """Whether ticks this late lie flat: within ``FLAT_BAND`` bands of ``width``."""
+    return max(late) - min(late) <= FLAT_BAND * width + FLAT_S
+
+
 class ClockFollower:
     """Feed it clock messages with their receive times; ask for ``beat_s`` and ``next_beat``.
 
@@ -118,11 +130,10 @@ class ClockFollower:
         #: and width)
         self._gap: tuple[int, tuple[float, float, float], float, float] | None = None
         self._moved = 0.0  # seconds the clock has moved by, all judged gaps together
-        #: the last judged move while it is refined: (index of the gap's first tick, the
-        #: line before it, its band's middle and width, the lateness of the ticks it is
-        #: the mean of)
-        self._refining: (tuple[int, tuple[float, float, float], float, float, list[float]]
-                         | None) = None
+        #: the last judged move while it is refined: (its gap, as ``_gap``, and the
+        #: lateness of the ticks it is the mean of)
+        self._refining: (tuple[tuple[int, tuple[float, float, float], float, float],
+                               list[float]] | None) = None
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -146,7 +157,7 @@ class ClockFollower:
                 self._refining = None  # a new gap: the last move stands
                 self._judge_gap()
             elif self._refining is not None:
-                self._refine(t)
+                self._refine()
         elif kind == "start":
             self.playing = True
             self._origin = (self._n, 0)
@@ -235,7 +246,8 @@ class ClockFollower:
         not significant: they were only held up): the ticks before the gap move by as much.
         The gap's ticks off the line that follows (held up) are left out of it; all stay
         counted."""
-        first, (nm, tm, per), mid, width = self._gap
+        gap = self._gap
+        first, _, _, width = gap
         after = [(n, t) for n, t in self.ticks if n >= first]
         if len(after) > GAP_WAIT_TICKS:
             self._gap = None
@@ -243,13 +255,10 @@ class ClockFollower:
         need = min(JUDGE_TICKS, max(JUDGE_TICKS_MIN, math.ceil((width / JUDGE_SE_S) ** 2 / 12)))
         if len(after) < need:
             return
-        def flat(xs: list[float]) -> bool:
-            return max(xs) - min(xs) <= FLAT_BAND * width + FLAT_S
-
-        late = [t - tm - (n - nm) * per - mid for n, t in after]
-        if not flat(late):  # not all of them: the last ones, once they have settled
+        late = [_lateness(gap, n, t) for n, t in after]
+        if not _flat(late, width):  # not all of them: the last ones, once they have settled
             late = late[-need:]
-            if not flat(late):
+            if not _flat(late, width):
                 return
         self._gap = None
         shift = self._mean_move(late, width)
@@ -257,10 +266,9 @@ class ClockFollower:
         off = width / 2 + FLAT_S
         self.ticks = deque(
             (nt for nt in self.ticks
-             if nt[0] < first or abs(nt[1] - tm - (nt[0] - nm) * per - mid - shift) <= off),
+             if nt[0] < first or abs(_lateness(gap, *nt) - shift) <= off),
             maxlen=self.ticks.maxlen)
-        self._refining = ((first, (nm, tm, per), mid, width, late)
-                          if len(late) < REFINE_TICKS else None)
+        self._refining = (gap, late) if len(late) < REFINE_TICKS else None
 
     def _mean_move(self, late: list[float], width: float) -> float:
         """The move that ticks this late show: their mean, if significant, else none."""
@@ -274,18 +282,18 @@ class ClockFollower:
         self.ticks = deque(((n, t + shift) if n < first else (n, t) for n, t in self.ticks),
                            maxlen=self.ticks.maxlen)
 
-    def _refine(self, t: float) -> None:
-        """The tick at ``t`` joins the mean of the judged move while it lies flat with the
+    def _refine(self) -> None:
+        """The last tick joins the mean of the judged move while it lies flat with the
         ticks it came from (else the move stands as it is): the move becomes their mean."""
-        first, (nm, tm, per), mid, width, late = self._refining
+        gap, late = self._refining
+        first, _, _, width = gap
         was = self._mean_move(late, width)
-        late = [*late, t - tm - (self._n - 1 - nm) * per - mid]
-        if max(late) - min(late) > FLAT_BAND * width + FLAT_S:
+        late = [*late, _lateness(gap, *self.ticks[-1])]
+        if not _flat(late, width):
             self._refining = None
             return
         self._move(first, self._mean_move(late, width) - was)
-        self._refining = ((first, (nm, tm, per), mid, width, late)
-                          if len(late) < REFINE_TICKS else None)
+        self._refining = (gap, late) if len(late) < REFINE_TICKS else None
 
     def _usable(self) -> list[tuple[int, float]]:
         """The ticks a line goes through: before the open gap, if any."""
