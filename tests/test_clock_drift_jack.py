@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import write_config
+from support import delete_rtmidi, write_config
 from test_clock_jack import (
     END_NOTE,
     _connect,
@@ -171,8 +171,7 @@ def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[s
         yield play, comp, dump_path
     finally:
         if performer is not None:
-            performer.close_port()
-            performer.delete()
+            delete_rtmidi(performer)
         if transport is not None:
             try:
                 transport.communicate("quit\n", timeout=10)

@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import write_config
+from support import delete_rtmidi, write_config
 from test_live_jack import ROOT, Companion
 
 from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, client_env
@@ -242,8 +242,7 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
         time.sleep(0.3)
     finally:
         if performer is not None:
-            performer.close_port()
-            performer.delete()
+            delete_rtmidi(performer)
         for p in procs:
             p.terminate()
             p.wait(timeout=5)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT
+from support import ROOT, delete_rtmidi
 
 from companion.config import MidiConfig
 from companion.midi import ports
@@ -162,7 +162,7 @@ def test_ports_with_auto_takes_a_running_jack_server_and_says_so(jack_server, mo
     try:
         r = _ports(jack_server)
     finally:
-        synth.delete()
+        delete_rtmidi(synth)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "MIDI system: JACK (auto: no /dev/snd/seq, a JACK server is running)"

@@ -20,7 +20,7 @@ from pathlib import Path
 import mido
 import pytest
 import rtmidi
-from support import Heard, write_config
+from support import Heard, delete_rtmidi, write_config
 from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log, note_ons
 from test_reliability_midi import assert_all_off as _all_off
 
@@ -132,7 +132,7 @@ def raw_rig(jack_server, monkeypatch, tmp_path: Path, model_pkg: Path, name: str
         yield comp, performer, raw
     finally:
         if raw is not None:
-            raw.delete()
+            delete_rtmidi(raw)
         rc = comp.stop()
         time.sleep(0.3)
         if performer is not None:

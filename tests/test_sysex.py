@@ -17,7 +17,7 @@ import time
 import mido
 import pytest
 import rtmidi
-from support import make_config
+from support import delete_rtmidi, make_config
 from test_reliability_jack import (
     BEAT,
     PHRASE_END_BEATS,
@@ -106,7 +106,7 @@ def test_the_port_hears_the_next_note_after_a_cut_sysex(jack_server, monkeypatch
         waited = time.monotonic() - sent
         time.sleep(0.3)
     finally:
-        out.delete()
+        delete_rtmidi(out)
         port.close()
     print(f"cut sysex: the next note heard {waited * 1000:.0f} ms after it was sent "
           f"(F7 after {SYSEX_END_S * 1000:.0f} ms of quiet; JACK period 21.3 ms)")
