@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import mido
 
 from companion.engine.engine import Answer, Engine
-from companion.midi.input import SETTLE_S
+from companion.midi.input import SETTLE_S, close_in_turn
 from companion.realtime.clock import VirtualClock
 from companion.realtime.scheduler import VirtualScheduler
 
@@ -48,9 +48,7 @@ def delete_rtmidi(port) -> None:
     """Closes a python-rtmidi port, then its client SETTLE_S later, as the companion closes its
     own: a JACK2 client closed while its notification thread still handles the port just
     unregistered crashes the process."""
-    port.close_port()
-    time.sleep(SETTLE_S)
-    port.delete()
+    close_in_turn([port.close_port, port.delete], SETTLE_S)
 
 
 @cache

@@ -75,8 +75,13 @@ AGREE_SE = 3.0
 #: The messages a clock follower takes.
 CLOCK_TYPES = frozenset({"clock", "start", "stop", "continue", "songpos"})
 
+Line = tuple[float, float, float]  # (mean index, mean time, seconds per tick)
+#: a gap in the ticks: (index of its first tick, the line before it, its band's middle and
+#: width)
+Gap = tuple[int, Line, float, float]
 
-def _fit(ticks) -> tuple[float, float, float] | None:
+
+def _fit(ticks) -> Line | None:
     """(mean index, mean time, seconds per tick) of a least-squares line, None if flat."""
     k = len(ticks)
     nm = sum(n for n, _ in ticks) / k
@@ -86,7 +91,7 @@ def _fit(ticks) -> tuple[float, float, float] | None:
     return (nm, tm, sxy / sxx) if sxx > 0 and sxy > 0 else None
 
 
-def _slope_error(ticks, fit: tuple[float, float, float]) -> float:
+def _slope_error(ticks, fit: Line) -> float:
     """The standard error of a least-squares line's slope."""
     nm, tm, per = fit
     sxx = sum((n - nm) ** 2 for n, _ in ticks)
@@ -94,8 +99,7 @@ def _slope_error(ticks, fit: tuple[float, float, float]) -> float:
     return math.sqrt(sse / max(1, len(ticks) - 2) / sxx)
 
 
-def _lateness(gap: tuple[int, tuple[float, float, float], float, float], n: int,
-              t: float) -> float:
+def _lateness(gap: Gap, n: int, t: float) -> float:
     """How much later than the line before ``gap`` (from its band's middle) tick ``n`` came."""
     _, (nm, tm, per), mid, _ = gap
     return t - tm - (n - nm) * per - mid
@@ -123,17 +127,14 @@ class ClockFollower:
         self._origin = (0, 0)  # (tick index, song position) the grid counts from
         self._counted = False  # the song position is from a Start, Continue or Song Position
         self._stopped_pos = 0  # song position at which Continue resumes
-        self._fit: tuple[float, float, float] | None = None  # (n mean, t mean, s per tick)
+        self._fit: Line | None = None
         self._lock = threading.RLock()
         self._band = (0.0, 0.0)  # (lowest, highest) residual of the window's stamps
-        #: the open gap: (index of its first tick, the line before it, its band's middle
-        #: and width)
-        self._gap: tuple[int, tuple[float, float, float], float, float] | None = None
+        self._gap: Gap | None = None  # the open gap
         self._moved = 0.0  # seconds the clock has moved by, all judged gaps together
-        #: the last judged move while it is refined: (its gap, as ``_gap``, and the
-        #: lateness of the ticks it is the mean of)
-        self._refining: (tuple[tuple[int, tuple[float, float, float], float, float],
-                               list[float]] | None) = None
+        #: the last judged move while it is refined: (its gap, and the lateness of the
+        #: ticks it is the mean of)
+        self._refining: tuple[Gap, list[float]] | None = None
 
     def feed(self, msg, t: float) -> bool:
         """One message at ``t``; False if it is not a clock message."""
@@ -301,7 +302,7 @@ class ClockFollower:
             return list(self.ticks)
         return [nt for nt in self.ticks if nt[0] < self._gap[0]]
 
-    def _line(self) -> tuple[float, float, float] | None:
+    def _line(self) -> Line | None:
         """Least squares through the window, then again without the ticks that came late by
         more than ``LATE_MADS`` median deviations (a delivery held up by a busy system).
         Stamps quantised to the MIDI system's cycles scatter evenly about this line. Its
@@ -332,7 +333,7 @@ class ClockFollower:
             self._fit = fit
         return self._fit
 
-    def _longer(self, fit: tuple[float, float, float], kept) -> tuple[float, float, float]:
+    def _longer(self, fit: Line, kept) -> Line:
         """``fit`` (the window's line) with the slope of the longest run of whole windows
         that agrees with it; the line still passes through the window's mean."""
         nm, tm, per = fit
