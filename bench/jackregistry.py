@@ -10,11 +10,11 @@ fails with "Too many servers already active". A killed server also leaves its se
 (``jack_sem.<uid>_<name>_<client>``) in SHM_DIR.
 
 ``clean()`` frees what servers whose pid is gone left, under the registry's lock, by the rules
-jackd itself keeps: a slot or segment is freed only when its pid no longer exists (a pid of
-another user counts as alive), a file only when it belongs to a dead server's name and to no
-live server's, and a socket only when nothing listens on it (a socket whose server lost
-its slot is such a file once ORPHAN_AGE_S old). A registry of another layout is
-left untouched (JackRegistryError).
+jackd itself keeps: a slot or segment is freed only when its pid no longer runs (`alive`: a
+pid of another user counts as alive, a zombie as gone), a file only when it belongs to a
+dead server's name and to no live server's, and a socket only when nothing listens on it (a
+socket whose server lost its slot is such a file once ORPHAN_AGE_S old). A registry of
+another layout is left untouched (JackRegistryError).
 """
 
 from __future__ import annotations
@@ -69,14 +69,19 @@ class Server:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one of another user counts as alive)."""
+    """Whether a process ``pid`` runs: it exists (one of another user counts) and is not a
+    zombie (ended, only waiting for its parent to reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def servers(shm_dir: Path = SHM_DIR) -> list[Server]:

@@ -8,7 +8,9 @@ until a client can reach it (``jack_lsp`` where installed, else an rtmidi client
 the environment in which clients find it, and stops it at the end (SIGTERM, then SIGKILL
 after STOP_TIMEOUT_S). It leaves nothing behind: before a
 start it frees what servers whose process is gone left in JACK's shared-memory registry, and
-after a stop what its own server left (bench.jackregistry). JACK moves MIDI once a period:
+after a stop what its own server left (bench.jackregistry). A run killed before its stop
+leaves its jackd and that server's clients running: a start also stops those (`stop_orphans`)
+first. JACK moves MIDI once a period:
 FRAMES / 48 kHz. Without real-time scheduling, a client descheduled past its cycle on a busy
 machine is an xrun, and JACK drops that cycle's MIDI.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +122,7 @@ def dummy_server(frames: int = 256, log: Path | None = None,
         env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1",
                    JACK_NO_AUDIO_RESERVATION="1", **{LOG_KEY: str(log)})
         out = stack.enter_context(open(log, "w"))  # noqa: SIM115 - closed by the stack
+        stop_orphans(prefix)
         _clean_registry()
         stack.callback(_clean_registry, name)
         proc = subprocess.Popen(
@@ -153,6 +157,44 @@ def client_env(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stop_orphans(prefix: str, timeout_s: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGKILL each process of this user whose environment names (JACK_DEFAULT_SERVER) a
+    server of ``prefix`` whose starter is gone: the jackd and its clients that a run killed
+    before its stop left running. A server's name holds its starter's pid (`dummy_server`),
+    so a live run's servers and clients are never touched. Returns the pids, once gone (a
+    warning names those still there after ``timeout_s``)."""
+    name = re.compile(rb"JACK_DEFAULT_SERVER=" + re.escape(prefix.encode())
+                      + rb"-(\d+)-[0-9a-f]{8}")
+    if not os.path.isdir("/proc"):  # no process table to read (not Linux)
+        return []
+    uid, found = os.getuid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        starters = [int(m.group(1)) for m in map(name.fullmatch, environ) if m]
+        if starters and not jackregistry.alive(starters[0]):
+            found.append(int(entry.name))
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    left = found
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [pid for pid in left if jackregistry.alive(pid)]
+    if left:
+        warnings.warn(f"processes of killed JACK runs still there after SIGKILL: {left}",
+                      stacklevel=2)
+    return found
 
 
 def _clean_registry(*names: str) -> None:

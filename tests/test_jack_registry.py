@@ -1,9 +1,11 @@
 """JACK's shared-memory registry (bench.jackregistry): servers killed with SIGKILL leave
 their slots, segments and files; the server helper (bench.jackserver) frees them, and only
-theirs, so killed runs never exhaust JACK's eight server slots."""
+theirs, so killed runs never exhaust JACK's eight server slots. A run killed itself leaves
+its server and clients running: the helper's next start stops them, and only them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,6 +33,36 @@ with jackserver.dummy_server(256, prefix="registry-test") as env:
     os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 """
+
+#: A JACK client that stays until killed; says "open" once its port is there.
+_CLIENT = ("import rtmidi, time\n"
+           "port = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name='stays')\n"
+           "port.open_virtual_port('out')\n"
+           "print('open', flush=True)\n"
+           "time.sleep(600)\n")
+
+#: A run killed before its stop: starts a server with the helper and a client of it, then
+#: SIGKILLs itself, leaving both running; prints the server's name, jackd's pid and the
+#: client's first. The client holds none of the run's pipes (the test reads them to the end).
+_ORPHANING_RUN = f"""
+import os, signal, subprocess, sys
+from bench import jackregistry, jackserver
+with jackserver.dummy_server(256, prefix="registry-test") as env:
+    name = env["JACK_DEFAULT_SERVER"]
+    pid = next(s.pid for s in jackregistry.servers() if s.name == name)
+    client = subprocess.Popen([sys.executable, "-c", {_CLIENT!r}], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert client.stdout.readline() == "open\\n"
+    print(name, pid, client.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _client(env: dict[str, str]) -> subprocess.Popen:
+    client = subprocess.Popen([sys.executable, "-c", _CLIENT], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    assert client.stdout.readline() == "open\n"
+    return client
 
 
 @pytest.fixture
@@ -136,3 +168,35 @@ def test_a_registry_of_another_layout_is_left_as_is(tmp_path):
         with pytest.raises(jackregistry.JackRegistryError, match="not the jackd2 POSIX regis"):
             read(shm_dir=tmp_path)
     assert registry.read_bytes() == data
+
+
+def test_a_killed_runs_server_and_clients_are_stopped_and_a_live_runs_kept(jackd):
+    r = subprocess.run([sys.executable, "-c", _ORPHANING_RUN], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, f"the killed run failed: {r.stderr[-2000:]}"
+    name, *orphans = r.stdout.split()
+    orphans = [int(pid) for pid in orphans]
+    try:
+        # What a killed pytest leaves: its server serving, its client still connected.
+        assert all(jackregistry.alive(pid) for pid in orphans)
+        left = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
+        assert jackserver.reachable(left)
+
+        with jackserver.dummy_server(256, prefix="registry-test") as live:
+            assert not any(jackregistry.alive(pid) for pid in orphans)
+            assert name not in {s.name for s in jackregistry.servers()}
+            assert _files_of(name) == []
+            # A live run's server and client: a later start of the same prefix keeps them.
+            client = _client(live)
+            try:
+                with jackserver.dummy_server(256, prefix="registry-test") as later:
+                    assert jackserver.reachable(later)
+                    assert client.poll() is None
+                    assert jackserver.reachable(live)
+            finally:
+                client.kill()
+                client.wait()
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
