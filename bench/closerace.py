@@ -1,6 +1,6 @@
 """Closing JACK ports one right after another: how often the process crashes.
 
-    python -m bench.closerace [--settle 0.0] [--processes 40] [--rounds 10]
+    python -m bench.closerace [--settle 0.0] [--processes 40] [--rounds 10] [--libjack wheel]
 
 On a private server at 1024 frames (bench.jackserver), beside a ``jack_midi_clock`` and a
 ``jack_midi_dump``, each of ``--processes`` processes ``--rounds`` times opens an rtmidi JACK
@@ -9,6 +9,8 @@ closes the output and, ``--settle`` seconds later, the input's port. JACK2's cli
 walks a client's port list in its notification thread for the latency notice every graph
 change sends; a port unregistered meanwhile crashes the process (SIGSEGV in
 ``JackClient::HandleLatencyCallback``). Prints how many processes ended by a signal.
+rtmidi speaks through the system's libjack, as the companion's does (companion.midi.jacklib);
+``--libjack wheel`` through the one python-rtmidi's wheel carries.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 from bench.jackserver import dummy_server
 
+SYSTEM_LIBJACK = "import companion.midi\n"
 CHILD = """
 import subprocess, sys, time
 import rtmidi
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=0.0, help="seconds between the closes")
     p.add_argument("--processes", type=int, default=40)
     p.add_argument("--rounds", type=int, default=10, help="opens and closes per process")
+    p.add_argument("--libjack", choices=("system", "wheel"), default="system",
+                   help="the libjack rtmidi speaks through")
     a = p.parse_args(argv)
     with dummy_server(1024, prefix="companion-closerace") as env:
         others = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                            capture_output=True, timeout=10)
             ends: collections.Counter[int] = collections.Counter()
             for _ in range(a.processes):
-                r = subprocess.run([sys.executable, "-c", CHILD, str(a.rounds), str(a.settle)],
+                child = (SYSTEM_LIBJACK if a.libjack == "system" else "") + CHILD
+                r = subprocess.run([sys.executable, "-c", child, str(a.rounds), str(a.settle)],
                                    env=env, capture_output=True, timeout=120)
                 ends[r.returncode] += 1
         finally:
@@ -75,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 o.wait()
             time.sleep(0.1)
     crashed = sum(n for code, n in ends.items() if code < 0)
-    print(f"settle {a.settle} s: {a.processes} processes of {a.rounds} rounds, {crashed} "
-          f"crashed ({dict(ends)} by exit status)")
+    print(f"{a.libjack} libjack, settle {a.settle} s: {a.processes} processes of {a.rounds} "
+          f"rounds, {crashed} crashed ({dict(ends)} by exit status)")
     return 0
 
 
