@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import re
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import delete_rtmidi, write_config
+from support import write_config
 from test_clock_jack import (
     END_NOTE,
-    _connect,
-    _port,
+    Rig,
     _tools,
     assert_every_tick_heard,
     beat_frames,
+    check_graph_runs,
+    clock_rig,
     put_back_lost_ticks,
     read_dump,
     server_note,
-    start_judge,
 )
-from test_live_jack import Companion
 
-from bench.jackserver import RATE, client_env
+from bench.jackserver import RATE
 
 pytestmark = [pytest.mark.jack, pytest.mark.jack_sync, pytest.mark.slow]
 
@@ -124,13 +122,11 @@ def grid_error_s(ons: list[int], step_s: float) -> float:
 
 @contextmanager
 def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[str],
-                  time_cfg: dict) -> Iterator[tuple[Play, Companion, Path]]:
-    """The companion, the judge, jack_midi_clock ``clock_args`` and one jack_transport:
-    yields (play a timeline, the companion, the dump's path); a timeline's strings are
-    jack_transport commands, its lists MIDI to the companion. After it, the companion is
-    stopped (exit status 0) and the clients closed."""
-    import rtmidi
-
+                  time_cfg: dict) -> Iterator[tuple[Play, Rig]]:
+    """The clock rig (`clock_rig`: the companion, the judge, jack_midi_clock ``clock_args``
+    and one jack_transport): yields (play a timeline, the rig); a timeline's strings are
+    jack_transport commands, its lists MIDI to the companion. Before the first call the
+    graph is checked to run (`check_graph_runs`)."""
     cfg = write_config(
         tmp_path / "config.yaml", model_pkg,
         listen={"tempo_bpm": INTERNAL_BPM, "phrase_end_beats": 1.0},
@@ -138,51 +134,25 @@ def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[s
         time={"quantize": "1/8", "swing": 0.5, "end_note": END_NOTE, **time_cfg},
         session={"enabled": False},
     )
-    comp = Companion(env, "--config", str(cfg))
-    dump_path = tmp_path / "dump.txt"
-    procs: list[subprocess.Popen] = []
-    transport: subprocess.Popen | None = None
-    performer = None
-    try:
-        comp.wait_ready()
-        procs.append(start_judge(env, dump_path))
-        transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     text=True)
-        procs.append(subprocess.Popen(["jack_midi_clock", *clock_args], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _connect(env, "jack_midi_clock:mclk_out", "judge:input")
-        _connect(env, "jack_midi_clock:mclk_out", _port(env, ":in"))
-        _connect(env, _port(env, ":out"), "judge:input")
-        with client_env(env):
-            performer = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="performer")
-        performer.open_port(performer.get_ports().index(_port(env, ":in")), name="out")
+    with clock_rig(env, FRAMES, tmp_path, cfg, clock_args, transport=True) as rig:
+        transport = rig.transport
+        assert transport is not None
 
         def play(timeline: list[Step]) -> None:
             t0 = time.perf_counter() + 0.137
+            checked = False
             for t, what in sorted(timeline, key=lambda s: s[0]):
                 time.sleep(max(0.0, t0 + t - time.perf_counter()))
                 if isinstance(what, str):
                     transport.stdin.write(what + "\n")
                     transport.stdin.flush()
                 else:
-                    performer.send_message(what)
+                    if not checked:  # before the first call: nothing measured yet
+                        check_graph_runs(rig.env, rig.clients, tmp_path)
+                        checked = True
+                    rig.performer.send_message(what)
 
-        yield play, comp, dump_path
-    finally:
-        if performer is not None:
-            delete_rtmidi(performer)
-        if transport is not None:
-            try:
-                transport.communicate("quit\n", timeout=10)
-            except subprocess.TimeoutExpired:
-                transport.kill()
-                transport.wait()
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=5)
-        status = comp.stop()
-    assert status == 0, comp.lines
+        yield play, rig
 
 
 @pytest.mark.parametrize("jack_server", [FRAMES], indirect=True)
@@ -200,9 +170,10 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
     for c in calls:
         timeline += call_at(c)
     # no -b: without the timebase master jack_midi_clock would not tick at all
-    with clock_session(env, tmp_path, model_pkg, [], {}) as (play, comp, dump_path):
+    with clock_session(env, tmp_path, model_pkg, [], {}) as (play, rig):
         play(timeline)
         time.sleep(0.5)
+    env, comp, dump_path = rig.env, rig.comp, rig.dump_path
     log = "\n".join(comp.lines)
     events, put_back = put_back_lost_ticks(read_dump(dump_path), FRAMES, log)
     beats = beat_frames(events)
@@ -249,9 +220,10 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
     for c in (3.0, 12.5, 22.5, 30.5):  # A, B, D, C
         timeline += call_at(c)
     with clock_session(env, tmp_path, model_pkg, ["-d", "6"], {"tempo": "fixed"}) as (
-            play, comp, dump_path):
+            play, rig):
         play(timeline)
         time.sleep(0.5)
+    env, comp, dump_path = rig.env, rig.comp, rig.dump_path
     log = "\n".join(comp.lines)
     events, put_back = put_back_lost_ticks(read_dump(dump_path), FRAMES, log)
     server = f"{FRAMES} frames, {server_note(env, events, put_back, log)}"

@@ -20,20 +20,26 @@ companion heard every tick the judge did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import delete_rtmidi, write_config
 from test_live_jack import ROOT, Companion
 
-from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, client_env
+from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, client_env, dummy_server
 
 pytestmark = [pytest.mark.jack, pytest.mark.jack_sync]
 
@@ -53,14 +59,16 @@ def _tools() -> None:
 
 def _connect(env: dict, a: str, b: str) -> None:
     deadline = time.monotonic() + 10
-    while subprocess.run(["jack_connect", a, b], env=env, capture_output=True).returncode:
+    while subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
+                         timeout=20).returncode:
         assert time.monotonic() < deadline, f"cannot connect {a} -> {b}"
         time.sleep(0.1)
 
 
 def _port(env: dict, suffix: str) -> str:
     """The companion's port ending in ``suffix`` (its in and out are two JACK clients)."""
-    names = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+    names = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True,
+                           timeout=20).stdout
     found = [n for n in names.split() if n.startswith("companion") and n.endswith(suffix)]
     assert len(found) == 1, names
     return found[0]
@@ -157,6 +165,177 @@ def server_note(env: dict, events: list[tuple[int, list[int]]], put_back: int,
             f"{heard_ticks(log)} heard; not finished: {late_clients(server_log)}")
 
 
+#: What a synchronous server logs for a cycle that waited its whole timeout (1 s here) for a
+#: client that never finished it.
+STALLED = "SuspendRefNum error"
+
+
+def check_graph_runs(env: dict, clients: dict[str, int], folder: Path) -> None:
+    """Fails when the synchronous graph has stalled already, before anything is measured:
+    each cycle then waits JACK's whole timeout for a client that never finishes, and the
+    clients after it hear nothing. The message names the stalled cycles and gives the stacks
+    of the real-time threads of the ``clients`` (name: pid) and of this process (all their
+    threads in ``folder/stacks.txt``): a client that hangs shows there."""
+    stalled = _stalls(env)
+    if stalled:
+        clients = {**clients, "this test (the performer)": os.getpid()}
+        pytest.fail(f"the synchronous JACK graph stalled {stalled} cycles during the rig's "
+                    f"setup, before the companion was measured ({env[SCHED_KEY]}); "
+                    f"real-time threads:\n{client_stacks(clients, folder / 'stacks.txt')}")
+
+
+def client_stacks(clients: dict[str, int], path: Path) -> str:
+    """The stacks of each client's SCHED_FIFO threads (JACK's process threads), by gdb where
+    installed, else the kernel's; every thread's into ``path``."""
+    found, every = [], []
+    for name, pid in clients.items():
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            found.append(f"{name} ({pid}): gone")
+            continue
+        fifo = {t for t in tids if _policy(t) == os.SCHED_FIFO}
+        stacks = _gdb_stacks(pid) or {t: _kernel_stack(t) for t in tids}
+        every += [f"== {name} ({pid}) thread {t}\n{st}" for t, st in stacks.items()]
+        found += [f"{name} ({pid}) thread {t}:\n{stacks.get(t, '?')}" for t in sorted(fifo)]
+    path.write_text("\n".join(every))
+    return "\n".join(found) + f"\n(every thread's stack: {path})"
+
+
+def _policy(tid: int) -> int | None:
+    try:
+        return os.sched_getscheduler(tid)
+    except OSError:
+        return None
+
+
+def _gdb_stacks(pid: int) -> dict[int, str]:
+    """{thread id: its backtrace} by ``gdb -batch``; empty without gdb or when it fails."""
+    if shutil.which("gdb") is None:
+        return {}
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx",
+                              "-ex", "thread apply all bt 20"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return {}
+    parts = re.split(r"^Thread \d+ \(.*?LWP (\d+)\).*$", out, flags=re.M)
+    return {int(tid): text.strip() for tid, text in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _kernel_stack(tid: int) -> str:
+    try:
+        return Path(f"/proc/{tid}/stack").read_text().strip()
+    except OSError as e:
+        return f"(no stack: {e.strerror})"
+
+
+#: How long a rig just set up runs before its graph is checked: a stalled cycle is logged
+#: once it has waited out the timeout (1 s).
+RIG_CHECK_S = 1.2
+
+
+@dataclass
+class Rig:
+    """A clock rig: its server's environment, the companion, the judge's dump, the
+    performer (this process's output into the companion), the one jack_transport where asked
+    for, and the clients' pids by name."""
+
+    env: dict
+    comp: Companion
+    dump_path: Path
+    performer: Any
+    transport: subprocess.Popen | None
+    clients: dict[str, int]
+
+
+@contextmanager
+def clock_rig(env: dict, frames: int, folder: Path, cfg: Path, clock_args: list[str],
+              transport: bool = False) -> Iterator[Rig]:
+    """The companion (config ``cfg``), the judge, ``jack_transport`` (with ``transport``)
+    and ``jack_midi_clock clock_args``, connected, and the performer into the companion.
+    When the synchronous graph stalled while they were set up (JACK2 loses a wake-up: see
+    docs/reliability.md), nothing is measured yet: the rig, taken down, is set up once more
+    on a fresh server of the same period (said on stdout, the first rig's stacks in
+    ``folder/stacks-1.txt``); a second stall fails (`check_graph_runs`). After the block the
+    clients close and the companion stops, its exit status 0."""
+    with contextlib.ExitStack() as servers:
+        for attempt in (1, 2):
+            stack = contextlib.ExitStack()
+            try:
+                rig = _set_up(stack, env, folder, cfg, clock_args, transport)
+                time.sleep(RIG_CHECK_S)
+                if attempt == 1 and _stalls(env):
+                    client_stacks({**rig.clients, "this test": os.getpid()},
+                                  folder / "stacks-1.txt")
+                    raise GraphStalled
+                check_graph_runs(env, rig.clients, folder)
+                break
+            except (Exception, pytest.fail.Exception) as e:
+                stack.close()
+                if attempt == 2 or not _stalls(env):
+                    raise
+                why = "" if isinstance(e, GraphStalled) else f", and then: {e}"
+                print(f"the synchronous graph stalled {_stalls(env)} cycles while the rig was "
+                      f"set up ({env[LOG_KEY]}{why}): set up again on a fresh server")
+                env = servers.enter_context(dummy_server(
+                    frames, log=folder / "jackd-2.log", prefix="companion-test",
+                    sync=env[MODE_KEY] == "synchronous"))
+        with stack:
+            yield rig
+        assert rig.comp.proc.returncode == 0, rig.comp.lines
+
+
+class GraphStalled(Exception):
+    """The synchronous graph stalled while a rig was set up."""
+
+
+def _stalls(env: dict) -> int:
+    return Path(env[LOG_KEY]).read_text().count(STALLED)
+
+
+def _set_up(stack: contextlib.ExitStack, env: dict, folder: Path, cfg: Path,
+            clock_args: list[str], transport: bool) -> Rig:
+    """One rig on the server of ``env``, its teardown on ``stack``."""
+    import rtmidi
+
+    comp = Companion(env, "--config", str(cfg))
+    stack.callback(comp.stop)
+    comp.wait_ready()
+    dump_path = folder / "dump.txt"
+    judge = start_judge(env, dump_path)
+    stack.callback(judge.wait, timeout=5)
+    stack.callback(judge.terminate)
+    tp = None
+    if transport:
+        tp = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        stack.callback(_quit, tp)
+    clock = subprocess.Popen(["jack_midi_clock", *clock_args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.callback(clock.wait, timeout=5)
+    stack.callback(clock.terminate)
+    _connect(env, "jack_midi_clock:mclk_out", "judge:input")
+    _connect(env, "jack_midi_clock:mclk_out", _port(env, ":in"))
+    _connect(env, _port(env, ":out"), "judge:input")
+    with client_env(env):
+        performer = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="performer")
+    stack.callback(delete_rtmidi, performer)
+    performer.open_port(performer.get_ports().index(_port(env, ":in")), name="out")
+    clients = {"companion": comp.proc.pid, "judge": judge.pid, "jack_midi_clock": clock.pid}
+    if tp is not None:
+        clients["jack_transport"] = tp.pid
+    return Rig(env, comp, dump_path, performer, tp, clients)
+
+
+def _quit(transport: subprocess.Popen) -> None:
+    try:
+        transport.communicate("quit\n", timeout=10)
+    except subprocess.TimeoutExpired:
+        transport.kill()
+        transport.wait()
+
+
 def assert_every_tick_heard(events: list[tuple[int, list[int]]], log: str, server: str) -> None:
     """The companion heard at least the ticks the judge counted (it may hear more: the judge
     stops first): fewer were lost at its input, and its grid is late by those."""
@@ -197,8 +376,6 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
     """The answer's first note on a clock beat; with ``stall_s``, the graph stalls once the
     answer is placed, and its notes from 0.4 s after its first on lie on the clock's eighths
     (those before may be early by the stall: the move is known some ticks after it)."""
-    import rtmidi
-
     cfg = write_config(
         tmp_path / "config.yaml", model_pkg,
         listen={"tempo_bpm": 130.0, "phrase_end_beats": 1.0},  # not the clock's tempo
@@ -207,25 +384,12 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
         time={"quantize": "1/8", "swing": 0.5, "end_note": END_NOTE},
         session={"enabled": False},
     )
-    comp = Companion(env, "--config", str(cfg))
-    dump_path = tmp_path / "dump.txt"
-    procs: list[subprocess.Popen] = []
-    performer = None
-    try:
-        comp.wait_ready()
-        procs.append(start_judge(env, dump_path))
-        procs.append(subprocess.Popen(
-            ["jack_midi_clock", "-b", str(CLOCK_BPM), "-B", "-P"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _connect(env, "jack_midi_clock:mclk_out", "judge:input")
-        _connect(env, "jack_midi_clock:mclk_out", _port(env, ":in"))
-        _connect(env, _port(env, ":out"), "judge:input")
-        with client_env(env):
-            performer = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="performer")
-        names = performer.get_ports()
-        performer.open_port(names.index(_port(env, ":in")), name="out")
+    with clock_rig(env, frames, tmp_path, cfg,
+                   ["-b", str(CLOCK_BPM), "-B", "-P"]) as rig:
+        env, comp, performer = rig.env, rig.comp, rig.performer
         _transport(env, "play")
         time.sleep(3.0)  # five beats of clock before the call
+        check_graph_runs(env, rig.clients, tmp_path)
         # a call at its own pace, off the clock's grid
         call = [(67, 0.0, 0.25), (69, 0.33, 0.25), (71, 0.61, 0.25), (74, 0.95, 0.25),
                 (72, 1.27, 0.5), (END_NOTE, 1.9, 0.05)]
@@ -240,16 +404,8 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
         time.sleep(1.9 + 6 * 0.6)
         _transport(env, "stop")
         time.sleep(0.3)
-    finally:
-        if performer is not None:
-            delete_rtmidi(performer)
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=5)
-        status = comp.stop()
-    assert status == 0, comp.lines
     log = "\n".join(comp.lines)
-    events, put_back = put_back_lost_ticks(read_dump(dump_path), frames, log)
+    events, put_back = put_back_lost_ticks(read_dump(rig.dump_path), frames, log)
     beats = beat_frames(events)
     assert len(beats) >= 8, f"the judge heard {len(beats)} beats\n{log}"
     bpms = [float(b) for b in re.findall(r"on the MIDI clock at ([\d.]+) BPM", log)]
@@ -298,3 +454,75 @@ def test_answers_on_the_clocks_beats_at_stage_periods(jack_server, tmp_path, mod
     _tools()
     run_clock_sync(jack_server, request.node.callspec.params["jack_server"], tmp_path,
                    model_pkg)
+
+
+#: A JACK client (libjack through ctypes) whose process callback, once the file named by its
+#: argument exists, never returns: its cycles never finish, while its notices are answered
+#: (libjack's own thread), as in JACK2's lost wake-up. Says "active" once in the graph.
+_HANGING_CLIENT = """
+import ctypes, os, sys, time
+jack = ctypes.CDLL("libjack.so.0")
+jack.jack_client_open.restype = ctypes.c_void_p
+jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+client = ctypes.c_void_p(jack.jack_client_open(b"hang", 1, None))
+assert client.value, "no JACK server"
+PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+def process(nframes, arg):
+    while os.path.exists(sys.argv[1]):
+        time.sleep(0.1)
+    return 0
+callback = PROCESS(process)
+jack.jack_set_process_callback.argtypes = [ctypes.c_void_p, PROCESS, ctypes.c_void_p]
+jack.jack_set_process_callback(client, callback, None)
+assert jack.jack_activate(client) == 0
+print("active", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("jack_server", [256], indirect=True)
+def test_a_rig_whose_graph_stalls_is_set_up_again_on_a_fresh_server(jack_server, tmp_path,
+                                                                     model_pkg, capsys):
+    """A client whose cycles stop finishing once the judge's port is there stalls the
+    synchronous graph as JACK2's lost wake-up does: `clock_rig` says so, keeps the clients'
+    stacks and sets the rig up on a fresh server, where the companion hears the performer."""
+    _tools()
+    armed = tmp_path / "hang"
+    hang = subprocess.Popen([sys.executable, "-c", _HANGING_CLIENT, str(armed)],
+                            env=jack_server, stdout=subprocess.PIPE, text=True)
+    try:
+        assert hang.stdout.readline() == "active\n"
+        threading.Thread(target=_when_there, args=(jack_server, "judge", armed.touch),
+                         daemon=True).start()
+        cfg = write_config(tmp_path / "config.yaml", model_pkg, session={"enabled": False},
+                           listen={"phrase_end_beats": 1.0})
+        with clock_rig(jack_server, 256, tmp_path, cfg, ["-b", "100"]) as rig:
+            assert rig.env["JACK_DEFAULT_SERVER"] != jack_server["JACK_DEFAULT_SERVER"]
+            for p in (60, 64, 67):
+                rig.performer.send_message([0x90, p, 80])
+                time.sleep(0.2)
+                rig.performer.send_message([0x80, p, 0])
+            deadline = time.monotonic() + 10
+            while not any("call of 3 notes" in ln for ln in rig.comp.lines):
+                assert time.monotonic() < deadline, "\n".join(rig.comp.lines)
+                time.sleep(0.1)
+    finally:
+        armed.unlink(missing_ok=True)
+        hang.kill()
+        hang.wait()
+    out = capsys.readouterr().out
+    assert "stalled" in out and "set up again on a fresh server" in out, out
+    stacks = tmp_path / "stacks-1.txt"
+    assert stacks.exists() and "== judge" in stacks.read_text(), out
+
+
+def _when_there(env: dict, prefix: str, then: Callable[[], object]) -> None:
+    """``then()`` as soon as a JACK port named ``prefix...`` is there."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ports = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True,
+                               timeout=20).stdout
+        if any(n.startswith(prefix) for n in ports.split()):
+            then()
+            return
+        time.sleep(0.05)
