@@ -25,6 +25,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
+import companion.midi  # noqa: F401 - rtmidi, imported below, on the system's libjack
 from bench.figures import Plan, Result, log, next_pitch, stats
 from bench.jackserver import (
     JackdError,
@@ -53,7 +54,7 @@ def _jack() -> Iterator[tuple[dict[str, str], str, bool]]:
         yield env, f"a private jackd on the dummy driver, {period_text(PERIOD)}", True
 
 
-class _LiveProcess:
+class LiveProcess:
     """`companion live` as a subprocess; ``ready`` is when it said it listens (ports open,
     model loaded), on the monotonic clock, from ``started``."""
 
@@ -217,7 +218,7 @@ def measure_process(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> No
             proc = None
             for i in range(plan.cold_starts):
                 log(f"bench: starting companion live ({i + 1} of {plan.cold_starts})", quiet)
-                proc = _LiveProcess(cfg, env, Path(tmp))
+                proc = LiveProcess(cfg, env, Path(tmp))
                 starts.append(proc.wait_ready())
                 if i < plan.cold_starts - 1:
                     proc.stop()

@@ -1,0 +1,109 @@
+"""How often a synchronous JACK2 graph stalls while the clock tests' rig is set up:
+
+    python -m bench.graphstall [--runs 150] [--frames 256] [--model models/default]
+
+Each run, on a fresh private synchronous server (bench.jackserver: ``jackd -R -S -t 100``):
+`companion live` until it listens; then ``jack_midi_dump -a judge``, ``jack_transport`` and a
+100 BPM ``jack_midi_clock`` started at once; the clock connected to the judge and the
+companion's input, the companion's output to the judge, a python-rtmidi output of this
+process (the performer) to the companion's input; held 1 s. A run whose server logged a
+cycle that waited out its whole timeout for a client that never finished it (jackd:
+"SuspendRefNum error") stalled. Prints how many did, and keeps their server logs. Needs
+jackd2 and jack-midi-clock. Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import companion.midi  # noqa: F401 - rtmidi, imported below, on the system's libjack
+from bench.jackserver import LOG_KEY, JackdError, client_env, dummy_server
+from bench.jitter import connect
+from bench.process import LiveProcess
+
+#: What jackd logs for a cycle that waited its whole timeout for the graph to finish.
+STALLED = "SuspendRefNum error"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _port(env: dict[str, str], suffix: str) -> str:
+    names = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+    found = [n for n in names.split() if n.startswith("companion") and n.endswith(suffix)]
+    if len(found) != 1:
+        raise JackdError(f"no single companion port *{suffix} in {names.split()}")
+    return found[0]
+
+
+def run(frames: int, model: Path, keep: Path, folder: Path) -> bool:
+    """One rig on a fresh server; whether its graph stalled (its log then kept in ``keep``)."""
+    import rtmidi
+
+    cfg = folder / "config.yaml"
+    cfg.write_text(json.dumps({"model": str(model), "midi": {"backend": "jack"},
+                               "session": {"enabled": False}}))
+    with dummy_server(frames, log=folder / "jackd.log", prefix="companion-graphstall",
+                      sync=True) as env, contextlib.ExitStack() as st:
+        comp = LiveProcess(cfg, dict(env, PYTHONPATH=str(ROOT)), folder)
+        st.callback(comp.stop)
+        comp.wait_ready()
+        for cmd in (["jack_midi_dump", "-a", "judge"], ["jack_transport"],
+                    ["jack_midi_clock", "-b", "100", "-B", "-P"]):
+            p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            st.callback(p.wait, timeout=10)
+            st.callback(p.terminate)
+        connect(env, "jack_midi_clock:mclk_out", "judge:input")
+        connect(env, "jack_midi_clock:mclk_out", _port(env, ":in"))
+        connect(env, _port(env, ":out"), "judge:input")
+        with client_env(env):
+            performer = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="performer")
+        st.callback(performer.delete)
+        st.callback(time.sleep, 0.1)
+        st.callback(performer.close_port)
+        performer.open_port(performer.get_ports().index(_port(env, ":in")), name="out")
+        time.sleep(1.0)
+        log = Path(env[LOG_KEY])
+        stalled = STALLED in log.read_text()
+        if stalled:
+            shutil.copy(log, keep / f"stalled-{time.strftime('%H%M%S')}-{os.getpid()}.log")
+    return stalled
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.graphstall",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=150)
+    p.add_argument("--frames", type=int, default=256, help="the period (default 256)")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "default")
+    p.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()),
+                   help="where the logs of stalled runs go (default: the temp folder)")
+    a = p.parse_args(argv)
+    absent = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump", "jack_transport",
+                          "jack_lsp", "jack_connect") if shutil.which(t) is None]
+    if absent:
+        print(f"bench.graphstall: {', '.join(absent)} not installed", file=sys.stderr)
+        return 2
+    stalled = 0
+    try:
+        for _ in range(a.runs):
+            with tempfile.TemporaryDirectory(prefix="graphstall") as folder:
+                stalled += run(a.frames, a.model.resolve(), a.keep, Path(folder))
+    except (RuntimeError, OSError) as e:  # jackd or the companion did not start
+        print(f"bench.graphstall: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.frames} frames, synchronous: {stalled} of {a.runs} rigs stalled "
+          f"(their server logs in {a.keep})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
