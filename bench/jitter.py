@@ -44,7 +44,8 @@ def _dump_ons(path: Path) -> list[int]:
 def connect(env: dict, a: str, b: str) -> None:
     """``jack_connect a b``, tried again for 10 s while a port is not there yet."""
     deadline = time.monotonic() + 10
-    while subprocess.run(["jack_connect", a, b], env=env, capture_output=True).returncode:
+    while subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
+                         timeout=20).returncode:
         if time.monotonic() > deadline:
             raise JackdError(f"cannot connect {a} -> {b}")
         time.sleep(0.1)

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import delete_rtmidi, write_config
+from support import write_config
 from test_live_jack import ROOT, Companion
 
-from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, client_env, dummy_server
+from bench.graphstall import set_up_clients
+from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, dummy_server
 
 pytestmark = [pytest.mark.jack, pytest.mark.jack_sync]
 
@@ -57,34 +58,9 @@ def _tools() -> None:
         pytest.skip(why)
 
 
-def _connect(env: dict, a: str, b: str) -> None:
-    deadline = time.monotonic() + 10
-    while subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
-                         timeout=20).returncode:
-        assert time.monotonic() < deadline, f"cannot connect {a} -> {b}"
-        time.sleep(0.1)
-
-
-def _port(env: dict, suffix: str) -> str:
-    """The companion's port ending in ``suffix`` (its in and out are two JACK clients)."""
-    names = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True,
-                           timeout=20).stdout
-    found = [n for n in names.split() if n.startswith("companion") and n.endswith(suffix)]
-    assert len(found) == 1, names
-    return found[0]
-
-
 def _transport(env: dict, command: str) -> None:
     subprocess.run(["jack_transport"], input=f"{command}\nquit\n", env=env, text=True,
                    capture_output=True, timeout=10, check=True)
-
-
-def start_judge(env: dict, dump_path: Path) -> subprocess.Popen:
-    """``jack_midi_dump -a judge``: its dump in ``dump_path``, what it and libjack say (a
-    real-time priority refused, a full ring buffer) beside it in ``judge.err``."""
-    with open(dump_path, "w") as out, open(dump_path.with_name("judge.err"), "w") as err:
-        return subprocess.Popen(["jack_midi_dump", "-a", "judge"], env=env, stdout=out,
-                                stderr=err)
 
 
 def read_dump(path: Path) -> list[tuple[int, list[int]]]:
@@ -297,43 +273,16 @@ def _stalls(env: dict) -> int:
 def _set_up(stack: contextlib.ExitStack, env: dict, folder: Path, cfg: Path,
             clock_args: list[str], transport: bool) -> Rig:
     """One rig on the server of ``env``, its teardown on ``stack``."""
-    import rtmidi
-
     comp = Companion(env, "--config", str(cfg))
     stack.callback(comp.stop)
     comp.wait_ready()
     dump_path = folder / "dump.txt"
-    judge = start_judge(env, dump_path)
-    stack.callback(judge.wait, timeout=5)
-    stack.callback(judge.terminate)
-    tp = None
-    if transport:
-        tp = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-        stack.callback(_quit, tp)
-    clock = subprocess.Popen(["jack_midi_clock", *clock_args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack.callback(clock.wait, timeout=5)
-    stack.callback(clock.terminate)
-    _connect(env, "jack_midi_clock:mclk_out", "judge:input")
-    _connect(env, "jack_midi_clock:mclk_out", _port(env, ":in"))
-    _connect(env, _port(env, ":out"), "judge:input")
-    with client_env(env):
-        performer = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="performer")
-    stack.callback(delete_rtmidi, performer)
-    performer.open_port(performer.get_ports().index(_port(env, ":in")), name="out")
-    clients = {"companion": comp.proc.pid, "judge": judge.pid, "jack_midi_clock": clock.pid}
-    if tp is not None:
-        clients["jack_transport"] = tp.pid
-    return Rig(env, comp, dump_path, performer, tp, clients)
-
-
-def _quit(transport: subprocess.Popen) -> None:
-    try:
-        transport.communicate("quit\n", timeout=10)
-    except subprocess.TimeoutExpired:
-        transport.kill()
-        transport.wait()
+    parts = set_up_clients(stack, env, dump_path, clock_args, transport)
+    clients = {"companion": comp.proc.pid, "judge": parts.judge.pid,
+               "jack_midi_clock": parts.clock.pid}
+    if parts.transport is not None:
+        clients["jack_transport"] = parts.transport.pid
+    return Rig(env, comp, dump_path, parts.performer, parts.transport, clients)
 
 
 def assert_every_tick_heard(events: list[tuple[int, list[int]]], log: str, server: str) -> None:
