@@ -165,10 +165,10 @@ def stop_orphans(prefix: str, timeout_s: float = STOP_TIMEOUT_S) -> list[int]:
     before its stop left running. A server's name holds its starter's pid (`dummy_server`),
     so a live run's servers and clients are never touched. Returns the pids, once gone (a
     warning names those still there after ``timeout_s``)."""
-    name = re.compile(rb"JACK_DEFAULT_SERVER=" + re.escape(prefix.encode())
-                      + rb"-(\d+)-[0-9a-f]{8}")
     if not os.path.isdir("/proc"):  # no process table to read (not Linux)
         return []
+    name = re.compile(rb"JACK_DEFAULT_SERVER=" + re.escape(prefix.encode())
+                      + rb"-(\d+)-[0-9a-f]{8}")
     uid, found = os.getuid(), []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

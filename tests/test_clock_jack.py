@@ -39,7 +39,7 @@ import pytest
 from support import write_config
 from test_live_jack import ROOT, Companion
 
-from bench.graphstall import set_up_clients
+from bench.graphstall import STALLED, set_up_clients
 from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, dummy_server
 
 pytestmark = [pytest.mark.jack, pytest.mark.jack_sync]
@@ -139,11 +139,6 @@ def server_note(env: dict, events: list[tuple[int, list[int]]], put_back: int,
             f"judge; ticks: "
             f"{judged} judged ({put_back} of them lost by the judge, put back), "
             f"{heard_ticks(log)} heard; not finished: {late_clients(server_log)}")
-
-
-#: What a synchronous server logs for a cycle that waited its whole timeout (1 s here) for a
-#: client that never finished it.
-STALLED = "SuspendRefNum error"
 
 
 def check_graph_runs(env: dict, clients: dict[str, int], folder: Path) -> None:
