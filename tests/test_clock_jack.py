@@ -39,7 +39,7 @@ import pytest
 from support import write_config
 from test_live_jack import ROOT, Companion
 
-from bench.graphstall import STALLED, set_up_clients
+from bench.clockrig import STALLED, set_up_clients
 from bench.jackserver import LOG_KEY, MODE_KEY, RATE, SCHED_KEY, dummy_server
 
 pytestmark = [pytest.mark.jack, pytest.mark.jack_sync]
