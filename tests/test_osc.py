@@ -4,9 +4,14 @@ The companion runs live on the in-process loopback."""
 
 from __future__ import annotations
 
+import math
+import pickle
+import random
+import re
 import shutil
 import socket
 import statistics
+import struct
 import threading
 import time
 
@@ -26,13 +31,34 @@ from companion.engine.engine import LIVE_SETTINGS  # noqa: E402
 from companion.midi.loopback import LoopbackIn, LoopbackOut  # noqa: E402
 from companion.realtime.controls import ACTIONS, SHORT_NAMES  # noqa: E402
 from companion.realtime.live import Live  # noqa: E402
-from companion.realtime.osc import OscServer, RateLimitedLog, command  # noqa: E402
+from companion.realtime.osc import (  # noqa: E402
+    BadDatagram,
+    OscServer,
+    RateLimitedLog,
+    command,
+    parse,
+)
 
 CALL = [(62, 0, 0.4), (66, 0.5, 0.4), (69, 1, 0.4), (71, 1.5, 0.4), (74, 2, 0.9)]
 
 
+def osc_string(s: bytes) -> bytes:
+    """An OSC string: its bytes, a null, and nulls up to a multiple of 4."""
+    return s + b"\0" * (4 - len(s) % 4)
 
 
+def bundle(*elements: bytes, sizes: list[int] | None = None) -> bytes:
+    """An OSC bundle, to be taken at once, of these elements (each preceded by its size, or
+    by the one ``sizes`` gives)."""
+    sizes = sizes or [len(e) for e in elements]
+    return b"#bundle\0" + b"\0" * 7 + b"\1" + b"".join(
+        struct.pack(">i", n) + e for n, e in zip(sizes, elements, strict=True))
+
+
+TEMPERATURE = osc_string(b"/companion/temperature")
+F45 = struct.pack(">f", 4.5)
+SET_45 = TEMPERATURE + osc_string(b",f") + F45
+SET_025 = TEMPERATURE + osc_string(b",f") + struct.pack(">f", 0.25)
 
 
 class Receiver:
@@ -195,6 +221,163 @@ def test_not_osc_at_all(rig):
     wait_for(lambda: live.engine.setting("answer.temperature") == 0.25)
 
 
+@pytest.mark.parametrize("data,why", [
+    (TEMPERATURE + osc_string(b",zf") + F45, "unknown type tag 'z'"),
+    (TEMPERATURE + osc_string(b"f") + F45, "without its leading comma"),
+    (TEMPERATURE + osc_string(b",f") + F45[:2], "cut short"),
+    (TEMPERATURE + osc_string(b",ff") + F45, "cut short"),
+    (SET_45 + b"junk", "4 bytes after the arguments"),
+    (b"/companion/temperature\0X" + osc_string(b",f") + F45, "padded with non-zero bytes"),
+    (b"/companion/\xfftemperatur\0\0" + osc_string(b",f") + F45, "not UTF-8"),
+    (TEMPERATURE + osc_string(b",[f") + F45, "[ without ]"),
+    (bundle(SET_45, sizes=[400]), "longer than the bundle"),
+    (bundle(SET_45[:-4]), "cut short"),
+    (bundle(SET_45, sizes=[-4]), "element size -4"),
+    (bundle(b"abcd"), "neither a message nor a bundle"),
+    (bundle(SET_025, TEMPERATURE + osc_string(b",zf") + F45), "unknown type tag 'z'"),
+], ids=["unknown-tag", "no-comma", "float-cut", "fewer-args", "trailing", "padding", "utf8",
+        "open-array", "element-long", "element-short", "element-negative", "element-junk",
+        "bundle-one-bad"])
+def test_a_datagram_that_cannot_be_read_in_full_is_discarded_whole(rig, caplog, data, why):
+    """OSC 1.0: a message with type tags that cannot be read is discarded, never applied with
+    the arguments that could be read; a bundle with such an element is discarded whole."""
+    live, server, client, receiver, events, lines, inport = rig()
+    before = live.engine.settings()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(data, server.address)
+    s.close()
+    wait_for(lambda: server.bad.count == 1, 2)
+    client.send_message("/companion/max_repeat", 3)  # after it, so it was taken and refused
+    wait_for(lambda: live.engine.setting("style.max_repeat") == 3, 2)
+    assert live.engine.settings() == {**before, "style.max_repeat": 3}
+    said = [line for line in lines if "ignored" in line]
+    assert len(said) == 1 and "not OSC" in said[0] and why in said[0], said
+    assert caplog.records == []  # python-osc says nothing of its own
+
+
+FLOOD_SEND = """
+import pickle, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+with open(sys.argv[3], "rb") as f:
+    for data in pickle.load(f):
+        s.sendto(data, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def mixed_datagrams(n: int, seed: int) -> list[bytes]:
+    """``n`` datagrams, in turn: a good message, bad type tags, a good one cut short, random
+    bytes, a bundle (good, or with an element longer than it)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        good = TEMPERATURE + osc_string(b",f") + struct.pack(">f", 0.5 + (i % 100) / 100)
+        kind = i % 5
+        if kind == 0:
+            out.append(good)
+        elif kind == 1:
+            tags = rng.choice([b",zf", b",f?", b"f", b",fff", b",[f"])
+            out.append(TEMPERATURE + osc_string(tags) + F45)
+        elif kind == 2:
+            out.append(good[:rng.randrange(1, len(good))])
+        elif kind == 3:
+            out.append(rng.randbytes(rng.randint(1, 64)))
+        else:
+            out.append(bundle(good, good) if i % 2 else
+                       bundle(good, sizes=[len(good) + 8]))
+    return out
+
+
+def test_a_flood_of_mixed_datagrams_is_said_once_per_5_s(rig, caplog, tmp_path):
+    """10,000 datagrams, good and bad, from another process as fast as it sends them: the log
+    says the bad ones in at most one line per 5 s (python-osc itself says nothing), the
+    lines account for every bad one, and the server then still answers."""
+    import subprocess
+    import sys
+
+    live, server, client, receiver, events, lines, inport = rig(sink=True)
+    every_s = server.bad.every_s
+    (tmp_path / "flood").write_bytes(pickle.dumps(mixed_datagrams(10_000, seed=7)))
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", FLOOD_SEND, *map(str, server.address),
+                    str(tmp_path / "flood")], check=True, timeout=60)
+    taken = -1
+    while taken != server.received:  # until the server has read what the kernel kept
+        taken = server.received
+        time.sleep(0.3)
+    duration = time.monotonic() - start
+    assert duration < 30
+    said = [line for line in lines if "bad OSC" in line or "ignored" in line]
+    print(f"flood of 10,000 mixed datagrams: {server.received} taken, {server.bad.count} bad, "
+          f"in {duration:.1f} s; {len(said)} lines of the companion's, "
+          f"{len(caplog.records)} of python-osc's")
+    assert server.bad.count > 0 and caplog.records == []
+    assert len(said) <= math.ceil(duration / every_s) + 2
+    # the held-back count is said within every_s of the last line, and adds up
+    wait_for(lambda: sum(_bad_count(line) for line in lines) == server.bad.count,
+             every_s + 2)
+    said = [line for line in lines if "bad OSC" in line or "ignored" in line]
+    assert len(said) <= math.ceil((time.monotonic() - start) / every_s) + 2
+    client.send_message("/companion/temperature", 0.25)  # and still it answers
+    wait_for(lambda: live.engine.setting("answer.temperature") == 0.25)
+
+
+def _bad_count(line: str) -> int:
+    """How many bad messages one of the OSC server's log lines accounts for."""
+    held = re.search(r"(\d+) more bad OSC messages", line)
+    return line.startswith("OSC: ignored") + (int(held.group(1)) if held else 0)
+
+
+def test_bundles_are_taken_at_once_in_the_order_of_their_time_tags(rig):
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    def message(address: str, value: float) -> OscMessageBuilder:
+        m = OscMessageBuilder(address)
+        m.add_arg(value)
+        return m.build()
+
+    live, server, client, receiver, events, lines, inport = rig()
+    later = OscBundleBuilder(time.time() + 3600)  # not waited for
+    later.add_content(message("/companion/mute", 1))
+    outer = OscBundleBuilder(IMMEDIATELY)
+    outer.add_content(later.build())
+    outer.add_content(message("/companion/temperature", 0.25))
+    outer.add_content(message("/companion/max_repeat", 3))
+    client.send(outer.build())
+    wait_for(lambda: len(controls(events)) == 3, 2)
+    assert controls(events) == [("answer.temperature", 0.25), ("style.max_repeat", 3),
+                                ("mute", True)]
+    assert server.received == 3 and server.bad.count == 0
+
+
+def test_parse_reads_every_type_as_python_osc_does():
+    """Good datagrams of every argument type python-osc builds read the same as with its own
+    parser (OscPacket), bundles nested; ``parse`` refuses only what cannot be read in full."""
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+    from pythonosc.osc_packet import OscPacket
+
+    values = [7, 2**40, 2.5, "abc", b"blob\0\1", True, False, None, (1, 144, 60, 100),
+              [1, [2.0, "x"]]]
+    built = []
+    for n in range(len(values) + 1):
+        m = OscMessageBuilder(f"/companion/x{n}")
+        for v in values[:n]:
+            m.add_arg(v)
+        built.append(m.build())
+    inner = OscBundleBuilder(IMMEDIATELY)
+    for m in built[:3]:
+        inner.add_content(m)
+    outer = OscBundleBuilder(IMMEDIATELY)
+    outer.add_content(inner.build())
+    outer.add_content(built[-1])
+    for data in [m.dgram for m in built] + [outer.build().dgram]:
+        assert parse(data) == [(t.message.address, t.message.params)
+                               for t in OscPacket(data).messages]
+    with pytest.raises(BadDatagram, match=r"^/companion/temperature: unknown type tag 'z'"):
+        parse(TEMPERATURE + osc_string(b",zf") + F45)
+
+
 def test_rate_limited_log_counts_what_it_held_back():
     now = [0.0]
     lines: list[str] = []
@@ -205,6 +388,14 @@ def test_rate_limited_log_counts_what_it_held_back():
     log.say("bad 4")
     assert lines == ["bad 0", "bad 4 (3 more bad OSC messages before this one)"]
     assert log.count == 5
+    log.say("bad 5")
+    log.say("bad 6")
+    now[0] = 10.9
+    log.flush()  # within every_s of the last line: nothing yet
+    now[0] = 11.0
+    log.flush()
+    log.flush()
+    assert lines[2:] == ["OSC: 2 more bad OSC messages ignored"]
 
 
 def test_command_table():

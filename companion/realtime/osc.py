@@ -6,8 +6,11 @@ In: ``/companion/NAME [VALUE]`` for every control ``Live.apply`` takes, NAME a s
 no value or a non-zero one (a button's release, 0, does nothing); model the name of a
 package. Each goes through ``Live.post``, so it is checked and applied on the engine thread
 like a CC. A message that is not OSC, names no control, has the wrong number of values or a
-value out of range changes nothing and is logged, once per ``BAD_LOG_EVERY_S`` with a count
-of the others.
+value out of range changes nothing and is logged: the first at once, saying what was wrong,
+then at most one line per ``BAD_LOG_EVERY_S`` with the count of the others. A datagram with any
+part that cannot be read in full (OSC 1.0: an unknown type tag, arguments cut short, bytes
+after them, a bundle element that does not fit) is discarded whole, a bundle with all its
+messages; python-osc's parser, which logs and reads on past such faults, is not used.
 
 Out (``osc.send_to``): ``/companion/phrase_end CALL_NOTES ANSWER_NOTES BEATS``,
 ``/companion/answer_start ANSWER``, ``/companion/note_on PITCH``, ``/companion/note_off
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
+from pythonosc.parsing import osc_types
 
 from companion.config import ConfigError, OscConfig, parse_host_port
 from companion.realtime.controls import SHORT_NAMES
@@ -65,6 +68,134 @@ class RateLimitedLog:
                 return
             held, self._held, self._last = self._held, 0, t
         self.log(line + (f" ({held} more bad OSC messages before this one)" if held else ""))
+
+    def flush(self) -> None:
+        """Say how many were held back, once ``every_s`` has passed since the last line."""
+        with self._lock:
+            t = self.now()
+            if not self._held or t - self._last < self.every_s:
+                return
+            held, self._held, self._last = self._held, 0, t
+        self.log(f"OSC: {held} more bad OSC messages ignored")
+
+
+class BadDatagram(ValueError):
+    """A datagram that is not OSC 1.0 read in full; the message says what was wrong."""
+
+
+_BUNDLE = b"#bundle\0"
+
+
+def _string(data: bytes, i: int) -> tuple[str, int]:
+    """The OSC string at ``i`` (UTF-8, a null, nulls to a multiple of 4) and the index after."""
+    null = data.find(b"\0", i)
+    if null < 0:
+        raise BadDatagram("a string without its null")
+    end = (null + 4) & ~3
+    if end > len(data):
+        raise BadDatagram("a string cut short")
+    if any(data[null:end]):
+        raise BadDatagram("a string padded with non-zero bytes")
+    try:
+        return data[i:null].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise BadDatagram("a string that is not UTF-8") from None
+
+
+def _blob(data: bytes, i: int) -> tuple[bytes, int]:
+    """The OSC blob at ``i`` (an int32 size, the bytes, nulls to a multiple of 4)."""
+    size, i = osc_types.get_int(data, i)
+    if size < 0:
+        raise BadDatagram(f"a blob of size {size}")
+    return data[i:i + size], i + size + (-size % 4)
+
+
+#: What each argument type tag reads (python-osc's types); a message with any other tag is
+#: discarded whole (OSC 1.0).
+_READ: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
+    "i": osc_types.get_int, "h": osc_types.get_int64, "f": osc_types.get_float,
+    "d": osc_types.get_double, "s": _string, "b": _blob, "r": osc_types.get_rgba,
+    "m": osc_types.get_midi, "t": osc_types.get_timetag}
+_CONSTANT = {"T": True, "F": False, "N": None}
+
+
+def _message(data: bytes) -> tuple[str, list[Any]]:
+    """The address and arguments of one OSC message that fills ``data`` exactly (no type tag
+    string at all: no arguments); ``BadDatagram`` if any of it cannot be read."""
+    address, i = _string(data, 0)
+    if i == len(data):
+        return address, []
+    try:
+        tags, i = _string(data, i)
+        if not tags.startswith(","):
+            raise BadDatagram(f"a type tag string {tags!r} without its leading comma")
+        args: list[Any] = []
+        open_arrays = [args]
+        for tag in tags[1:]:
+            if tag in _CONSTANT:
+                open_arrays[-1].append(_CONSTANT[tag])
+            elif tag == "[":
+                open_arrays[-1].append([])
+                open_arrays.append(open_arrays[-1][-1])
+            elif tag == "]":
+                if len(open_arrays) == 1:
+                    raise BadDatagram(f"a ] without [ in the type tags {tags!r}")
+                open_arrays.pop()
+            elif tag in _READ:
+                try:
+                    value, i = _READ[tag](data, i)
+                    cut = i > len(data)  # python-osc pads a float cut short
+                except osc_types.ParseError:
+                    cut = True
+                if cut:
+                    raise BadDatagram(f"arguments cut short of the type tags {tags!r}")
+                open_arrays[-1].append(value)
+            else:
+                raise BadDatagram(f"unknown type tag {tag!r} in {tags!r}")
+        if len(open_arrays) > 1:
+            raise BadDatagram(f"a [ without ] in the type tags {tags!r}")
+        if i != len(data):
+            raise BadDatagram(f"{len(data) - i} bytes after the arguments")
+    except BadDatagram as e:
+        raise BadDatagram(f"{address}: {e}") from None
+    return address, args
+
+
+def parse(data: bytes) -> list[tuple[str, list[Any]]]:
+    """The (address, arguments) of each OSC message in one datagram, a bundle's (and nested
+    bundles') in the order of their time tags, those due already in the order they come;
+    ``BadDatagram`` saying what was wrong if any part of it cannot be read in full (OSC 1.0:
+    such a message is discarded, and with it the datagram)."""
+    now = time.time()
+    timed: list[tuple[float, str, list[Any]]] = []
+    todo = [(data, now)]  # a stack of (an element, the time tag of the bundle holding it)
+    while todo:
+        element, due = todo.pop()
+        if element.startswith(b"/"):
+            timed.append((due, *_message(element)))
+            continue
+        if not element.startswith(_BUNDLE):
+            raise BadDatagram("neither a message nor a bundle")
+        try:
+            due, i = osc_types.get_date(element, len(_BUNDLE))
+        except osc_types.ParseError:
+            raise BadDatagram("a bundle cut short in its time tag") from None
+        due = max(due, now)  # those due already are taken now, in order
+        inner = []
+        while i < len(element):
+            if i + 4 > len(element):
+                raise BadDatagram("a bundle cut short in an element's size")
+            size, i = osc_types.get_int(element, i)
+            if size <= 0 or size % 4:
+                raise BadDatagram(f"a bundle's element size {size}")
+            if i + size > len(element):
+                raise BadDatagram(f"a bundle's element of {size} bytes, longer than the "
+                                  f"bundle")
+            inner.append((element[i:i + size], due))
+            i += size
+        todo.extend(reversed(inner))
+    timed.sort(key=lambda m: m[0])  # stable
+    return [(address, args) for _, address, args in timed]
 
 
 def command(address: str, args: list[Any]) -> tuple[str, Any] | str | None:
@@ -145,6 +276,7 @@ class OscServer:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
+            self.bad.flush()
             try:
                 data, _ = self.sock.recvfrom(MAX_DATAGRAM)
             except TimeoutError:
@@ -154,26 +286,25 @@ class OscServer:
             self.handle(data)
 
     def handle(self, data: bytes) -> None:
-        """One datagram: each OSC message in it (a bundle's time tags are not waited for)."""
+        """One datagram: each OSC message in it (a bundle's time tags are not waited for), or
+        none if any part of it cannot be read."""
         try:
-            messages = [m.message for m in OscPacket(data).messages]
-            for m in messages:
-                m.params  # noqa: B018 - parsed here, so that a bad datagram fails here
-        except Exception:  # noqa: BLE001 - python-osc's ParseError, or any of its parser's
+            messages = parse(data)
+        except BadDatagram as e:
             self.received += 1
-            self.bad.say(f"OSC: ignored a datagram of {len(data)} bytes that is not OSC")
+            self.bad.say(f"OSC: ignored a datagram of {len(data)} bytes that is not OSC ({e})")
             return
-        for msg in messages:
+        for address, args in messages:
             self.received += 1
-            what = command(msg.address, list(msg.params))
+            what = command(address, args)
             if what is None:
                 continue
             if isinstance(what, str):
                 self.bad.say(f"OSC: ignored {what}")
                 continue
             name, value = what
-            if not self.live.post(name, value, self._replied(msg.address)):
-                self.bad.say(f"OSC: ignored {msg.address}: the companion's input is full")
+            if not self.live.post(name, value, self._replied(address)):
+                self.bad.say(f"OSC: ignored {address}: the companion's input is full")
 
     def _replied(self, address: str) -> Callable[[str | None], None]:
         def reply(error: str | None) -> None:
