@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from companion.live_controls import CC_CONTROLS
+from companion.live_controls import CC_CONTROLS, CONTROLS
 
 
 class ConfigError(ValueError):
@@ -184,21 +184,22 @@ def _check_cc_clashes(self: Any) -> None:
         seen[cc] = name
 
 
-#: The keys of ``controls:`` that are no control of the registry, each after the key it
-#: follows in the section ("" for the first).
-_CONTROLS_EXTRA: dict[str, list[tuple[str, Any, Any]]] = {
-    "": [("channel", int | str, field(default="omni", metadata={"channel": True}))],
-    "temperature": [("temperature_max", float, _num(0.1, 5, 2.0))],
-    CC_CONTROLS[-1]: [("state_out", int | None, _cc())],
-}
+#: The ``controls:`` keys that a registry entry's ``cc_top`` names (the value a CC's 127
+#: reaches), each placed after that control's own key.
+_CC_TOPS: dict[str, tuple[Any, Any]] = {"controls.temperature_max": (float, _num(0.1, 5, 2.0))}
 
 
 def _controls_fields() -> list[tuple[str, Any, Any]]:
-    """A CC number (0..119) or null for each control of CC_CONTROLS, with the extras."""
-    fields = list(_CONTROLS_EXTRA[""])
-    for name in CC_CONTROLS:
-        fields += [(name, int | None, _cc()), *_CONTROLS_EXTRA.get(name, [])]
-    return fields
+    """``controls:``: the channel, a CC number (0..119) or null for each control of the
+    registry that a CC can move (then its ``cc_top``, if one of _CC_TOPS), state_out."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("channel", int | str, field(default="omni", metadata={"channel": True}))]
+    for c in CONTROLS:
+        if c.cc is not None:
+            fields.append((c.name, int | None, _cc()))
+        if c.cc_top in _CC_TOPS:
+            fields.append((c.cc_top.removeprefix("controls."), *_CC_TOPS[c.cc_top]))
+    return [*fields, ("state_out", int | None, _cc())]
 
 
 #: MIDI controls (companion/realtime/controls.py): a CC number per control of the registry

@@ -98,7 +98,8 @@ class Controls:
         if control.cc == "beats":
             return lambda v: self.apply(key, "call" if v == 0 else float(
                 max(1, round(v / 127 * self.setting(control.cc_top)))))
-        lo, hi = check_of(key)["min"], check_of(key)["max"]
+        check = check_of(key)
+        lo, hi = check["min"], check["max"]
         if control.cc_top is not None:  # a key of controls:
             hi = getattr(self.cfg, control.cc_top.removeprefix("controls."))
         return lambda v: self.apply(key, lo + v / 127 * (hi - lo))
