@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from companion.live_controls import CC_CONTROLS, CONTROLS
+
 
 class ConfigError(ValueError):
     """A bad config file or value (exit 2)."""
@@ -63,7 +65,7 @@ class ListenConfig:
 
 @dataclass
 class AnswerConfig:
-    length: float | str = field(default="call", metadata={"length": True})
+    length: float | str = field(default="call", metadata={"length": True, "range": (0.25, 256)})
     max_beats: float = _num(1, 256, 16.0)
     min_beats: float = _num(0, 256, 2.0)
     temperature: float = _num(0, 5, 0.9)
@@ -127,7 +129,7 @@ class TimeConfig:
 
 @dataclass
 class KeyConfig:
-    """Key awareness (companion/key.py)."""
+    """Key awareness (companion/engine/key.py)."""
 
     fixed: str | None = None
     strength: float = _num(0, 1, 0.9)
@@ -158,7 +160,7 @@ class RangeConfig:
 
 @dataclass
 class StyleConfig:
-    """Live style adaptation (companion/style.py) and the repeated-curve guard."""
+    """Live style adaptation (companion/engine/style.py) and the repeated-curve guard."""
 
     weight: float = _num(0, 1, 0.3)
     order: int = _num(1, 8, 4)
@@ -170,31 +172,43 @@ def _cc(default: int | None = None) -> Any:
     return field(default=default, metadata={"range": (0, 119)})
 
 
-@dataclass
-class ControlsConfig:
-    """MIDI controls (companion/controls.py): a CC number per control, null for none."""
+def _check_cc_clashes(self: Any) -> None:
+    """No CC moves two controls."""
+    seen: dict[int, str] = {}
+    for name in CC_CONTROLS:
+        cc = getattr(self, name)
+        if cc is None:
+            continue
+        if cc in seen:
+            raise ConfigError(f"controls.{name}: CC {cc} is already controls.{seen[cc]}")
+        seen[cc] = name
 
-    channel: int | str = field(default="omni", metadata={"channel": True})
-    temperature: int | None = _cc()
-    temperature_max: float = _num(0.1, 5, 2.0)
-    length: int | None = _cc()
-    style_weight: int | None = _cc()
-    key_strength: int | None = _cc()
-    mute: int | None = _cc()
-    panic: int | None = _cc()
-    reset_style: int | None = _cc()
-    state_out: int | None = _cc()
 
-    def __post_init__(self) -> None:
-        seen: dict[int, str] = {}
-        for name in ("temperature", "length", "style_weight", "key_strength", "mute",
-                     "panic", "reset_style"):
-            cc = getattr(self, name)
-            if cc is None:
-                continue
-            if cc in seen:
-                raise ConfigError(f"controls.{name}: CC {cc} is already controls.{seen[cc]}")
-            seen[cc] = name
+#: The ``controls:`` keys that a registry entry's ``cc_top`` names (the value a CC's 127
+#: reaches), each placed after that control's own key.
+_CC_TOPS: dict[str, tuple[Any, Any]] = {"controls.temperature_max": (float, _num(0.1, 5, 2.0))}
+
+
+def _controls_fields() -> list[tuple[str, Any, Any]]:
+    """``controls:``: the channel, a CC number (0..119) or null for each control of the
+    registry that a CC can move (then its ``cc_top``, if one of _CC_TOPS), state_out."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("channel", int | str, field(default="omni", metadata={"channel": True}))]
+    for c in CONTROLS:
+        if c.cc is not None:
+            fields.append((c.name, int | None, _cc()))
+        if c.cc_top in _CC_TOPS:
+            fields.append((c.cc_top.removeprefix("controls."), *_CC_TOPS[c.cc_top]))
+    return [*fields, ("state_out", int | None, _cc())]
+
+
+#: MIDI controls (companion/realtime/controls.py): a CC number per control of the registry
+#: (companion/live_controls.py) that a CC can move, null for none; no CC for two.
+ControlsConfig = dataclasses.make_dataclass(
+    "ControlsConfig", _controls_fields(),
+    namespace={"__post_init__": _check_cc_clashes, "__module__": __name__,
+               "__doc__": "MIDI controls: a CC number per control of CC_CONTROLS (null for "
+                          "none), the channel, temperature_max and state_out."})
 
 
 @dataclass
@@ -292,12 +306,13 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
     if value is False and "off" in meta.get("choices", ()):  # YAML 1.1 reads `off` as false
         return "off"
     if meta.get("length"):
+        lo, hi = meta["range"]
         if value == "call":
             return value
-        if isinstance(value, int | float) and not isinstance(value, bool) and 0.25 <= value <= 256:
+        if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
             return float(value)
         raise ConfigError(
-            f"{key}: expected \"call\" or a number of beats in 0.25..256, got {value!r}"
+            f"{key}: expected \"call\" or a number of beats in {lo:g}..{hi:g}, got {value!r}"
         )
     if bool in allowed:
         if isinstance(value, bool):
@@ -327,6 +342,36 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported value {value!r}")  # pragma: no cover
+
+
+def check_of(key: str) -> dict[str, Any]:
+    """The check a config key (``section.key``) gets, as data for the page and the CCs:
+    ``{"kind": "range", "min", "max", "whole"}`` (a number in min..max, a whole one if
+    ``whole``; with ``"word"``, that word too) or ``{"kind": "choice", "choices"}`` (one of
+    them; true/false for a switch). ConfigError naming the key if the config has no such
+    key, or it is checked otherwise."""
+    section, _, name = key.rpartition(".")
+    cls = _hints(Config).get(section) if section else Config
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    if name not in fields:
+        raise ConfigError(f"{key}: no such config key")
+    f, hint = fields[name], _hints(cls)[name]
+    meta = f.metadata
+    allowed = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if "choices" in meta:
+        return {"kind": "choice", "choices": list(meta["choices"])}
+    if "range" in meta:
+        lo, hi = meta["range"]
+        d = {"kind": "range", "min": lo, "max": hi,
+             "whole": int in allowed and float not in allowed}
+        if meta.get("length"):
+            d["word"] = "call"
+        elif "word" in meta:
+            d["word"] = meta["word"]
+        return d
+    if allowed == (bool,):
+        return {"kind": "choice", "choices": [True, False]}
+    raise ConfigError(f"{key}: checked otherwise than by a range or choices")
 
 
 def _programs(key: str, value: Any) -> dict[int, str]:

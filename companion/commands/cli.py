@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from companion import config as config_mod
 from companion.config import Config, ConfigError
+from companion.live_controls import CC_CONTROLS
 
 # auto, or a MIDI system by name: what the config key midi.backend accepts
 BACKEND_CHOICES = config_mod.MidiConfig.__dataclass_fields__["backend"].metadata["choices"]
@@ -51,9 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                "0.0.0.0:PORT for a tablet on the network)")
     live.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
     live.add_argument("--learn", action="append", metavar="NAME",
-                      help="MIDI learn: the next CC that moves becomes this control (temperature, "
-                      "length, style_weight, key_strength, mute, panic, reset_style; all: each "
-                      "in turn), saved to the config file; repeatable")
+                      help=f"MIDI learn: the next CC that moves becomes this control "
+                      f"({', '.join(CC_CONTROLS)}; all: each in turn), saved to the config "
+                      f"file; repeatable")
 
     models = sub.add_parser("models", help="list the model packages a program change, the "
                             "control surface or OSC can switch to")
@@ -180,8 +181,6 @@ def dispatch(args: argparse.Namespace) -> int:
 
         learn = args.learn or None
         if learn:
-            from companion.realtime.controls import CC_CONTROLS
-
             bad = [n for n in learn if n not in (*CC_CONTROLS, "all")]
             if bad or ("all" in learn and len(learn) > 1):
                 raise UsageError(f"--learn: expected one of {', '.join(CC_CONTROLS)} (or all "

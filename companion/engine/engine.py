@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from companion import live_controls
 from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
@@ -66,15 +67,10 @@ CLOCK_LEAD_S = 0.01
 #: Onsets of the call the tempo estimate (``time.tempo: auto``) looks at, the latest.
 TEMPO_ONSETS = 32
 
-#: The settings that may change while playing (by MIDI controls, and later a web page or
-#: OSC), as config keys. Each is checked as in config.yaml, by the field's own range or
-#: choices: none has a check across keys.
-LIVE_SETTINGS = (
-    "answer.temperature", "answer.top_p", "answer.length", "answer.min_beats",
-    "answer.max_beats", "answer.articulation", "answer.max_note_beats", "answer.range_widen",
-    "answer.barge_in", "answer.cadence", "answer.register_pull", "style.weight",
-    "style.max_repeat", "key.strength", "time.meter",
-)
+#: The settings that may change while playing (by MIDI controls, the page and OSC), as
+#: config keys: those of the registry of live controls. Each is checked as in config.yaml,
+#: by the field's own range or choices: none has a check across keys.
+LIVE_SETTINGS = live_controls.LIVE_SETTINGS
 
 #: ``on_event(kind, t, **data)``; kinds: "note_in" (a melody note, after the model
 #: advanced: ``received`` = callback time, ``pitch``, ``velocity``, ``steps``, ``chord``:

@@ -1,8 +1,9 @@
 """MIDI controls: the performer's CCs steer the companion while playing; its state goes out
 as a CC that a DAW or lights can follow.
 
-Every control is optional (config ``controls:``, a CC number or null). Continuous controls
-map 0..127 linearly onto their range; switches are on at 64 and above (a footswitch sends
+Every control is optional (config ``controls:``, a CC number or null); which controls a CC
+can move, and how, is the registry's (companion/live_controls.py): continuous controls map
+0..127 linearly onto their range; switches are on at 64 and above (a footswitch sends
 127/0); one-shot actions (panic, reset) fire when the value crosses 64 upwards. A program change
 on the control channel selects the model package config ``models:`` maps it to (programs
 1..128 as keyboards show them: the MIDI value + 1); an unmapped one is left alone.
@@ -16,34 +17,20 @@ from typing import Any
 
 import mido
 
-from companion.config import ControlsConfig
+from companion.config import ControlsConfig, check_of
+from companion.live_controls import (  # noqa: F401 - ACTIONS, SHORT_NAMES: imported from here too
+    ACTIONS,
+    CC_CONTROLS,
+    CONTROLS,
+    SHORT_NAMES,
+    Control,
+)
 
 #: Values of the outgoing state CC.
 LISTENING, ANSWERING = 0, 127
 
 #: Switches and triggers are on from this value (the MIDI convention for on/off CCs).
 ON = 64
-
-#: The controls that are actions rather than settings: ``apply(name, value)`` takes them
-#: too (mute's value is on/off; the others fire and take none).
-ACTIONS = ("mute", "panic", "reset_style")
-
-#: The controls by their short names (config ``controls:``, OSC ``/companion/NAME``, MIDI
-#: learn) -> the name ``Live.apply`` takes: every one of LIVE_SETTINGS, ACTIONS, "model" and
-#: "learn" (MIDI learn: the value a name of CC_CONTROLS, or "all").
-SHORT_NAMES = {
-    "temperature": "answer.temperature", "top_p": "answer.top_p", "length": "answer.length",
-    "min_beats": "answer.min_beats", "max_beats": "answer.max_beats",
-    "articulation": "answer.articulation", "max_note_beats": "answer.max_note_beats",
-    "range_widen": "answer.range_widen", "barge_in": "answer.barge_in",
-    "cadence": "answer.cadence", "register_pull": "answer.register_pull",
-    "style_weight": "style.weight", "max_repeat": "style.max_repeat",
-    "key_strength": "key.strength", "meter": "time.meter", "mute": "mute", "panic": "panic",
-    "reset_style": "reset_style", "model": "model", "learn": "learn",
-}
-#: The controls a CC can move (config ``controls:`` keys), in the order MIDI learn asks.
-CC_CONTROLS = ("temperature", "length", "style_weight", "key_strength", "mute", "panic",
-               "reset_style")
 
 
 class Controls:
@@ -62,12 +49,10 @@ class Controls:
         self.setting = setting
         self.programs = dict(programs or {})
         self.channel = None if cfg.channel == "omni" else int(cfg.channel) - 1
-        self.temperature_max = cfg.temperature_max
+        self.cfg = cfg
+        #: Each control of CC_CONTROLS -> what a CC value does to it.
         self._acts: dict[str, Callable[[int], None]] = {
-            "temperature": self._temperature, "length": self._length,
-            "style_weight": self._style_weight, "key_strength": self._key_strength,
-            "mute": self._mute, "panic": self._trigger("panic"),
-            "reset_style": self._trigger("reset_style")}
+            c.name: self._act(c) for c in CONTROLS if c.cc is not None}
         #: CC number -> the control (one of CC_CONTROLS) it moves.
         self.mapped: dict[int, str] = {}
         for name in CC_CONTROLS:
@@ -103,26 +88,21 @@ class Controls:
         self._acts[name](msg.value)
         return True
 
-    # -- continuous ---------------------------------------------------------------------
-
-    def _temperature(self, v: int) -> None:
-        self.apply("answer.temperature", v / 127 * self.temperature_max)
-
-    def _length(self, v: int) -> None:
-        """0: as long as the call; else 1..answer.max_beats whole beats."""
-        max_beats = self.setting("answer.max_beats")
-        self.apply("answer.length", "call" if v == 0 else float(max(1, round(v / 127 * max_beats))))
-
-    def _style_weight(self, v: int) -> None:
-        self.apply("style.weight", v / 127)
-
-    def _key_strength(self, v: int) -> None:
-        self.apply("key.strength", v / 127)
-
-    # -- switches and triggers -------------------------------------------------------------
-
-    def _mute(self, v: int) -> None:
-        self.apply("mute", v >= ON)
+    def _act(self, control: Control) -> Callable[[int], None]:
+        """What a CC value does to ``control``, as its registry entry's ``cc`` says."""
+        key = control.key
+        if control.cc == "switch":
+            return lambda v: self.apply(key, v >= ON)
+        if control.cc == "trigger":
+            return self._trigger(key)
+        if control.cc == "beats":
+            return lambda v: self.apply(key, "call" if v == 0 else float(
+                max(1, round(v / 127 * self.setting(control.cc_top)))))
+        check = check_of(key)
+        lo, hi = check["min"], check["max"]
+        if control.cc_top is not None:  # a key of controls:
+            hi = getattr(self.cfg, control.cc_top.removeprefix("controls."))
+        return lambda v: self.apply(key, lo + v / 127 * (hi - lo))
 
     def _trigger(self, action: str) -> Callable[[int], None]:
         """Apply ``action`` when the value crosses ON upwards (a held button fires once)."""

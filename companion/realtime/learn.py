@@ -1,7 +1,8 @@
 """MIDI learn: the next CC that moves is mapped to a control, played with at once, and saved
 to the config file.
 
-Armed by `companion live --learn NAME` (``all``: every control of CC_CONTROLS in turn) or
+Armed by `companion live --learn NAME` (``all``: every control of CC_CONTROLS, the
+registry's controls a CC can move (companion/live_controls.py), in turn) or
 ``Live.apply("learn", NAME)`` (the web page, OSC). While armed, a CC 0..119 on the control
 channel is taken for the control waited for (and does nothing else); a CC already learnt in
 the same walk is not taken again (the knob just learnt is still moving). A CC that was
@@ -30,7 +31,8 @@ import yaml
 
 from companion import config as config_mod
 from companion.config import ConfigError
-from companion.realtime.controls import CC_CONTROLS, Controls
+from companion.live_controls import CC_CONTROLS
+from companion.realtime.controls import Controls
 
 #: CCs 120..127 are channel mode messages (All Notes Off ...), never a control.
 LEARNABLE = range(0, 120)

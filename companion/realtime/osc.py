@@ -32,7 +32,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
 from companion.config import ConfigError, OscConfig, parse_host_port
-from companion.realtime.controls import SHORT_NAMES
+from companion.live_controls import SHORT_NAMES, TRIGGERS
 
 PREFIX = "/companion/"
 #: Bad messages are said at most this often (the first at once, then a count).
@@ -41,8 +41,6 @@ BAD_LOG_EVERY_S = 5.0
 SEND_EVERY_S = 0.01
 #: The largest datagram read.
 MAX_DATAGRAM = 65_536
-#: What ``apply`` takes with no value: fired by a message without one, or with a non-zero one.
-TRIGGERS = ("panic", "reset_style")
 
 
 class RateLimitedLog:

@@ -14,7 +14,6 @@ delays a note. A web process that dies takes the page with it, never the music.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import select
@@ -29,9 +28,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from companion.config import Config, ConfigError
-from companion.engine.engine import LIVE_SETTINGS
+from companion.config import Config, ConfigError, check_of
 from companion.engine.key import SCALES
+from companion.live_controls import CONTROLS, LIVE_SETTINGS
 from companion.realtime.controls import ACTIONS
 from companion.realtime.live import PORT_CONTROLS, Live
 from companion.ui.guard import Guard, is_loopback
@@ -45,43 +44,26 @@ PORTS_EVERY_S = 2.0
 #: How long the web process may take to start listening.
 START_TIMEOUT_S = 30.0
 
-#: The MIDI controls (config controls.NAME) and the setting or action each one moves.
-CC_TARGETS = {"temperature": "answer.temperature", "length": "answer.length",
-              "style_weight": "style.weight", "key_strength": "key.strength",
-              "mute": "mute", "panic": "panic", "reset_style": "reset_style"}
-
 
 class UiError(ConfigError):
     """The control surface cannot start (exit 2, one line)."""
 
 
 def describe_settings(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each of LIVE_SETTINGS with its value, its range or choices (config.yaml's checks) and
-    the CC mapped to it, then the actions, for the page to draw its controls."""
-    ccs = {target: getattr(cfg.controls, cc) for cc, target in CC_TARGETS.items()}
+    """Each of LIVE_SETTINGS with its value, its range or choices (config.yaml's checks), the
+    CC mapped to it and the registry's label, description, step and unit, then the actions,
+    for the page to draw its controls."""
     out = []
-    for name in LIVE_SETTINGS:
-        section, key = name.split(".")
-        f = {f.name: f for f in dataclasses.fields(getattr(cfg, section))}[key]
-        meta = f.metadata
-        d: dict[str, Any] = {"name": name, "value": values[name], "cc": ccs.get(name)}
-        if "choices" in meta:
-            d["kind"], d["choices"] = "choice", list(meta["choices"])
-        elif meta.get("length"):
-            d["kind"], d["min"], d["max"], d["word"] = "range", 0.25, 256, "call"
-        elif "range" in meta:
-            lo, hi = meta["range"]
-            d["kind"], d["min"], d["max"] = "range", lo, hi
-            d["whole"] = (isinstance(f.default, int) and not isinstance(f.default, bool)
-                          or str(f.type).startswith("int"))
-            if "word" in meta:
-                d["word"] = meta["word"]
-        else:  # true/false
-            d["kind"], d["choices"] = "choice", [True, False]
+    for c in CONTROLS:
+        if c.kind not in ("setting", "switch", "trigger"):
+            continue
+        d: dict[str, Any] = {"name": c.key, "label": c.label, "description": c.description,
+                             "cc": getattr(cfg.controls, c.name) if c.cc else None}
+        if c.kind == "setting":
+            d |= {"value": values[c.key], **check_of(c.key), "step": c.step, "unit": c.unit}
+        else:
+            d["kind"] = "switch" if c.kind == "switch" else "action"
         out.append(d)
-    for name in ACTIONS:
-        out.append({"name": name, "kind": "switch" if name == "mute" else "action",
-                    "cc": ccs.get(name)})
     return out
 
 

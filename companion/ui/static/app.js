@@ -67,7 +67,6 @@ function showStatus(s) {
 
 // -- controls ----------------------------------------------------------------------------
 
-function label(name) { return name.replace(/^answer\./, "").replace(/[._]/g, " "); }
 function fmt(v) { return typeof v === "number" ? (Math.round(v * 100) / 100).toString() : String(v); }
 
 function buildControls(list) {
@@ -79,14 +78,16 @@ function buildControls(list) {
     const div = document.createElement("div");
     div.className = "control";
     const cc = c.cc == null ? "" : ` · CC ${c.cc}`;
-    const range = c.kind === "range" ? `${c.min}..${c.max}${c.word ? " or " + c.word : ""}` : c.choices.join(" / ");
-    div.innerHTML = `<label><span>${label(c.name)}</span><output></output></label>`;
+    const unit = c.unit ? " " + c.unit : "";
+    const range = c.kind === "range" ? `${c.min}..${c.max}${unit}${c.word ? " or " + c.word : ""}` : c.choices.join(" / ");
+    div.title = c.description;
+    div.innerHTML = `<label><span>${c.label}</span><output></output></label>`;
     let input;
     if (c.kind === "range") {
       input = document.createElement("input");
       input.type = "range"; input.min = c.min; input.max = c.max;
-      input.step = c.whole ? 1 : (c.max - c.min) / 200;
-      if (c.name === "answer.length") { input.max = 32; input.step = 0.25; }  // beats
+      input.step = c.step ?? (c.whole ? 1 : (c.max - c.min) / 200);
+      if (c.name === "answer.length") input.max = 32;  // beats
       if (c.word) input.min = c.min - Number(input.step);  // one step below: the word ("call")
     } else {
       input = document.createElement("select");
