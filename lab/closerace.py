@@ -23,7 +23,7 @@ import time
 
 from bench.jackserver import dummy_server
 
-SYSTEM_LIBJACK = "import companion.midi\n"
+SYSTEM_LIBJACK = "from companion.midi.jacklib import load_rtmidi\nload_rtmidi()\n"
 CHILD = """
 import subprocess, sys, time
 import rtmidi
