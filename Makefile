@@ -6,7 +6,7 @@ CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run test lint jack-loop train train-chorales evaluate bench demo clean
+.PHONY: run test lint lab lab-jack-loop train train-chorales evaluate bench demo clean
 
 # runtime only: what `companion` needs
 $(VENV)/.runtime: pyproject.toml
@@ -30,18 +30,22 @@ run: $(VENV)/.runtime
 	else exit $$rc; fi
 
 test: $(VENV)/.all
-	$(VENV)/bin/ruff check companion train tests bench
+	$(VENV)/bin/ruff check companion train tests bench lab
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(VENV)/.all
-	$(VENV)/bin/ruff check companion train tests bench
+	$(VENV)/bin/ruff check companion train tests bench lab
+
+# the lab (lab/README.md): JACK2's own behaviour, apart from the product's tests
+lab: $(VENV)/.all
+	$(PY) -m pytest -q -ra lab/tests $(PYTEST_ARGS)
 
 # the JACK tests RUNS times in a row, stopping at the first failure (docs/reliability.md);
-# each run's log in $TMPDIR (else /tmp) as jack-loop-N.log
+# each run's log in $TMPDIR (else /tmp) as lab-jack-loop-N.log
 RUNS ?= 20
-jack-loop: $(VENV)/.all
+lab-jack-loop: $(VENV)/.all
 	@for i in $$(seq 1 $(RUNS)); do \
-	  log=$${TMPDIR:-/tmp}/jack-loop-$$i.log; s=$$(date +%s); \
+	  log=$${TMPDIR:-/tmp}/lab-jack-loop-$$i.log; s=$$(date +%s); \
 	  if $(PY) -m pytest -q -p no:cacheprovider -m jack tests > $$log 2>&1; then r=pass; else r=FAIL; fi; \
 	  echo "jack run $$i: $$r: $$(tail -1 $$log) ($$(( $$(date +%s) - s )) s, $$(date +%H:%M))"; \
 	  [ $$r = pass ] || exit 1; \

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.jackserver import JackdError, client_env
 from bench.jitter import connect
-from companion.midi.input import SETTLE_S, close_in_turn  # and rtmidi on the system libjack
+from companion.midi.jacklib import SETTLE_S, close_in_turn, load_rtmidi
 
 #: What jackd logs for a cycle that waited its whole timeout for the graph to finish.
 STALLED = "SuspendRefNum error"
@@ -53,7 +53,7 @@ def set_up_clients(stack: contextlib.ExitStack, env: dict[str, str], dump_path: 
     once; the clock connected to the judge and the companion's input, the companion's output
     to the judge; a python-rtmidi output of this process (the performer) into the
     companion's input. Their teardown goes on ``stack``."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
     judge = start_judge(env, dump_path)
     stack.callback(judge.wait, timeout=5)

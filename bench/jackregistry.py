@@ -1,13 +1,11 @@
-"""JACK's shared-memory registry, read and cleaned of servers whose process is gone.
+"""JACK's shared-memory registry, read, and cleaned of what servers whose process is gone
+left (a killed jackd keeps it all: lab/README.md).
 
 jackd2 (common/shm.c) keeps one registry for the machine, ``<SHM_DIR>/jack-shm-registry``,
 locked by the System V semaphore ``0x282929``: eight server slots (pid and
 ``jack-<uid>:<name>:``) and 256 segment entries (allocator pid, size, POSIX shm name). A
-server that ends normally frees its slot; a killed one keeps it, and a new server reclaims
-only a dead slot of its own name, so after eight killed servers of other names every jackd
-fails with "Too many servers already active". A killed server also leaves its segments
-(``jack-<uid>-<n>``), its socket (``jack_<name>_<uid>_<n>``) and its semaphores
-(``jack_sem.<uid>_<name>_<client>``) in SHM_DIR.
+server's other files in SHM_DIR: its segments (``jack-<uid>-<n>``), its socket
+(``jack_<name>_<uid>_<n>``) and its semaphores (``jack_sem.<uid>_<name>_<client>``).
 
 ``clean()`` frees what servers whose pid is gone left, under the registry's lock, by the rules
 jackd itself keeps: a slot or segment is freed only when its pid no longer runs (`alive`: a

@@ -56,6 +56,10 @@ def onset_errors_ms(frames: int, notes: int, seed: int = 1) -> tuple[np.ndarray,
     JACK server at ``frames`` a period; and how the server was scheduled."""
     import mido
 
+    from companion.midi.jacklib import load_rtmidi
+
+    load_rtmidi()  # before mido's rtmidi backend imports it: the companion's libjack
+
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="jitter") as folder, \
             dummy_server(frames, prefix="companion-jitter") as env, contextlib.ExitStack() as st:

@@ -25,7 +25,6 @@ from pathlib import Path
 import mido
 import numpy as np
 
-import companion.midi  # noqa: F401 - rtmidi, imported below, on the system's libjack
 from bench.figures import Plan, Result, log, next_pitch, stats
 from bench.jackserver import (
     JackdError,
@@ -118,9 +117,10 @@ def _jack_roundtrip(client: str, notes: int, rng: np.random.Generator) -> tuple[
     """Notes from a JACK client of the bench into ``client:in``, timed until the passthrough
     note comes back from ``client:out``; then the held key is released and an answer awaited
     (so that the peak memory covers answering). Returns (round trips in s, answer notes)."""
-    import rtmidi
-
     from companion.midi.input import open_input
+    from companion.midi.jacklib import load_rtmidi
+
+    rtmidi = load_rtmidi()
 
     got: list[tuple[float, list[int]]] = []
     arrived = threading.Event()

@@ -11,7 +11,9 @@ import pytest
 from support import tunes
 
 from bench.jackserver import JackdError, JackdMissing, dummy_server
-from companion import midi  # noqa: F401 - before any rtmidi: JACK by the system's libjack
+from companion.midi.jacklib import load_rtmidi
+
+load_rtmidi()  # before any test imports rtmidi: JACK by the system's libjack
 
 # -- no test hangs the suite ---------------------------------------------------------------
 #: A test still running after this long ends the whole run, every thread's stack on stderr:

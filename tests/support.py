@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import mido
 
 from companion.engine.engine import Answer, Engine
-from companion.midi.input import SETTLE_S, close_in_turn
+from companion.midi.jacklib import SETTLE_S, close_in_turn
 from companion.realtime.clock import VirtualClock
 from companion.realtime.scheduler import VirtualScheduler
 

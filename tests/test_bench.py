@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -173,36 +172,3 @@ def test_private_jack_server_is_reachable_and_gone_after(tmp_path):
         pytest.skip("jackd is not installed")
     assert (tmp_path / "jackd.log").exists()
     assert not jackserver.reachable(env)
-
-
-@pytest.mark.jack
-def test_closerace_counts_the_processes_a_close_crashed(capsys):
-    """bench.closerace: one process, one round, its closes 0.1 s apart (close_in_turn):
-    it ends well, and the line says so."""
-    from test_clock_jack import _tools
-
-    from bench import closerace
-
-    _tools()  # jackd2's clients and jack_midi_clock: skipped without, failed in CI
-    closerace.main(["--settle", "0.1", "--processes", "1", "--rounds", "1"])
-    out = capsys.readouterr().out
-    assert "1 processes of 1 rounds, 0 crashed ({0: 1} by exit status)" in out, out
-
-
-@pytest.mark.jack
-def test_graphstall_sets_the_clock_rig_up_and_counts_its_stalls(tmp_path, capsys):
-    """bench.graphstall: one rig (the companion, the judge, jack_transport, the clock, the
-    performer) on a fresh synchronous server, set up, held and taken down; the line counts
-    it, and nothing of it is left running."""
-    from test_clock_jack import _tools
-
-    from bench import graphstall
-
-    _tools()
-    assert graphstall.main(["--runs", "1", "--keep", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    m = re.search(r"256 frames, synchronous: (\d) of 1 rigs stalled", out)
-    assert m, out
-    assert len(list(tmp_path.glob("stalled-*.log"))) == int(m.group(1))
-    left = subprocess.run(["pgrep", "-f", "companion-graphstall"], capture_output=True)
-    assert left.returncode == 1, left.stdout

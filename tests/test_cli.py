@@ -71,6 +71,18 @@ def test_bench_missing_is_a_one_line_error(monkeypatch, capsys):
     assert "companion bench is not available" in line and "bench package" in line
 
 
+def test_bench_is_found_in_the_clone_from_any_folder(tmp_path):
+    """The companion alone on the path (a link to the clone's companion/), run from a folder
+    of its own: `companion bench` takes bench/ from beside it."""
+    (tmp_path / "path").mkdir()
+    (tmp_path / "path" / "companion").symlink_to(ROOT / "companion")
+    r = subprocess.run([sys.executable, "-m", "companion", "bench", "--help"], cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path / "path")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--quick" in r.stdout, r.stdout
+
+
 def _run(*args, env=None):
     return subprocess.run([sys.executable, "-m", "companion", *args], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),

@@ -300,14 +300,14 @@ def late_clients(server_log: str) -> str:
 
 def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
     """Once the companion has logged its answer (placed on the clock's grid, not yet all
-    played), every CPU is held for ``stall_s`` (bench.stall: the JACK graph stalls, as on a
+    played), every CPU is held for ``stall_s`` (lab.stall: the JACK graph stalls, as on a
     stage machine that something else took), so the clock comes later on the companion's
     clock."""
     deadline = time.monotonic() + 10
     while not any("-> answer of" in ln for ln in comp.lines):
         assert time.monotonic() < deadline, "no answer logged:\n" + "\n".join(comp.lines)
         time.sleep(0.002)
-    stall = subprocess.run([sys.executable, "-m", "bench.stall", str(stall_s),
+    stall = subprocess.run([sys.executable, "-m", "lab.stall", str(stall_s),
                             str(stall_s + 0.01), "--for", "0.01"],
                            cwd=ROOT, capture_output=True, text=True, timeout=10)
     if "refused" in stall.stderr and not os.environ.get("CI"):

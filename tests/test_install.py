@@ -182,6 +182,7 @@ def test_the_wheel_holds_the_model_the_calls_and_the_license(wheel):
     assert {f"companion/models/default/{f}" for f in SHIPPED} <= names
     assert "companion/models/__init__.py" in names
     assert "companion/models/default/training_curves.png" not in names
+    assert {n.split("/")[0] for n in names if "/" in n} & {"bench", "train", "lab"} == set()
     calls = sorted(p.name for p in (ROOT / "companion" / "calls").glob("*.json"))
     assert calls and {f"companion/calls/{c}" for c in calls} <= names
     (dist,) = {n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA")}
@@ -205,6 +206,18 @@ def test_the_installed_companion_is_the_venvs_own(venv, tmp_path):
     assert Path(companion_file) == site / "companion" / "__init__.py"
     assert Path(models) == site / "companion" / "models"
     assert Path(mido_file).is_relative_to(sysconfig.get_paths()["purelib"])  # this venv's
+
+
+@pytest.mark.slow
+def test_installed_bench_is_a_one_line_error(venv, tmp_path):
+    """The wheel installs only the companion: `companion bench` runs from a clone."""
+    bin_dir, _ = venv
+    r = subprocess.run([str(bin_dir / "companion"), "bench", "--quick"], cwd=tmp_path,
+                       env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert r.stderr.startswith("error: companion bench is not available: it runs from a "
+                               "clone of the repository"), r.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""python-rtmidi's JACK clients speak through the system's libjack once companion.midi is
-imported (companion.midi.jacklib), not through the one its wheel carries: the dynamic
-linker's own record of its bindings (LD_DEBUG) says where rtmidi's JACK calls go."""
+"""python-rtmidi's JACK clients speak through the system's libjack wherever the companion
+uses rtmidi (companion.midi.jacklib.load_rtmidi), not through the one its wheel carries: the
+dynamic linker's own record of its bindings (LD_DEBUG) says where rtmidi's JACK calls go.
+Importing companion.midi loads no libjack."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_rtmidi_binds_to_the_systems_libjack():
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
-    target = _bound_to("import companion.midi, rtmidi")
+    target = _bound_to("from companion.midi.ports import compiled_backends\n"
+                       "compiled_backends()")  # the companion's first use of rtmidi
     assert Path(target).name == jacklib.SONAME, target
     assert Path(target).resolve() not in {p.resolve() for p in _wheels_own()}, target
     if _wheels_own():  # what the import changes: without it, the wheel's own
@@ -58,3 +60,13 @@ def test_rtmidi_imported_first_keeps_its_own():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_importing_the_midi_package_loads_no_libjack():
+    code = ("import companion.midi, companion.midi.input, companion.midi.ports, "
+            "companion.midi.watch, companion.midi.files, sys\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "sys.exit(1 if 'libjack' in maps or 'rtmidi' in sys.modules else 0)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:] or "libjack or rtmidi loaded by the import"

@@ -30,7 +30,7 @@ REALTIME_TYPES = {"companion.realtime.clock": {"Clock"},
 IO = ("rtmidi", "jack", "mido", "companion.midi", "companion.commands")
 #: module (path from the root) -> I/O packages it may import: a call's notes as mido.Message
 IO_ALLOWED = {"companion/encoding/phrases.py": {"mido"}}
-OUTSIDE = ("train", "bench")
+OUTSIDE = ("train", "bench", "lab")
 #: module -> what of OUTSIDE it may import, inside a function only
 OUTSIDE_ALLOWED = {"companion/commands/cli.py": {"bench.cli"}}
 TRAINING = ("tensorflow", "keras", "tf_keras")

@@ -20,7 +20,8 @@ import mido
 import pytest
 from support import ROOT, Heard, write_config
 
-from companion.midi.input import SETTLE_S, close_in_turn, open_input
+from companion.midi.input import open_input
+from companion.midi.jacklib import SETTLE_S, close_in_turn
 
 pytestmark = pytest.mark.jack
 

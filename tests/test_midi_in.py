@@ -14,7 +14,8 @@ import pytest
 from support import ROOT
 
 from companion.midi import input as midi_in
-from companion.midi.input import ArrivalClock, PolledInput, made, open_listed, port_names
+from companion.midi import jacklib
+from companion.midi.input import ArrivalClock, PolledInput, open_listed, port_names
 
 
 def poll(arrivals, deltas, busy=(), poll_s=0.0005):
@@ -243,8 +244,8 @@ def test_a_refused_client_is_asked_again_while_a_jack_server_is_there(
         monkeypatch, api, server, refusals, made_it):
     import rtmidi
 
-    monkeypatch.setattr(midi_in, "JACK_RETRY_S", 0.5)
-    monkeypatch.setattr(midi_in, "jack_server_there", lambda: server)
+    monkeypatch.setattr(jacklib, "JACK_RETRY_S", 0.5)
+    monkeypatch.setattr(jacklib, "jack_server_there", lambda: server)
     tries = []
 
     def make():
@@ -254,10 +255,10 @@ def test_a_refused_client_is_asked_again_while_a_jack_server_is_there(
         return "client"
 
     if made_it:
-        assert made(make, api) == "client" and len(tries) == refusals + 1
+        assert jacklib.make_client(make, api) == "client" and len(tries) == refusals + 1
         return
     with pytest.raises(rtmidi.SystemError):
-        made(make, api)
+        jacklib.make_client(make, api)
     assert (2 <= len(tries) < 100) if api == "UNIX_JACK" and server else len(tries) == 1
 
 
@@ -265,9 +266,9 @@ def test_a_refused_client_is_asked_again_while_a_jack_server_is_there(
 def test_a_jack_servers_socket_says_it_is_there(jack_server, monkeypatch):
     for key, value in jack_server.items():
         monkeypatch.setenv(key, value)
-    assert midi_in.jack_server_there()
+    assert jacklib.jack_server_there()
     monkeypatch.setenv("JACK_DEFAULT_SERVER", "no-such-server-here")
-    assert not midi_in.jack_server_there()
+    assert not jacklib.jack_server_there()
 
 
 def test_a_port_list_that_changes_while_read_is_read_again():
@@ -360,7 +361,7 @@ def test_opening_and_closing_under_a_flood_neither_crashes_nor_hangs(jack_server
     opens, heard = (int(x) for x in r.stdout.split()[1::2])
     print(f"flood: {opens} opens and closes, {heard} messages read")
     # a close waits for JACK's graph to settle twice (SETTLE_S): at most ~1/(2 SETTLE_S) a s
-    assert opens > 20 / (2 * midi_in.SETTLE_S) / 3 and heard > 1000
+    assert opens > 20 / (2 * jacklib.SETTLE_S) / 3 and heard > 1000
 
 
 def test_ports_close_in_turn_each_after_the_graph_settled_and_all_of_them():
@@ -376,7 +377,7 @@ def test_ports_close_in_turn_each_after_the_graph_settled_and_all_of_them():
                 raise OSError(f"{name} is gone")
         return run
 
-    midi_in.close_in_turn([close("in", fail=True), close("out"), close("clock")], 0.05)
+    jacklib.close_in_turn([close("in", fail=True), close("out"), close("clock")], 0.05)
     assert [n for n, _ in closed] == ["in", "out", "clock"]
     gaps = [b - a for (_, a), (_, b) in zip(closed, closed[1:], strict=False)]
     assert all(g >= 0.05 for g in gaps), gaps

@@ -25,7 +25,8 @@ from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log
 from test_reliability_midi import assert_all_off as _all_off
 
 from bench import jackregistry
-from companion.midi.input import SILENT_S, open_input
+from companion.midi.input import open_input
+from companion.midi.jacklib import SILENT_S
 
 pytestmark = pytest.mark.jack
 

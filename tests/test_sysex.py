@@ -30,7 +30,8 @@ from test_reliability_jack import (
 from test_reliability_midi import CALLS, play, wait_for
 from test_reliability_midi import assert_all_off as all_off
 
-from companion.midi.input import SYSEX_END_S, decode, open_input, split
+from companion.midi.input import decode, open_input, split
+from companion.midi.jacklib import SYSEX_END_S
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
 

@@ -160,16 +160,28 @@ def _models(cfg: Config, as_json: bool) -> int:
     return 0
 
 
+#: The folder above companion/: in a clone of the repository, bench/ lies there too.
+CLONE = Path(__file__).resolve().parents[2]
+BENCH_ELSEWHERE = ("companion bench is not available: it runs from a clone of the repository, "
+                   "where the bench package (bench/) lies beside companion/")
+
+
 def _bench(argv: list[str]) -> int:
     """`companion bench`: the bench package's command (bench.cli, its options too), imported
-    only here; without the package, one line saying so and exit 1."""
+    only here, from the clone this companion runs from (an editable install, or ``python -m
+    companion`` there), whatever the working folder; installed from a wheel, which holds no
+    bench, one line saying so and exit 1."""
+    if not (CLONE / "bench" / "cli.py").is_file():
+        print(f"error: {BENCH_ELSEWHERE}", file=sys.stderr)
+        return 1
+    if str(CLONE) not in sys.path:
+        sys.path.insert(0, str(CLONE))
     try:
         import bench.cli as bench_cli
     except ModuleNotFoundError as e:
         if e.name not in ("bench", "bench.cli"):
             raise
-        print("error: companion bench is not available: the bench package (bench/ in the "
-              "repository) is not importable", file=sys.stderr)
+        print(f"error: {BENCH_ELSEWHERE}", file=sys.stderr)
         return 1
     return int(bench_cli.main(bench_cli.parser().parse_args(argv)) or 0)
 

@@ -1,6 +1,2 @@
-"""MIDI I/O. Importing it first makes python-rtmidi's JACK clients speak through the
-system's libjack (`jacklib`)."""
-
-from companion.midi.jacklib import use_system_libjack
-
-use_system_libjack()
+"""MIDI I/O. python-rtmidi is reached through `jacklib.load_rtmidi` only, so that its JACK
+calls bind to the system's libjack; importing this package loads nothing."""

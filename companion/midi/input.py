@@ -25,17 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
 
 import mido
 
-T = TypeVar("T")
+from companion.midi.jacklib import (
+    SETTLE_S,
+    SILENT_S,
+    SYSEX_END_PORT,
+    SYSEX_END_S,
+    load_rtmidi,
+    make_client,
+)
 
 #: Seconds between two looks at the queue while messages come: the most one waits to be
 #: read (its arrival time is kept exactly all the same, see ArrivalClock).
@@ -49,72 +53,15 @@ QUEUE_SIZE = 4096
 #: Keyboards send it every 300 ms; RtMidi would drop it after stamping it, losing its interval.
 ACTIVE_SENSING = [0xFE]
 SYSEX, EOX, REALTIME = 0xF0, 0xF7, 0xF8  # real-time bytes: 0xF8 and above
-#: Over JACK, after this long without reading anything the port sends itself a lone F7 (the
-#: end of any sysex RtMidi holds open): what comes after a cut sysex waits at most this long.
-SYSEX_END_S = 0.05
-#: Those lone F7s come back to us within a period or two while JACK moves MIDI. Sent, and
-#: nothing at all read for this long: JACK has stopped (its server quit or hangs); no more
-#: are sent (RtMidi's JACK output would fill its buffer, then spin holding the interpreter).
-SILENT_S = 3.0
-#: The name of the output port (a JACK client of its own) that sends it, connected only to
-#: this input's own port.
-SYSEX_END_PORT = "sysex-end"
-#: Seconds between closing an input and its sysex-end port: JACK's graph moves on in a
-#: period (at most 4096 frames at 48 kHz: 85 ms; 21 ms at 1024).
-SETTLE_S = 0.1
-#: Seconds a JACK server that refuses us a client is asked again: one still dropping the
-#: clients of a killed process refuses every new one until it has (it tells each client of a
-#: new one, and a dead one cannot answer), and one that just saw a client of the same name
-#: close may too.
-JACK_RETRY_S = 5.0
 #: Reads of a port list that changed while it was read, before its error stands.
 LIST_TRIES = 5
-
-
-def made(make: Callable[[], T], api: str) -> T:
-    """``make()`` (an rtmidi client, or mido's port that makes one); over JACK (``api``
-    UNIX_JACK) asked again for ``JACK_RETRY_S`` while a server is there that refuses the
-    client (rtmidi.SystemError), once where there is none or elsewhere."""
-    import rtmidi
-
-    deadline = time.monotonic() + (JACK_RETRY_S if api == "UNIX_JACK" else 0.0)
-    while True:
-        try:
-            return make()
-        except rtmidi.SystemError:
-            if time.monotonic() >= deadline or not jack_server_there():
-                raise
-            time.sleep(0.1)
-
-
-def jack_server_there() -> bool:
-    """Whether the JACK server clients here would reach (``JACK_DEFAULT_SERVER``, else
-    "default") has its socket: jackd2 keeps ``jack_NAME_UID_0`` in its folder (/dev/shm on
-    Linux) while it runs. Where that is not known (no such folder), True."""
-    folder = Path("/dev/shm")
-    if not folder.is_dir() or not hasattr(os, "getuid"):
-        return True
-    name = os.environ.get("JACK_DEFAULT_SERVER") or "default"
-    return (folder / f"jack_{name}_{os.getuid()}_0").exists()
-
-
-def close_in_turn(closes: list[Callable[[], None]], settle_s: float) -> None:
-    """Calls each of ``closes`` (a port's close), the next ``settle_s`` after the one before
-    (SETTLE_S over JACK): a JACK2 client that unregisters a port while its notification
-    thread still walks its port list for the graph change of the close before (a latency
-    notice every client gets) crashes its process. One that raises does not stop the rest."""
-    for n, close in enumerate(closes):
-        if n:
-            time.sleep(settle_s)
-        with contextlib.suppress(Exception):
-            close()
 
 
 def port_names(listing: Callable[[], list[str]]) -> list[str]:
     """What ``listing`` (an rtmidi ``get_ports``, mido's ``get_input_names``) returns, read
     again when a port went away while it was read: rtmidi counts the ports, then asks each
     one's name, and raises InvalidPortError for one gone in between."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
     for i in range(LIST_TRIES):
         try:
@@ -264,7 +211,7 @@ class PolledInput:
                     try:
                         event = get()
                     except Exception as e:  # noqa: BLE001 - said; looked at again next poll
-                        self._said(e)
+                        self._count_error(e)
                         break
                     if event is None:
                         arrivals.empty_at = before
@@ -291,13 +238,13 @@ class PolledInput:
             try:
                 self._on_silenced()
             except Exception as e:  # noqa: BLE001 - said; the port goes on
-                self._said(e)
+                self._count_error(e)
 
     def _end_sysex(self) -> None:
         try:
             self._sysex_end.send_message([EOX])
         except Exception as e:  # noqa: BLE001 - said; tried again after SYSEX_END_S
-            self._said(e)
+            self._count_error(e)
 
     def _deliver(self, func, data: list[int], t: float) -> None:
         msgs, invalid = decode(data, t)
@@ -306,9 +253,9 @@ class PolledInput:
             try:
                 func(msg)
             except Exception as e:  # noqa: BLE001 - a bad callback must not end the input
-                self._said(e)
+                self._count_error(e)
 
-    def _said(self, e: Exception) -> None:
+    def _count_error(self, e: Exception) -> None:
         """Counted; the first one said on stderr (the input goes on reading)."""
         self.errors += 1
         if self.errors == 1:
@@ -371,15 +318,16 @@ def open_input(
     UNIX_JACK): a virtual port ``client_name:name``, or else the port listed as ``name``,
     listened to by our client ``client_name`` through our port ``port_name``.
     Raises OSError for an unknown port; rtmidi.SystemError when the MIDI system is gone."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
-    rt = made(lambda: rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{api}"), name=client_name,
-                                    queue_size_limit=QUEUE_SIZE), api)
+    rt = make_client(lambda: rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{api}"),
+                                           name=client_name, queue_size_limit=QUEUE_SIZE),
+                     api)
     sysex_end = None
     try:
         if api == "UNIX_JACK":
-            sysex_end = made(lambda: rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK,
-                                                    name=client_name), api)
+            sysex_end = make_client(lambda: rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK,
+                                                           name=client_name), api)
             before = set(port_names(sysex_end.get_ports))
         if virtual:
             if name is None:
@@ -421,7 +369,7 @@ def open_listed(rt, pick: Callable[[list[str]], int | None], port_name: str | No
     """Open on ``rt`` the port that ``pick`` chooses (an index) among those listed, and return
     its name; None where it chooses none. rtmidi opens a port by its index in the list, and
     raises InvalidPortError where a port went away since: then the list is read again."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
     for i in range(LIST_TRIES):
         listed = port_names(rt.get_ports)

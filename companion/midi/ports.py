@@ -13,7 +13,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from companion.midi.input import SETTLE_S, close_in_turn, made, open_input, port_names
+from companion.midi.input import open_input, port_names
+from companion.midi.jacklib import SETTLE_S, close_in_turn, load_rtmidi, make_client
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
@@ -74,6 +75,7 @@ def get_backend(name: str):
 
     if name not in BACKENDS:
         raise PortError(f"--backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    load_rtmidi()  # before mido's rtmidi backend imports it
     backend = mido.Backend(f"mido.backends.rtmidi/{BACKENDS[name]}", load=True)
     compiled = backend.module.get_api_names()
     if BACKENDS[name] not in compiled:
@@ -98,12 +100,12 @@ def check_system(name: str) -> None:
 def _probe(name: str) -> str | None:
     """None when an rtmidi client of ``name`` can be made (for JACK: a server is reachable;
     rtmidi never starts one), else rtmidi's reason."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
     api = getattr(rtmidi, f"API_{BACKENDS[name]}")
     try:
         with quiet_stderr():
-            probe = made(lambda: rtmidi.MidiIn(rtapi=api, name="companion-probe"),
+            probe = make_client(lambda: rtmidi.MidiIn(rtapi=api, name="companion-probe"),
                          BACKENDS[name])
     except rtmidi.SystemError as e:
         return str(e)
@@ -160,7 +162,7 @@ def choose_backend(
 
 def compiled_backends() -> list[str]:
     """The backend names this python-rtmidi was built with."""
-    import rtmidi
+    rtmidi = load_rtmidi()
 
     apis = set(rtmidi.get_compiled_api())
     return [name for name, api in BACKENDS.items() if getattr(rtmidi, f"API_{api}") in apis]
@@ -314,12 +316,12 @@ def open_port(backend_name: str, kind: str, query: str | None, client_name: str,
                               LABELS[backend_name])
             if kind == "input":
                 return open_input(api, name), name
-            return made(lambda: backend.open_output(name), api), name
+            return make_client(lambda: backend.open_output(name), api), name
         if kind == "input":
             port = open_input(api, own_name, virtual=True,
                               client_name=client_name)
         else:
-            port = made(lambda: backend.open_output(own_name, virtual=True,
+            port = make_client(lambda: backend.open_output(own_name, virtual=True,
                                                     client_name=client_name), api)
     ins, outs = list_ports(backend)
     # our input is an output port to the others, and the other way round

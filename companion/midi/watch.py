@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from companion.midi.input import open_input, port_names
+from companion.midi.jacklib import load_rtmidi
 from companion.midi.ports import BACKENDS, PortError, match_port, quiet_stderr
 
 #: Seconds between two looks at the port list: modest, a listing costs a JACK round trip.
@@ -75,7 +76,7 @@ class PortWatcher:
     def _make_listers(backend_name: str):
         """One rtmidi client per direction for listing, made once: creating clients at 1 Hz
         would churn the MIDI system (a JACK client registration each time)."""
-        import rtmidi
+        rtmidi = load_rtmidi()
 
         api = getattr(rtmidi, f"API_{BACKENDS[backend_name]}")
         with quiet_stderr():

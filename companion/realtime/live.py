@@ -46,7 +46,7 @@ from companion.engine.model import (
     list_packages,
     package_folders,
 )
-from companion.midi.input import SETTLE_S, close_in_turn
+from companion.midi.jacklib import SETTLE_S, close_in_turn
 from companion.midi.session import Autosave, SessionRecorder
 from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
@@ -709,7 +709,7 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
     """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0.
     ``ui``: serve the control surface (config ui:) and print its URL. ``learn``: MIDI learn
     these controls first (``["all"]``: each in turn), saved to ``config_path``."""
-    from companion.midi.input import SILENT_S
+    from companion.midi.jacklib import SILENT_S
     from companion.midi.ports import describe, open_ports
 
     log = _print(out or sys.stdout)

@@ -1,6 +1,6 @@
 """How often a synchronous JACK2 graph stalls while the clock tests' rig is set up:
 
-    python -m bench.graphstall [--runs 150] [--frames 256] [--model models/default]
+    python -m lab.graphstall [--runs 150] [--frames 256] [--model models/default]
 
 Each run, on a fresh private synchronous server (bench.jackserver: ``jackd -R -S -t 100``):
 `companion live` until it listens; then ``jack_midi_dump -a judge``, ``jack_transport`` and a
@@ -51,7 +51,7 @@ def run(frames: int, model: Path, keep: Path, folder: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.graphstall",
+    p = argparse.ArgumentParser(prog="python -m lab.graphstall",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=150)
     p.add_argument("--frames", type=int, default=256, help="the period (default 256)")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     absent = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump", "jack_transport",
                           "jack_lsp", "jack_connect") if shutil.which(t) is None]
     if absent:
-        print(f"bench.graphstall: {', '.join(absent)} not installed", file=sys.stderr)
+        print(f"lab.graphstall: {', '.join(absent)} not installed", file=sys.stderr)
         return 2
     stalled = 0
     try:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="graphstall") as folder:
                 stalled += run(a.frames, a.model.resolve(), a.keep, Path(folder))
     except (RuntimeError, OSError) as e:  # jackd or the companion did not start
-        print(f"bench.graphstall: {e}", file=sys.stderr)
+        print(f"lab.graphstall: {e}", file=sys.stderr)
         return 2
     print(f"{a.frames} frames, synchronous: {stalled} of {a.runs} rigs stalled "
           f"(their server logs in {a.keep})")

@@ -1,6 +1,6 @@
 """Closing JACK ports one right after another: how often the process crashes.
 
-    python -m bench.closerace [--settle 0.0] [--processes 40] [--rounds 10] [--libjack wheel]
+    python -m lab.closerace [--settle 0.0] [--processes 40] [--rounds 10] [--libjack wheel]
 
 On a private server at 1024 frames (bench.jackserver), beside a ``jack_midi_clock`` and a
 ``jack_midi_dump``, each of ``--processes`` processes ``--rounds`` times opens an rtmidi JACK
@@ -23,7 +23,7 @@ import time
 
 from bench.jackserver import dummy_server
 
-SYSTEM_LIBJACK = "import companion.midi\n"
+SYSTEM_LIBJACK = "from companion.midi.jacklib import load_rtmidi\nload_rtmidi()\n"
 CHILD = """
 import subprocess, sys, time
 import rtmidi
@@ -52,7 +52,7 @@ for r in range(rounds):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.closerace",
+    p = argparse.ArgumentParser(prog="python -m lab.closerace",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--settle", type=float, default=0.0, help="seconds between the closes")
     p.add_argument("--processes", type=int, default=40)

@@ -1,7 +1,7 @@
 """The JACK clock tests' judge counts the ticks the clock sent: one it lost itself is put
 back only when the companion heard it (``put_back_lost_ticks``), and a companion that heard
 fewer lost them at its input. Their JACK servers run synchronous, where no listener loses a
-tick to a stall of the machine (bench.ticklosses)."""
+tick to a stall of the machine (lab.ticklosses)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from test_clock_jack import (
     put_back_lost_ticks,
 )
 
-from bench import ticklosses
+from lab import ticklosses
 
 TICK = 1200  # frames: 100 BPM at 48 kHz
 PERIOD = 256
@@ -85,12 +85,12 @@ def test_ticks_missing_between_those_heard_are_counted_from_start(tmp_path):
 @pytest.mark.slow
 def test_a_synchronous_server_loses_no_tick_to_stalls():
     """The clock tests' premise: on ``jackd -S``, three listeners to a 100 BPM clock lose no
-    tick while bench.stall holds every CPU for 80 ms twice a second (asynchronous, beside
+    tick while lab.stall holds every CPU for 80 ms twice a second (asynchronous, beside
     it, they may: the line printed)."""
     _tools()
     try:
         lines = [ticklosses.run(256, 5.0, 3, sync) for sync in (False, True)]
-    except RuntimeError as e:  # bench.stall: real-time scheduling refused
+    except RuntimeError as e:  # lab.stall: real-time scheduling refused
         if os.environ.get("CI"):
             raise
         pytest.skip(str(e))

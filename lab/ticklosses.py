@@ -1,16 +1,16 @@
 """Clock ticks lost by JACK listeners while the machine stalls, JACK2's asynchronous graph
 beside its synchronous one (``jackd -S``), one run each, side by side:
 
-    python -m bench.ticklosses [--frames 256] [--seconds 30] [--listeners 3]
+    python -m lab.ticklosses [--frames 256] [--seconds 30] [--listeners 3]
 
 On a private server (bench.jackserver) a 100 BPM ``jack_midi_clock`` (a tick every 1,200
-frames at 48 kHz) feeds ``--listeners`` ``jack_midi_dump -a`` clients, while ``bench.stall``
+frames at 48 kHz) feeds ``--listeners`` ``jack_midi_dump -a`` clients, while ``lab.stall``
 holds every CPU for 80 ms every 0.5 s. A listener lost k-1 ticks where two ticks it heard lie
 k ticks apart in frames (ticks counted from the clock's Start); a tick every listener lost
 may not have been sent (the clock's own cycle missed); two under half an interval apart are
 one tick heard twice. Asynchronous, a listener whose thread had not run when its cycle ended
 misses that cycle's MIDI; synchronous, the cycle waits for it. Needs jackd2,
-jack-midi-clock and real-time scheduling (for bench.stall). Linux only.
+jack-midi-clock and real-time scheduling (for lab.stall). Linux only.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def doubled(frames: list[int]) -> int:
 
 def run(frames: int, seconds: float, listeners: int, sync: bool) -> str:
     """One server: a line saying each listener's ticks heard and lost. Raises RuntimeError
-    where bench.stall is refused real-time scheduling, JackdError where jackd fails."""
+    where lab.stall is refused real-time scheduling, JackdError where jackd fails."""
     with tempfile.TemporaryDirectory(prefix="ticklosses") as folder, \
             dummy_server(frames, prefix="companion-ticklosses", sync=sync) as env, \
             contextlib.ExitStack() as st:
@@ -86,7 +86,7 @@ def run(frames: int, seconds: float, listeners: int, sync: bool) -> str:
         subprocess.run(["jack_transport"], input="play\nquit\n", env=env, text=True,
                        capture_output=True, timeout=10, check=True)
         time.sleep(1.0)
-        stall = subprocess.run([sys.executable, "-m", "bench.stall", str(STALL_S),
+        stall = subprocess.run([sys.executable, "-m", "lab.stall", str(STALL_S),
                                 str(EVERY_S), "--for", str(seconds)],
                                capture_output=True, text=True)
         if stall.returncode:
@@ -104,7 +104,7 @@ def run(frames: int, seconds: float, listeners: int, sync: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ticklosses",
+    p = argparse.ArgumentParser(prog="python -m lab.ticklosses",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=256, help="the period (default 256)")
     p.add_argument("--seconds", type=float, default=30.0, help="of stalls (default 30)")
@@ -113,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     absent = [t for t in ("jackd", "jack_midi_clock", "jack_midi_dump", "jack_transport")
               if shutil.which(t) is None]
     if absent:
-        print(f"bench.ticklosses: {', '.join(absent)} not installed", file=sys.stderr)
+        print(f"lab.ticklosses: {', '.join(absent)} not installed", file=sys.stderr)
         return 2
     try:
         for sync in (False, True):
             print(run(a.frames, a.seconds, a.listeners, sync), flush=True)
-    except (RuntimeError, OSError) as e:  # bench.stall refused, or jackd did not start
-        print(f"bench.ticklosses: {e}", file=sys.stderr)
+    except (RuntimeError, OSError) as e:  # lab.stall refused, or jackd did not start
+        print(f"lab.ticklosses: {e}", file=sys.stderr)
         return 2
     return 0
 

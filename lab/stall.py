@@ -1,7 +1,7 @@
 """Stalls on purpose: every CPU held by a SCHED_FIFO 99 busy loop for ``STALL_S`` every
 ``EVERY_S`` seconds, so that a JACK server running beside it has xruns (its graph stalls).
 
-    python -m bench.stall STALL_S EVERY_S [--first S] [--for S]
+    python -m lab.stall STALL_S EVERY_S [--first S] [--for S]
 
 Used to measure the clock follower through xruns (docs/reliability.md). Needs real-time
 scheduling (root, or an rtprio limit of 99); the kernel's real-time throttling
@@ -35,23 +35,23 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.stall", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lab.stall", description=__doc__.split("\n")[0])
     p.add_argument("stall_s", type=float, help="seconds each stall lasts")
     p.add_argument("every_s", type=float, help="seconds from one stall to the next")
     p.add_argument("--first", type=float, default=0.0, help="seconds before the first stall")
     p.add_argument("--for", dest="for_s", type=float, default=600.0, help="seconds in all")
     a = p.parse_args(argv)
     if not 0 < a.stall_s <= 0.5 or a.every_s <= a.stall_s:
-        print("bench.stall: STALL_S must be in (0, 0.5] and EVERY_S longer", file=sys.stderr)
+        print("lab.stall: STALL_S must be in (0, 0.5] and EVERY_S longer", file=sys.stderr)
         return 2
     if not hasattr(os, "sched_setscheduler"):
-        print("bench.stall: needs Linux (sched_setscheduler)", file=sys.stderr)
+        print("lab.stall: needs Linux (sched_setscheduler)", file=sys.stderr)
         return 2
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(99))
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except PermissionError:
-        print("bench.stall: real-time scheduling refused (run as root, or raise the rtprio "
+        print("lab.stall: real-time scheduling refused (run as root, or raise the rtprio "
               "limit to 99)", file=sys.stderr)
         return 2
     until = time.monotonic() + a.first + a.for_s
