@@ -1,13 +1,15 @@
 """The one typed config object, loaded from config.yaml.
 
 Each field carries its own check (range or choices) so that an error can name the key:
-``config.yaml: answer.temperature: expected a number in 0..5, got 9``.
+``config.yaml: answer.temperature: expected a number in 0..5, got 9``. A number must be
+finite: NaN or an infinity is refused like a number out of range.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -321,6 +323,10 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
     if float in allowed or int in allowed:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        lo, hi = meta.get("range", (None, None))
+        if not math.isfinite(value):  # YAML's .nan / .inf, OSC's NaN
+            within = "a finite number" if lo is None else f"a number in {lo:g}..{hi:g}"
+            raise ConfigError(f"{key}: expected {within}, got {value!r}")
         given = value
         if int in allowed and float not in allowed:
             if float(value) != int(value):
@@ -328,7 +334,6 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
             value = int(value)
         else:
             value = float(value)
-        lo, hi = meta.get("range", (None, None))
         if lo is not None and not lo <= value <= hi:
             raise ConfigError(f"{key}: expected a number in {lo:g}..{hi:g}, got {given!r}")
         return value

@@ -31,6 +31,9 @@ def test_unknown_config_key_names_it(tmp_path, capsys, model_pkg):
     ("session:\n  enabled: maybe\n", "session.enabled"),
     ("midi:\n  output_channel: 17\n", "midi.output_channel"),
     ("answer:\n  barge_in: sometimes\n", "answer.barge_in"),
+    ("style:\n  max_repeat: .nan\n", "style.max_repeat"),
+    ("time:\n  meter: .inf\n", "time.meter"),
+    ("answer:\n  range_widen: -.inf\n", "answer.range_widen"),
 ])
 def test_bad_config_values_name_the_key(tmp_path, capsys, yaml_text, key):
     cfg = tmp_path / "c.yaml"

@@ -20,11 +20,13 @@ from companion.live_controls import (
     ACTIONS,
     CC_CONTROLS,
     CONTROLS,
+    LEARN_ALL,
     LIVE_SETTINGS,
     SHORT_NAMES,
     Control,
 )
 from companion.midi.loopback import LoopbackIn, LoopbackOut
+from companion.realtime import live as live_mod
 from companion.realtime.controls import ON
 from companion.realtime.live import Live
 from companion.realtime.osc import command
@@ -77,8 +79,23 @@ def test_the_registry_is_every_live_control():
     for c in SETTINGS:
         check = check_of(c.key)  # a key of the config, checked by a range or choices
         assert (c.step is not None) == (check["kind"] == "range"), c.name
+        assert c.cc is not None, f"{c.name}: every setting can be moved by a CC"
         if c.cc == "scale":
             assert check["kind"] == "range" and not check["whole"], c.name
+        assert (c.cc == "choice") == (check["kind"] == "choice"), c.name
+        if c.cc == "beats":  # its 0 is its word, or null where it has none
+            config_mod.override(config_mod.Config(), c.key, check.get("word"))
+        if isinstance(c.cc_top, int | float):  # a top within the range, above its bottom
+            assert check["min"] < c.cc_top <= check["max"], c.name
+
+
+def test_learn_all_walks_the_everyday_controls_as_before(rig):
+    assert LEARN_ALL == ("temperature", "length", "style_weight", "key_strength", "mute",
+                         "panic", "reset_style")
+    assert set(LEARN_ALL) < set(CC_CONTROLS)
+    lv, _ = rig
+    lv.apply(*command("/companion/learn", ["all"]))
+    assert lv.learner.waiting == list(LEARN_ALL)
 
 
 def test_the_controls_section_has_a_cc_for_each_cc_control_only():
@@ -112,28 +129,56 @@ def test_config(control: Control, tmp_path):
         assert getattr(cfg.controls, control.name) == 33
 
 
+def top(lv: Live, control: Control) -> float:
+    """The value a CC's 127 gives ``control``: its ``cc_top`` (a number, a ``controls:`` key,
+    a live setting) or the top of its range."""
+    if control.cc_top is None:
+        return check_of(control.key)["max"]
+    if isinstance(control.cc_top, int | float):
+        return control.cc_top
+    if control.cc_top.startswith("controls."):
+        return getattr(lv.cfg.controls, control.cc_top.removeprefix("controls."))
+    return lv.engine.setting(control.cc_top)
+
+
 def expected(lv: Live, control: Control, v: int):
     """What CC value ``v`` sets ``control`` to, by its registry entry's mapping."""
-    if control.cc == "beats":
-        top = lv.engine.setting(control.cc_top)
-        return "call" if v == 0 else float(max(1, round(v / 127 * top)))
     check = check_of(control.key)
-    top = (getattr(lv.cfg.controls, control.cc_top.removeprefix("controls."))
-           if control.cc_top else check["max"])
-    return check["min"] + v / 127 * (top - check["min"])
+    if control.cc == "choice":  # 128 values in equal shares, in the choices' order
+        share = 128 / len(check["choices"])
+        return next(ch for i, ch in enumerate(check["choices"]) if v < (i + 1) * share)
+    if control.cc == "beats":
+        return check.get("word") if v == 0 else float(max(1, round(v / 127 * top(lv, control))))
+    value = check["min"] + v / 127 * (top(lv, control) - check["min"])
+    return round(value) if control.cc == "whole" else value
 
 
 def moves_as_mapped(lv: Live, applied: list, control: Control, number: int) -> None:
     """CC ``number`` moves ``control`` as its mapping says."""
     ctl = lv.controls
-    if control.cc in ("scale", "beats"):
-        for v in (0, 1, 64, 127):
+    if control.cc in ("scale", "whole", "beats", "choice"):
+        for v in (0, 1, 63, 64, 100, 127):
             assert ctl.handle(cc(number, v))
-            assert lv.engine.setting(control.key) == pytest.approx(expected(lv, control, v))
-        top = check_of(control.key)["max"] if control.cc_top is None else (
-            lv.engine.setting(control.cc_top) if control.cc == "beats"
-            else getattr(lv.cfg.controls, control.cc_top.removeprefix("controls.")))
-        assert lv.engine.setting(control.key) == pytest.approx(top)  # 127 reaches the top
+            want = expected(lv, control, v)
+            got = lv.engine.setting(control.key)
+            assert got == (want if want is None or isinstance(want, str)
+                           else pytest.approx(want)), (control.name, v)
+        last = (check_of(control.key)["choices"][-1] if control.cc == "choice"
+                else top(lv, control))
+        assert lv.engine.setting(control.key) == (  # 127 reaches the top
+            last if isinstance(last, str) else pytest.approx(last))
+        if control.cc != "scale":  # every step (whole number, beat, choice) is reached
+            reached = []
+            for v in range(128):
+                ctl.handle(cc(number, v))
+                reached.append(lv.engine.setting(control.key))
+            steps = sorted(set(reached), key=reached.index)
+            if control.cc == "choice":
+                assert steps == check_of(control.key)["choices"]
+                assert [reached.count(s) for s in steps] == [128 // len(steps)] * len(steps)
+            else:
+                whole = [s for s in steps if isinstance(s, int | float)]
+                assert whole == list(range(round(whole[0]), round(top(lv, control)) + 1))
     elif control.cc == "switch":
         for v, on in ((127, True), (ON, True), (ON - 1, False), (0, False)):
             applied.clear()
@@ -155,7 +200,7 @@ def test_cc(control: Control, rig):
 @pytest.mark.parametrize("control", CC_ABLE, ids=lambda c: c.name)
 def test_learn(control: Control, rig):
     lv, applied = rig
-    lv.apply("learn", control.name)
+    lv.apply(*command("/companion/learn", [control.name]))  # as OSC (and the page) ask
     assert lv.learner.waiting == [control.name]
     number = LEARNT[control.name]
     assert lv.learner.heard(cc(number, 5))
@@ -219,11 +264,16 @@ def test_the_page_describes_every_control(rig):
             assert d["kind"] == ("switch" if c.kind == "switch" else "action")
 
 
-def test_learn_option_names_every_cc_control(capsys):
+def test_learn_option_names_every_cc_control(capsys, monkeypatch, model_pkg):
     with pytest.raises(SystemExit):
         main(["live", "--help"])
-    assert f"({', '.join(CC_CONTROLS)}; all: each in turn)" in " ".join(
+    assert f"({', '.join(CC_CONTROLS)}; all: {', '.join(LEARN_ALL)}, in turn)" in " ".join(
         capsys.readouterr().out.split())
+    asked: list = []
+    monkeypatch.setattr(live_mod, "run", lambda cfg, **kw: asked.append(kw["learn"]) or 0)
+    for name in (*CC_CONTROLS, "all"):
+        assert main(["live", "--model", str(model_pkg), "--learn", name]) == 0
+    assert asked == [[name] for name in (*CC_CONTROLS, "all")]
     for c in CONTROLS:
         if c.cc is None:
             assert main(["live", "--learn", c.name]) == 2

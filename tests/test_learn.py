@@ -16,8 +16,8 @@ from test_live import TEMPO, wait_for
 
 from companion import config as config_mod
 from companion.config import ConfigError
+from companion.live_controls import CC_CONTROLS, LEARN_ALL
 from companion.midi.loopback import LoopbackIn, LoopbackOut
-from companion.realtime.controls import CC_CONTROLS
 from companion.realtime.learn import save_control, set_controls_key
 from companion.realtime.live import Live
 
@@ -172,18 +172,18 @@ def test_learn_a_cc_then_it_moves_the_control(rig):
 def test_learn_all_walks_through_the_controls(rig):
     live, inport, lines, path = rig("controls:\n  mute: 64\n")
     live.post("learn", "all")
-    wait_for(lambda: live.learner.waiting == list(CC_CONTROLS))
+    wait_for(lambda: live.learner.waiting == list(LEARN_ALL))
     inport.deliver(cc(20, 10))
     inport.deliver(cc(20, 11))  # the knob just learnt, still turning: not the next control
     inport.deliver(cc(123, 0))  # All Notes Off is never a control
     inport.deliver(cc(21, 5, channel=3))
-    for i in range(2, len(CC_CONTROLS)):
+    for i in range(2, len(LEARN_ALL)):
         inport.deliver(cc(20 + i, 0))
-    wait_for(lambda: not live.learner.waiting and live.learner.saved == len(CC_CONTROLS))
-    want = {name: 20 + i for i, name in enumerate(CC_CONTROLS)}
+    wait_for(lambda: not live.learner.waiting and live.learner.saved == len(LEARN_ALL))
+    want = {name: 20 + i for i, name in enumerate(LEARN_ALL)}
     assert live.controls.mapped == {c: n for n, c in want.items()}
     saved = config_mod.load(path).controls
-    assert {n: getattr(saved, n) for n in CC_CONTROLS} == want
+    assert {n: getattr(saved, n) for n in LEARN_ALL} == want
     inport.deliver(cc(24, 127))  # mute's CC now
     wait_for(lambda: live.engine.muted)
     inport.deliver(cc(64, 0))  # its old one moves nothing now

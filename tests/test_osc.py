@@ -26,8 +26,9 @@ from pythonosc.dispatcher import Dispatcher  # noqa: E402
 from pythonosc.osc_server import BlockingOSCUDPServer  # noqa: E402
 from pythonosc.udp_client import SimpleUDPClient  # noqa: E402
 
-from companion.config import ConfigError, OscConfig  # noqa: E402
+from companion.config import ConfigError, OscConfig, check_of  # noqa: E402
 from companion.engine.engine import LIVE_SETTINGS  # noqa: E402
+from companion.live_controls import CONTROLS  # noqa: E402
 from companion.midi.loopback import LoopbackIn, LoopbackOut  # noqa: E402
 from companion.realtime.controls import ACTIONS, SHORT_NAMES  # noqa: E402
 from companion.realtime.live import Live  # noqa: E402
@@ -207,6 +208,26 @@ def test_a_bad_message_changes_nothing_and_is_said_once(rig, address, args, why)
     assert live.engine.settings() == before and not live.engine.muted
     assert live.engine.model_name == "alpha" and controls(events) == []
 
+
+def test_a_number_that_is_not_finite_changes_nothing(rig):
+    """NaN or an infinity to each numeric control is refused as config.yaml refuses it; the
+    engine thread goes on and applies the next good message."""
+    live, server, client, receiver, events, lines, inport = rig()
+    numeric = [c for c in CONTROLS
+               if c.kind == "setting" and check_of(c.key)["kind"] == "range"]
+    assert {"max_repeat", "meter", "range_widen"} <= {c.name for c in numeric}
+    before = live.engine.settings()
+    for c in numeric:
+        for v in (math.nan, math.inf, -math.inf):
+            client.send_message(f"/companion/{c.name}", v)
+    wait_for(lambda: server.bad.count == 3 * len(numeric))
+    assert live.engine.settings() == before and controls(events) == []
+    said = [line for line in lines if "ignored" in line]
+    assert len(said) == 1 and f"{numeric[0].key}: expected a number in" in said[0], said
+    client.send_message("/companion/max_repeat", 5)
+    client.send_message("/companion/meter", 3)
+    wait_for(lambda: controls(events) == [("style.max_repeat", 5), ("time.meter", 3)])
+    assert live.engine.setting("style.max_repeat") == 5 and live.engine.setting("time.meter") == 3
 
 def test_not_osc_at_all(rig):
     live, server, client, receiver, events, lines, inport = rig()

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from companion import config as config_mod
 from companion.config import Config, ConfigError
-from companion.live_controls import CC_CONTROLS
+from companion.live_controls import CC_CONTROLS, LEARN_ALL
 
 # auto, or a MIDI system by name: what the config key midi.backend accepts
 BACKEND_CHOICES = config_mod.MidiConfig.__dataclass_fields__["backend"].metadata["choices"]
@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
     live.add_argument("--learn", action="append", metavar="NAME",
                       help=f"MIDI learn: the next CC that moves becomes this control "
-                      f"({', '.join(CC_CONTROLS)}; all: each in turn), saved to the config "
-                      f"file; repeatable")
+                      f"({', '.join(CC_CONTROLS)}; all: {', '.join(LEARN_ALL)}, in turn), "
+                      f"saved to the config file; repeatable")
 
     models = sub.add_parser("models", help="list the model packages a program change, the "
                             "control surface or OSC can switch to")

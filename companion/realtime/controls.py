@@ -3,7 +3,8 @@ as a CC that a DAW or lights can follow.
 
 Every control is optional (config ``controls:``, a CC number or null); which controls a CC
 can move, and how, is the registry's (companion/live_controls.py): continuous controls map
-0..127 linearly onto their range; switches are on at 64 and above (a footswitch sends
+0..127 linearly onto their range (whole numbers in whole steps), a choice's 0..127 is
+divided evenly among its choices; switches are on at 64 and above (a footswitch sends
 127/0); one-shot actions (panic, reset) fire when the value crosses 64 upwards. A program change
 on the control channel selects the model package config ``models:`` maps it to (programs
 1..128 as keyboards show them: the MIDI value + 1); an unmapped one is left alone.
@@ -89,20 +90,36 @@ class Controls:
         return True
 
     def _act(self, control: Control) -> Callable[[int], None]:
-        """What a CC value does to ``control``, as its registry entry's ``cc`` says."""
+        """What a CC value does to ``control``, as its registry entry's ``cc`` says (the rules
+        are companion/live_controls.py's)."""
         key = control.key
         if control.cc == "switch":
             return lambda v: self.apply(key, v >= ON)
         if control.cc == "trigger":
             return self._trigger(key)
-        if control.cc == "beats":
-            return lambda v: self.apply(key, "call" if v == 0 else float(
-                max(1, round(v / 127 * self.setting(control.cc_top)))))
         check = check_of(key)
-        lo, hi = check["min"], check["max"]
-        if control.cc_top is not None:  # a key of controls:
-            hi = getattr(self.cfg, control.cc_top.removeprefix("controls."))
-        return lambda v: self.apply(key, lo + v / 127 * (hi - lo))
+        if control.cc == "choice":
+            choices = check["choices"]
+            return lambda v: self.apply(key, choices[v * len(choices) // 128])
+        lo, top = check["min"], self._top(control, check["max"])
+        if control.cc == "beats":
+            zero = check.get("word")  # none: null
+            return lambda v: self.apply(key, zero if v == 0 else max(1, round(v / 127 * top())))
+        if control.cc == "whole":
+            return lambda v: self.apply(key, round(lo + v / 127 * (top() - lo)))
+        return lambda v: self.apply(key, lo + v / 127 * (top() - lo))
+
+    def _top(self, control: Control, range_top: float) -> Callable[[], float]:
+        """The value a CC's 127 gives ``control`` (its ``cc_top``: a number, a key of
+        ``controls:``, a live setting read when the CC comes; None: ``range_top``)."""
+        top = control.cc_top
+        if top is None or isinstance(top, int | float):
+            fixed = range_top if top is None else top
+            return lambda: fixed
+        if top.startswith("controls."):
+            fixed = getattr(self.cfg, top.removeprefix("controls."))
+            return lambda: fixed
+        return lambda: self.setting(top)
 
     def _trigger(self, action: str) -> Callable[[int], None]:
         """Apply ``action`` when the value crosses ON upwards (a held button fires once)."""

@@ -1,8 +1,8 @@
 """MIDI learn: the next CC that moves is mapped to a control, played with at once, and saved
 to the config file.
 
-Armed by `companion live --learn NAME` (``all``: every control of CC_CONTROLS, the
-registry's controls a CC can move (companion/live_controls.py), in turn) or
+Armed by `companion live --learn NAME` (NAME any of CC_CONTROLS, the registry's controls a
+CC can move (companion/live_controls.py); ``all``: those of LEARN_ALL, in turn) or
 ``Live.apply("learn", NAME)`` (the web page, OSC). While armed, a CC 0..119 on the control
 channel is taken for the control waited for (and does nothing else); a CC already learnt in
 the same walk is not taken again (the knob just learnt is still moving). A CC that was
@@ -31,7 +31,7 @@ import yaml
 
 from companion import config as config_mod
 from companion.config import ConfigError
-from companion.live_controls import CC_CONTROLS
+from companion.live_controls import CC_CONTROLS, LEARN_ALL
 from companion.realtime.controls import Controls
 
 #: CCs 120..127 are channel mode messages (All Notes Off ...), never a control.
@@ -121,10 +121,10 @@ class Learner:
         self.config_path = path
 
     def arm(self, names: str | list[str]) -> list[str]:
-        """Wait for a CC for each of ``names`` in turn (``"all"``: CC_CONTROLS); ConfigError
+        """Wait for a CC for each of ``names`` in turn (``"all"``: LEARN_ALL); ConfigError
         naming the known controls for anything else, and nothing armed."""
         if names == "all":
-            wanted = list(CC_CONTROLS)
+            wanted = list(LEARN_ALL)
         elif isinstance(names, str):
             wanted = [names]
         else:
