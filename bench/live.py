@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.figures import Plan, Result, log, next_pitch, stats
-from companion.realtime.scheduler import TimedNote
+from companion.engine.protocols import TimedNote
 
 if TYPE_CHECKING:
     from companion.config import Config

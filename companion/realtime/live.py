@@ -46,9 +46,10 @@ from companion.engine.model import (
     list_packages,
     package_folders,
 )
+from companion.engine.protocols import Clock
 from companion.midi.input import SETTLE_S, close_in_turn
 from companion.midi.session import Autosave, SessionRecorder
-from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
+from companion.realtime.clock import RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.learn import Learner
 from companion.realtime.link import open_link
@@ -532,13 +533,10 @@ class Live:
         engine = self.engine
         now = self.clock.now()
         a = engine.answer
-        mc = engine.midiclock
-        if mc is not None and mc.present(now):
-            source, anchor = "MIDI clock", mc.next_beat(now)
-        elif engine.link is not None and engine.link.present(now):
-            source, anchor = "Link", engine.link.next_beat(now)
+        source, followed = engine.timekeeper.source(now)
+        if followed is not None:
+            anchor = followed.next_beat(now)
         else:
-            source = "the call" if self.cfg.time.tempo == "auto" else "fixed"
             anchor = a.start if a is not None else None
         key = engine.key
         return {
