@@ -176,7 +176,7 @@ def _bench(argv: list[str]) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if args.command == "live":
-        from companion.realtime.live import run
+        from companion.commands.live import run
 
         learn = args.learn or None
         if learn:
