@@ -145,7 +145,7 @@ def _models(cfg: Config, as_json: bool) -> int:
     one a line (name, size, idiom or corpora, the one in use marked)."""
     import json
 
-    from companion.engine.model import list_packages, package_folders
+    from companion.packages import list_packages, package_folders
 
     current = cfg.model_dir()
     infos = list_packages(package_folders(current))

@@ -15,8 +15,8 @@ import mido
 
 from companion.commands.live import settled_heap, stop_on_signals
 from companion.config import Config
+from companion.encoding.names import note_name
 from companion.encoding.phrases import Phrase, builtin
-from companion.engine.key import note_name
 from companion.engine.model import StepModel
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.midi.session import SessionRecorder

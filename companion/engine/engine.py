@@ -23,8 +23,9 @@ import numpy as np
 from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
+from companion.encoding.names import key_name, parse_key
 from companion.engine.grid import Grid
-from companion.engine.key import KeyBias, KeyEstimator, key_name, parse_key
+from companion.engine.key import KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
 from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
 from companion.engine.model import State, StepModel

@@ -35,16 +35,11 @@ import mido
 from companion.config import Config, ConfigError
 from companion.engine.engine import Engine, EventHook
 from companion.engine.midiclock import CLOCK_TYPES
-from companion.engine.model import (
-    ModelError,
-    StepModel,
-    find_package,
-    list_packages,
-    package_folders,
-)
+from companion.engine.model import ModelError, StepModel
 from companion.engine.protocols import Clock
 from companion.midi.input import SETTLE_S
 from companion.midi.session import SessionRecorder
+from companion.packages import find_package, list_packages, package_folders
 from companion.realtime.clock import RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.learn import Learner
