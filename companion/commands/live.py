@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import signal
 import sys
 import threading
@@ -18,10 +19,18 @@ from typing import Any, TextIO
 
 from companion.config import Config, ConfigError
 from companion.engine.model import StepModel
-from companion.midi.input import SETTLE_S, close_in_turn
+from companion.midi.input import SETTLE_S, close_in_turn, jack_server_there
 from companion.midi.session import Autosave, SessionRecorder
 from companion.realtime.clock import RealClock, StopFlag
 from companion.realtime.live import Live
+
+#: The exit code of `companion live` when its JACK server went away, or stopped moving MIDI,
+#: while it ran (docs/interface.md).
+EXIT_JACK_GONE = 3
+#: How often `companion live` looks whether its JACK server is still there (a read of the
+#: kernel's socket list, never a word with the server): a server gone is said, and the
+#: companion gone, well within 2 s.
+SERVER_LOOK_S = 0.25
 
 
 @contextlib.contextmanager
@@ -77,11 +86,29 @@ def _osc_server(live: Live, cfg: Config, log: Callable[[str], None]) -> Any:
     return OscServer(live, cfg.osc, log)
 
 
+def _ended(code: int, jack_gone: bool) -> int:
+    """``code``, returned; or, where the JACK server is gone or hangs (``jack_gone``), the
+    process ended at once with it, its output flushed: the clients of such a server are
+    never closed, since RtMidi's JACK output waits a second per port, when closed or deleted
+    (at the interpreter's exit too), for a process cycle that does not come."""
+    if not jack_gone:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
         learn: list[str] | None = None, config_path: Path | None = None) -> int:
     """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0.
     ``ui``: serve the control surface (config ui:) and print its URL. ``learn``: MIDI learn
-    these controls first (``["all"]``: each in turn), saved to ``config_path``."""
+    these controls first (``["all"]``: each in turn), saved to ``config_path``.
+
+    Over JACK, a server that goes away (its socket no longer listened on, looked at every
+    SERVER_LOOK_S) or stops moving MIDI (companion.midi.input.SILENT_S) is said in one line;
+    the companion then stops as it does on a signal, saves the session, and the process ends
+    at once with EXIT_JACK_GONE, its JACK ports left unclosed (see ``_ended``)."""
     from companion.midi.input import SILENT_S
     from companion.midi.ports import describe, open_ports
 
@@ -147,13 +174,20 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 f"{cfg.listen.tempo_bpm:g} BPM, answer after {cfg.listen.phrase_end_beats:g} "
                 f"beats of silence. Ctrl-C stops."
             )
-            while not stop.wait(0.5):
+            watch_server = ports.backend == "jack" and jack_server_there()
+            while not stop.wait(SERVER_LOOK_S):
+                if watch_server and not jack_server_there():
+                    break
                 if live.midi_stopped.is_set():
                     log(f"JACK stopped moving MIDI (no message for {SILENT_S:g} s, not even "
                         "our own: its server quit or hangs); stopping. Start the companion "
                         "again once it runs")
-                    exit_code = 1
+                    exit_code = EXIT_JACK_GONE
                     break
+            if watch_server and not jack_server_there():  # also when a signal came after
+                log("the JACK server is gone; stopping. Start the companion again once it "
+                    "runs")
+                exit_code = EXIT_JACK_GONE
         finally:
             if osc is not None:
                 osc.stop()
@@ -165,8 +199,11 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 live.stop()
                 # the ports now in place (the watcher may have swapped them)
                 ports = dataclasses.replace(ports, inport=live.inport, outport=live.outport)
-            close_in_turn([ports.close] + ([clockport.close] if clockport is not None else []),
-                          SETTLE_S if ports.backend == "jack" else 0.0)
+            gone = exit_code == EXIT_JACK_GONE
+            if not gone:
+                close_in_turn([ports.close]
+                              + ([clockport.close] if clockport is not None else []),
+                              SETTLE_S if ports.backend == "jack" else 0.0)
             if autosave is not None:
                 autosave.stop()
         for live in running:
@@ -184,8 +221,8 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 path = recorder.flush(cfg.session_dir())
             except OSError as e:
                 log(f"could not save the session in {cfg.session_dir()} ({e.strerror or e})")
-                return 1
+                return _ended(1, gone)
             if path is not None:
                 log(f"session saved: {path}")
         log("stopped")
-        return exit_code
+        return _ended(exit_code, gone)
