@@ -1,5 +1,6 @@
 """`companion live` over JACK when things end: SIGTERM in each state (listening, answering,
-after the JACK server went away), and a JACK server that goes away (killed) while it runs.
+after the JACK server went away, while it hangs), and a JACK server that goes away (quits,
+is killed) or hangs (is stopped) while it runs.
 
 Each test starts a JACK server of its own (bench.jackserver.dummy_server) so that it can
 kill it. Times are printed, never asserted tight: the limits below are generous for a
@@ -23,7 +24,7 @@ from support import ROOT, write_config
 
 from bench.jackserver import JackdMissing, client_env, dummy_server
 from companion.commands.live import EXIT_JACK_GONE
-from companion.midi.input import SETTLE_S, close_in_turn
+from companion.midi.input import SETTLE_S, SILENT_S, close_in_turn
 
 pytestmark = pytest.mark.jack
 
@@ -32,6 +33,7 @@ BEAT = 60.0 / TEMPO
 #: What the assertions wait for: far beyond what the companion means (1 s, 2 s).
 LIMIT_S = 10.0
 GONE = "the JACK server is gone"
+HUNG = "JACK stopped moving MIDI"
 
 
 def jackd_pid(server: str) -> int:
@@ -126,11 +128,11 @@ def config(tmp_path, model_pkg) -> Path:
         session={"folder": str(tmp_path / "sessions")})
 
 
-def kill_server(env: dict[str, str]) -> float:
-    """SIGKILL the server's jackd (it says goodbye to no one); when."""
+def kill_server(env: dict[str, str], sig: int = signal.SIGKILL) -> float:
+    """Send ``sig`` to the server's jackd (SIGKILL: it says goodbye to no one); when."""
     pid = jackd_pid(env["JACK_DEFAULT_SERVER"])
     t = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     return t
 
 
@@ -166,15 +168,36 @@ def test_sigterm_while_answering_ends_it(server, config):
     assert "every note off" in comp.output()
 
 
-def test_a_jack_server_that_goes_away_is_said_once_and_ends_it(server, config):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_jack_server_that_goes_away_is_said_once_and_ends_it(server, config, sig):
+    """It quits (SIGTERM) or crashes (SIGKILL): one line, exit EXIT_JACK_GONE, no
+    traceback."""
     comp = Companion(server, config)
     try:
-        killed = kill_server(server)
-        code = comp.exits_within(killed, "the JACK server was killed")
+        killed = kill_server(server, sig)
+        code = comp.exits_within(killed, f"jackd got {signal.Signals(sig).name}")
     finally:
         comp.kill()
     assert code == EXIT_JACK_GONE, comp.output()
     assert sum(GONE in line for line in comp.lines) == 1, comp.output()
+    assert comp.lines[-1] == "companion: stopped", comp.output()
+    assert "Traceback" not in comp.output()
+
+
+def test_a_jack_server_that_hangs_is_said_once_and_ends_it(server, config):
+    """Stopped (SIGSTOP), the server is there but moves no MIDI: after SILENT_S without even
+    the companion's own F7s, one line and exit EXIT_JACK_GONE."""
+    comp = Companion(server, config)
+    pid = jackd_pid(server["JACK_DEFAULT_SERVER"])
+    try:
+        stopped = kill_server(server, signal.SIGSTOP)
+        code = comp.exits_within(stopped + SILENT_S, "SILENT_S after jackd was stopped")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        comp.kill()
+    assert code == EXIT_JACK_GONE, comp.output()
+    assert sum(HUNG in line for line in comp.lines) == 1, comp.output()
+    assert not any(GONE in line for line in comp.lines), comp.output()
     assert comp.lines[-1] == "companion: stopped", comp.output()
 
 
@@ -186,4 +209,21 @@ def test_sigterm_after_the_jack_server_went_away_ends_it(server, config):
     finally:
         comp.kill()
     assert code in (0, EXIT_JACK_GONE), comp.output()
+    assert comp.lines[-1] == "companion: stopped", comp.output()
+
+
+def test_sigterm_while_the_jack_server_hangs_ends_it(server, config):
+    """Stopped (SIGSTOP), before SILENT_S: closing a port would wait for the server for
+    ever, so the companion says the server hangs and leaves its ports unclosed."""
+    comp = Companion(server, config)
+    pid = jackd_pid(server["JACK_DEFAULT_SERVER"])
+    try:
+        kill_server(server, signal.SIGSTOP)
+        time.sleep(0.5)
+        code = comp.terminate()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        comp.kill()
+    assert code == EXIT_JACK_GONE, comp.output()
+    assert sum("JACK moves no MIDI" in line for line in comp.lines) == 1, comp.output()
     assert comp.lines[-1] == "companion: stopped", comp.output()

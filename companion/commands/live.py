@@ -31,6 +31,10 @@ EXIT_JACK_GONE = 3
 #: kernel's socket list, never a word with the server): a server gone is said, and the
 #: companion gone, well within 2 s.
 SERVER_LOOK_S = 0.25
+#: On a signal, over JACK: how long the input may take to read a message (its own F7s come
+#: back within ~SYSEX_END_S while JACK moves MIDI) before the server counts as hanging, and
+#: its ports are left unclosed (closing one would wait for the server for ever).
+HANG_WAIT_S = 0.5
 
 
 @contextlib.contextmanager
@@ -187,6 +191,12 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             if watch_server and not jack_server_there():  # also when a signal came after
                 log("the JACK server is gone; stopping. Start the companion again once it "
                     "runs")
+                exit_code = EXIT_JACK_GONE
+            elif (exit_code == 0 and ports.backend == "jack"
+                  and hasattr(live.inport, "moves_midi")
+                  and not live.inport.moves_midi(HANG_WAIT_S)):
+                log(f"JACK moves no MIDI (not even our own for {HANG_WAIT_S:g} s: its server "
+                    "hangs); stopping without closing its ports")
                 exit_code = EXIT_JACK_GONE
         finally:
             if osc is not None:
