@@ -86,7 +86,7 @@ def _machine() -> str:
 def _model_dir(args: argparse.Namespace) -> Path:
     """``--model``, else the config's model (``models/default`` unless set)."""
     from companion import config
-    from companion.engine.model import locate
+    from companion.packages import locate
 
     if getattr(args, "model", None):
         return locate(args.model, Path.cwd()).resolve()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.figures import Plan, Result, log, next_pitch, stats
-from companion.realtime.scheduler import TimedNote
+from companion.engine.protocols import TimedNote
 
 if TYPE_CHECKING:
     from companion.config import Config
@@ -86,9 +86,10 @@ class _Probe:
 
 @contextlib.contextmanager
 def _as_live(seconds: float = 0.001) -> Iterator[None]:
-    """What `companion live` sets (live.run): threads get the GIL back within ~1 ms, and the
-    start-up heap is set aside (no long garbage collection while playing)."""
-    from companion.realtime.live import settled_heap
+    """What `companion live` sets (companion.commands.live.run): threads get the GIL back
+    within ~1 ms, and the start-up heap is set aside (no long garbage collection while
+    playing)."""
+    from companion.commands.live import settled_heap
 
     old = sys.getswitchinterval()
     sys.setswitchinterval(seconds)

@@ -131,7 +131,7 @@ class TimeConfig:
 
 @dataclass
 class KeyConfig:
-    """Key awareness (companion/engine/key.py)."""
+    """Key awareness (companion/engine/key.py; key names: companion/encoding/names.py)."""
 
     fixed: str | None = None
     strength: float = _num(0, 1, 0.9)
@@ -139,7 +139,7 @@ class KeyConfig:
 
     def __post_init__(self) -> None:
         if self.fixed is not None:
-            from companion.engine.key import parse_key
+            from companion.encoding.names import parse_key
 
             try:
                 parse_key(self.fixed)
@@ -268,9 +268,9 @@ class Config:
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 
     def model_dir(self) -> Path:
-        """The model package's folder, found by companion.engine.model.locate (ModelError if
+        """The model package's folder, found by companion.packages.locate (ModelError if
         it is nowhere)."""
-        from companion.engine.model import locate
+        from companion.packages import locate
 
         return locate(self.model, self.base_dir)
 
@@ -382,7 +382,7 @@ def check_of(key: str) -> dict[str, Any]:
 def _programs(key: str, value: Any) -> dict[int, str]:
     """``{program: package name}``: programs 1..128, names of model packages (never paths;
     whether each is there is checked when the companion starts)."""
-    from companion.engine.model import PACKAGE_NAME
+    from companion.packages import PACKAGE_NAME
 
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping of program numbers 1..128 to model "

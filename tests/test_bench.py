@@ -134,7 +134,7 @@ def test_the_live_probe_sees_every_note_handed_to_the_scheduler(model_pkg):
     """The bench's live figures come from Live's hooks and the scheduler's observer: an
     answer played straight into the scheduler is seen handed over and sent, note by note."""
     from bench.live import start_live
-    from companion.realtime.scheduler import TimedNote
+    from companion.engine.protocols import TimedNote
 
     live, _inport, probe = start_live(model_pkg)
     live.start()

@@ -111,7 +111,7 @@ def test_no_alsa_sequencer_is_one_clear_line(model_pkg):
 
 
 def test_live_path_imports_neither_music21_nor_tensorflow():
-    code = ("import sys, companion.commands.cli, companion.realtime.live, companion.midi.ports, "
+    code = ("import sys, companion.commands.cli, companion.commands.live, companion.midi.ports, "
             "companion.commands.demo\n"
             "bad = [m for m in ('music21', 'tensorflow', 'keras') if m in sys.modules]\n"
             "assert not bad, bad\n")

@@ -13,6 +13,7 @@ import yaml
 from support import make_config
 
 from companion import config as config_mod
+from companion.commands import live as live_mod
 from companion.commands.cli import main
 from companion.config import ConfigError, check_of
 from companion.engine import engine as engine_mod
@@ -26,7 +27,6 @@ from companion.live_controls import (
     Control,
 )
 from companion.midi.loopback import LoopbackIn, LoopbackOut
-from companion.realtime import live as live_mod
 from companion.realtime.controls import ON
 from companion.realtime.live import Live
 from companion.realtime.osc import command

@@ -19,10 +19,10 @@ import mido
 import pytest
 from support import ROOT
 
-from companion import config
+from companion import config, packages
 from companion.commands.cli import main
-from companion.engine import model as model_mod
-from companion.engine.model import ModelError, installed_models, locate
+from companion.engine.model import ModelError
+from companion.packages import installed_models, locate
 
 SHIPPED = ("model.onnx", "vocab.json", "card.json")
 
@@ -86,7 +86,7 @@ def test_a_model_found_nowhere_names_every_place_looked_in(tmp_path, monkeypatch
 def test_without_installed_models_a_name_is_looked_up_in_the_folders_only(
         tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_mod, "INSTALLED", "companion.no_such_package")
+    monkeypatch.setattr(packages, "INSTALLED", "companion.no_such_package")
     assert installed_models() is None
     with pytest.raises(ModelError) as e:
         locate("models/default", tmp_path)
@@ -199,7 +199,7 @@ def test_the_wheel_holds_the_model_the_calls_and_the_license(wheel):
 def test_the_installed_companion_is_the_venvs_own(venv, tmp_path):
     bin_dir, site = venv
     r = check([bin_dir / "python", "-c",
-               "import companion, mido; from companion.engine.model import installed_models; "
+               "import companion, mido; from companion.packages import installed_models; "
                "print(companion.__file__); print(installed_models()); print(mido.__file__)"],
               cwd=tmp_path)
     companion_file, models, mido_file = r.stdout.split()

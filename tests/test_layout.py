@@ -8,8 +8,10 @@ ones resolved, ``importlib.import_module``/``__import__`` of a constant name inc
   hands to bench.cli from inside a function (without bench/ that is a one-line error).
 - companion/encoding and companion/engine, the pure parts, do no MIDI or real-time I/O: no
   rtmidi, jack or mido (but encoding/phrases.py, which writes a call's notes as mido.Message
-  data), nothing of companion.midi or companion.commands; of companion.realtime only the
-  Clock protocol (realtime.clock) and the Player and TimedNote types (realtime.scheduler).
+  data), nothing of companion.realtime, companion.midi, companion.ui or companion.commands
+  (what the engine asks of a clock and a player is companion.engine.protocols).
+- No import cycle between companion's packages: each subpackage (encoding, engine, ...) and
+  each top-level module (config, packages, ...) is one node, every import one edge.
 - Nothing in companion imports TensorFlow or Keras: the companion runs the exported ONNX.
 - music21 is imported inside functions only, never at a module's top, so that `companion
   live` never loads it (test_cli runs the live path's imports and looks in sys.modules).
@@ -24,10 +26,8 @@ from pathlib import Path
 from support import ROOT
 
 PURE = ("companion/encoding/", "companion/engine/")
-#: what the pure parts may take from companion.realtime: module -> names
-REALTIME_TYPES = {"companion.realtime.clock": {"Clock"},
-                  "companion.realtime.scheduler": {"Player", "TimedNote"}}
-IO = ("rtmidi", "jack", "mido", "companion.midi", "companion.commands")
+IO = ("rtmidi", "jack", "mido", "companion.realtime", "companion.midi", "companion.ui",
+      "companion.commands")
 #: module (path from the root) -> I/O packages it may import: a call's notes as mido.Message
 IO_ALLOWED = {"companion/encoding/phrases.py": {"mido"}}
 OUTSIDE = ("train", "bench", "lab")
@@ -111,12 +111,61 @@ def violations(root: Path) -> list[str]:
                 io = {p for p in IO for t in targets if within(t, (p,))}
                 if io - IO_ALLOWED.get(rel, set()):
                     found.append(f"{where}: encoding/engine do no MIDI or real-time I/O")
-                if any(within(t, ("companion.realtime",)) for t in targets):
-                    allowed = REALTIME_TYPES.get(imp.module, set())
-                    if not imp.names or not set(imp.names) <= allowed:
-                        found.append(f"{where}{' ' + ', '.join(imp.names) if imp.names else ''}"
-                                     ": of companion.realtime encoding/engine take only "
-                                     "clock.Clock, scheduler.Player and scheduler.TimedNote")
+    return found
+
+
+def part(root: Path, module: str) -> str | None:
+    """The node of the package graph ``module`` belongs to: ``companion.X`` for a
+    subpackage or top-level module X of companion under ``root``; None for anything else
+    (another package, companion's own __init__, a name that is no module)."""
+    parts = module.split(".")
+    if parts[0] != "companion" or len(parts) < 2:
+        return None
+    top = root / "companion" / parts[1]
+    return f"companion.{parts[1]}" if top.is_dir() or top.with_suffix(".py").is_file() else None
+
+
+def package_graph(root: Path) -> dict[str, dict[str, str]]:
+    """Node -> node it imports -> the first import that makes that edge (``path:line``),
+    from every import of every module under ``root``/companion, inside functions too."""
+    graph: dict[str, dict[str, str]] = {}
+    for path in sorted((root / "companion").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        src = part(root, module_name(rel))
+        if src is None:
+            continue
+        edges = graph.setdefault(src, {})
+        for imp in imports(path, rel):
+            for t in sorted(imp.targets()):
+                dst = part(root, t)
+                if dst is not None and dst != src:
+                    edges.setdefault(dst, f"{rel}:{imp.line}")
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, str]]) -> list[str]:
+    """The import cycles of ``graph`` as ``a -> b -> a (where, where)``: for each node, the
+    shortest way back to it through nodes after it in sorted order, if there is one (so a
+    cycle is said once, from its first node)."""
+    found = []
+    nodes = sorted(graph)
+    for i, start in enumerate(nodes):
+        after = set(nodes[i + 1:])
+        way = {start: [start]}  # node -> a shortest way to it from start
+        frontier, back = [start], None
+        while frontier and back is None:
+            nxt = []
+            for n in frontier:
+                for m in sorted(graph[n]):
+                    if m == start and back is None:
+                        back = [*way[n], start]
+                    elif m in after and m not in way:
+                        way[m] = [*way[n], m]
+                        nxt.append(m)
+            frontier = nxt
+        if back is not None:
+            where = ", ".join(graph[a][b] for a, b in zip(back, back[1:], strict=False))
+            found.append(f"{' -> '.join(back)} ({where})")
     return found
 
 
@@ -128,6 +177,13 @@ def test_the_package_keeps_its_import_boundaries():
             "companion/realtime/live.py", "companion/commands/cli.py"} <= rels
     assert set(IO_ALLOWED) | set(OUTSIDE_ALLOWED) <= rels
     assert violations(ROOT) == []
+
+
+def test_no_import_cycle_between_the_packages():
+    graph = package_graph(ROOT)
+    assert {"companion.engine", "companion.realtime", "companion.config"} <= set(graph)
+    assert "companion.engine" in graph["companion.realtime"]  # the graph has the edges
+    assert cycles(graph) == []
 
 
 BAD = {
@@ -181,3 +237,32 @@ def test_a_forbidden_import_is_found(tmp_path):
         "companion/realtime/thing.py:6",
     ]), found
     assert any("bad.py:4: imports companion.midi" in f for f in found)  # relative, resolved
+
+
+#: Three packages that import each other round (one of them inside a function), and a
+#: pair beside: two cycles.
+CYCLE = {
+    "companion/__init__.py": "",
+    "companion/config.py": "def later():\n    from companion.engine import model\n",
+    "companion/engine/__init__.py": "",
+    "companion/engine/model.py": "from companion.config import Config\n",
+    "companion/midi/__init__.py": "",
+    "companion/midi/ports.py": "from ..realtime.live import Live\n",
+    "companion/realtime/__init__.py": "from companion.ui import server\n",
+    "companion/realtime/live.py": "import mido\n",
+    "companion/ui/__init__.py": "",
+    "companion/ui/server.py": "from companion.midi import ports\n",
+}
+
+
+def test_an_import_cycle_is_found(tmp_path):
+    for rel, text in CYCLE.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert cycles(package_graph(tmp_path)) == [
+        "companion.config -> companion.engine -> companion.config "
+        "(companion/config.py:2, companion/engine/model.py:1)",
+        "companion.midi -> companion.realtime -> companion.ui -> companion.midi "
+        "(companion/midi/ports.py:1, companion/realtime/__init__.py:1, "
+        "companion/ui/server.py:1)",
+    ]

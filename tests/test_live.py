@@ -185,7 +185,7 @@ def test_arrival_is_the_ports_stamp_when_it_stamps_on_the_live_clock(rig):
 
 
 def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
-    from companion.realtime.live import settled_heap
+    from companion.commands.live import settled_heap
 
     assert gc.get_freeze_count() == 0
     alive = [[i] for i in range(20_000)]
@@ -197,8 +197,8 @@ def test_settled_heap_sets_the_objects_alive_aside_until_it_ends():
 def test_live_run_plays_with_the_start_up_heap_set_aside(monkeypatch, model_pkg):
     """`companion live` collects once and freezes what it loaded before it starts playing:
     a full collection of it holds the GIL 4 to 8 ms, about a JACK period."""
+    import companion.commands.live as live_mod
     import companion.midi.ports as ports_mod
-    import companion.realtime.live as live_mod
     from companion.midi.ports import OpenPorts
 
     frozen: list[int] = []

@@ -15,14 +15,9 @@ from support import EngineRig, make_config, tunes, write_config
 from test_live import TEMPO, play, wait_for
 
 from companion.config import ConfigError, from_dict
-from companion.engine.model import (
-    ModelError,
-    StepModel,
-    find_package,
-    list_packages,
-    package_folders,
-)
+from companion.engine.model import ModelError, StepModel
 from companion.midi.loopback import LoopbackIn, LoopbackOut
+from companion.packages import find_package, list_packages, package_folders
 from companion.realtime.live import Live
 
 CALL = [(64, 0, 0.4), (67, 0.5, 0.4), (69, 1, 0.4), (71, 1.5, 0.4), (72, 2, 0.9)]

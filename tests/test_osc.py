@@ -498,7 +498,7 @@ def test_a_flood_of_10000_messages_keeps_the_timing(rig):
     import subprocess
     import sys
 
-    from companion.realtime.live import settled_heap
+    from companion.commands.live import settled_heap
 
     live, server, client, receiver, events, lines, inport = rig(answer_beats=8, sink=True)
     switch = sys.getswitchinterval()

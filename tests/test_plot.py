@@ -33,7 +33,7 @@ def test_respond_plot(tmp_path, capsys, model_pkg):
 
 
 def test_live_does_not_import_matplotlib():
-    code = ("import sys, companion.realtime.live, companion.commands.respond, "
+    code = ("import sys, companion.commands.live, companion.commands.respond, "
             "companion.commands.cli; "
             "sys.exit('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)

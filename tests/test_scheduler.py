@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 import time
 
+from companion.engine.protocols import TimedNote
 from companion.midi.loopback import LoopbackOut
 from companion.realtime.clock import RealClock, VirtualClock
-from companion.realtime.scheduler import Scheduler, TimedNote, Timeline, VirtualScheduler
+from companion.realtime.scheduler import Scheduler, Timeline, VirtualScheduler
 
 
 def test_timeline_orders_offs_before_ons_and_handles_overlaps():

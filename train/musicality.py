@@ -39,8 +39,9 @@ from companion import config as config_mod
 from companion.config import Config, ConfigError
 from companion.encoding.curves import MIN_TIME, curves_from_notes, write_atomic
 from companion.encoding.melody import Melody
+from companion.encoding.names import parse_key
 from companion.encoding.phrases import Phrase, PhraseNote
-from companion.engine.key import STABLE, KeyEstimator, parse_key
+from companion.engine.key import STABLE, KeyEstimator
 from companion.engine.model import ModelError, StepModel
 from train.corpus import CorpusError
 from train.evaluate import held_out_data

@@ -146,7 +146,7 @@ def _models(cfg: Config, as_json: bool) -> int:
     one a line (name, size, idiom or corpora, the one in use marked)."""
     import json
 
-    from companion.engine.model import list_packages, package_folders
+    from companion.packages import list_packages, package_folders
 
     current = cfg.model_dir()
     infos = list_packages(package_folders(current))
@@ -189,7 +189,7 @@ def _bench(argv: list[str]) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if args.command == "live":
-        from companion.realtime.live import run
+        from companion.commands.live import run
 
         learn = args.learn or None
         if learn:

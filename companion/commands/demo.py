@@ -13,14 +13,15 @@ from typing import TextIO
 
 import mido
 
+from companion.commands.live import settled_heap, stop_on_signals
 from companion.config import Config
+from companion.encoding.names import note_name
 from companion.encoding.phrases import Phrase, builtin
-from companion.engine.key import note_name
 from companion.engine.model import StepModel
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.midi.session import SessionRecorder
 from companion.realtime.clock import RealClock, StopFlag
-from companion.realtime.live import Live, settled_heap, stop_on_signals
+from companion.realtime.live import Live
 
 
 class View:

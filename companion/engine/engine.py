@@ -16,7 +16,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -24,48 +24,20 @@ from companion import live_controls
 from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
+from companion.encoding.names import key_name, parse_key
 from companion.engine.grid import Grid
-from companion.engine.key import KeyBias, KeyEstimator, key_name, parse_key
+from companion.engine.key import KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
 from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
 from companion.engine.model import State, StepModel
+from companion.engine.protocols import Clock, Player, TimedNote
 from companion.engine.sampler import Sampler
 from companion.engine.style import StyleMemory
-from companion.engine.tempo import Pace, estimate_beat
-from companion.realtime.clock import Clock
-from companion.realtime.scheduler import Player, TimedNote
-
-
-class ExternalTime(Protocol):
-    """A time the engine follows, on the live clock: a MIDI clock (midiclock.ClockFollower)
-    or an Ableton Link session (companion.realtime.link.LinkFollower)."""
-
-    def present(self, t: float) -> bool: ...
-    def beat_s(self, t: float) -> float | None: ...
-    def next_beat(self, t: float) -> float | None: ...
-    def beats_at(self, t: float) -> float | None: ...
-
-
-class LinkSession(ExternalTime, Protocol):
-    """A shared session with bars and a transport, that the engine may propose a tempo to
-    (companion.realtime.link.LinkFollower: the engine takes it as given, never opens one).
-    Its bars are ``quantum`` beats long, from beat 0 of the session."""
-
-    quantum: float
-
-    def next_bar(self, t: float) -> float | None: ...
-    def stopped(self, t: float) -> bool: ...
-    def propose(self, bpm: float) -> None: ...
-    def describe(self, t: float) -> str: ...
-
+from companion.engine.tempo import Pace
+from companion.engine.timekeeper import LinkSession, Timekeeper
 
 #: A runaway guard: no answer has more notes than this (16 per beat at 256 beats).
 MAX_ANSWER_NOTES = 4096
-#: On a MIDI clock (a Link session), the answer starts on the first beat (bar) at least this
-#: long after the phrase end: time to sample its first note before it is due.
-CLOCK_LEAD_S = 0.01
-#: Onsets of the call the tempo estimate (``time.tempo: auto``) looks at, the latest.
-TEMPO_ONSETS = 32
 
 #: The settings that may change while playing (by MIDI controls, the page and OSC), as
 #: config keys: those of the registry of live controls. Each is checked as in config.yaml,
@@ -142,7 +114,6 @@ class Engine:
         self._before_prev: tuple[int, float] | None = None
         self._stepped = False  # whether the last call note took a step
         self._anchor = 0.0  # first onset of the current call: origin of its beats
-        self._downbeat = 0.0  # a MIDI clock's beat a bar starts on, for a clock with no Start
         self._bos_due = False  # a positional model's bos waits for the first note's position
         self._centre = 0.0  # the mean pitch of the call being answered (register_pull)
         self.last_sound = -math.inf  # when the last melody note (call or answer) ended
@@ -167,14 +138,9 @@ class Engine:
         """Playing in time (config.time): the MIDI clock, the tempo estimate, the pace of the
         phrase end, the explicit ends of a call, the answer grid."""
         tc = cfg.time
-        self.time_cfg = tc
-        self.tempo_bpm = cfg.listen.tempo_bpm
-        self._on_clock_tempo = False  # the beat is a MIDI clock's (and goes when it goes)
         self.reset_after_beats = cfg.listen.reset_after_beats
-        self.midiclock = (ClockFollower(tc.clock_window_ticks) if tc.clock in ("follow", "auto")
-                          else None)
-        self.link: LinkSession | None = None  # for time.clock link / auto (use_link)
-        self._link_was_stopped = False
+        #: whose beat the engine follows (a MIDI clock, a Link session, its own tempo)
+        self.timekeeper = Timekeeper(tc, cfg.listen.tempo_bpm)
         #: whether the input port's clock messages count (not when a clock port is set)
         self.clock_from_input = tc.clock_port is None
         lst = self.listener
@@ -295,46 +261,33 @@ class Engine:
         """A MIDI clock message (tick, start, stop, continue, song position) received at t.
         When it shows that the clock has moved (a JACK graph that stalled), what the answer
         still has to play moves with it, so that it stays on the clock's beats."""
-        mc = self.midiclock
-        if mc is not None:
-            moved = mc.moved
-            mc.feed(msg, t)
-            if mc.moved != moved:
-                self.player.shift(t, mc.moved - moved)
+        moved = self.timekeeper.feed_clock(msg, t)
+        if moved != 0.0:
+            self.player.shift(t, moved)
+
+    @property
+    def midiclock(self) -> ClockFollower | None:
+        """The MIDI clock followed (time.clock follow / auto), else None."""
+        return self.timekeeper.midiclock
 
     def use_link(self, link: LinkSession | None) -> None:
         """Follow a Link session (companion.realtime.link.LinkFollower) while it has peers,
         after a MIDI clock (time.clock auto) if there is one."""
-        self.link = link
-
-    def _external(self, t: float) -> ExternalTime | None:
-        """The external time followed at ``t``: a MIDI clock while one ticks, else the Link
-        session while it has peers, else None (the companion's own tempo)."""
-        mc = self.midiclock
-        if mc is not None and mc.present(t):
-            return mc
-        if self.link is not None and self.link.present(t):
-            return self.link
-        return None
+        self.timekeeper.use_link(link)
 
     def next_beat(self, t: float) -> float | None:
         """The external time's first beat at or after ``t`` (the clicks follow it); None
         without a running one."""
-        ext = self._external(t)
-        return None if ext is None else ext.next_beat(t)
+        return self.timekeeper.next_beat(t)
 
     def link_stopped(self, t: float) -> bool:
         """The Link session is followed and its transport stopped: no answer is started."""
-        link = self.link
-        return link is not None and self._external(t) is link and link.stopped(t)
+        return self.timekeeper.link_stopped(t)
 
     def link_just_stopped(self, t: float) -> bool:
         """True once when the followed Link session's transport stops (the answer playing
         is then cut by the caller)."""
-        stopped = self.link is not None and self.link_stopped(t)
-        edge = stopped and not self._link_was_stopped
-        self._link_was_stopped = stopped
-        return edge
+        return self.timekeeper.link_just_stopped(t)
 
     def set_beat(self, beat_s: float) -> None:
         """A new tempo: what is counted in beats follows it."""
@@ -343,54 +296,14 @@ class Engine:
         self.reset_after_s = self.reset_after_beats * beat_s
 
     def _follow_tempo(self, t: float, call: list[MelodyNote], lead: bool = False) -> None:
-        """The beat: the MIDI clock's while one ticks, else the Link session's while it has
-        peers, else (``tempo: auto``) the estimate from the call when it has enough notes,
-        else the internal tempo when a clock has just gone, else as it was. With ``lead``
-        (a phrase end) and ``time.link_lead``, the companion's own tempo (the MIDI clock's,
-        the call's estimate, or a fixed tempo) is first proposed to the Link session."""
-        tc = self.time_cfg
-        clock_beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
-        own = clock_beat
-        if own is None and tc.tempo == "auto":
-            own = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
-                                tc.auto_max_bpm, self.tempo_bpm)
-        link = self.link
-        if lead and link is not None and tc.link_lead:
-            lead_beat = own if own is not None or tc.tempo == "auto" else 60.0 / self.tempo_bpm
-            if lead_beat is not None:
-                link.propose(60.0 / lead_beat)
-        ext_beat = clock_beat
-        if ext_beat is None and link is not None:
-            ext_beat = link.beat_s(t)
-        beat = ext_beat if ext_beat is not None else own
-        if beat is None and self._on_clock_tempo:
-            beat = 60.0 / self.tempo_bpm  # the clock went: its tempo goes with it
-        self._on_clock_tempo = ext_beat is not None
+        """The beat as the timekeeper has it at ``t`` (``Timekeeper.tempo``)."""
+        beat = self.timekeeper.tempo(t, call, lead)
         if beat is not None and beat != self.beat_s:
             self.set_beat(beat)
 
     def time_note(self, t: float) -> str:
         """For the log: what the tempo follows now."""
-        mc = self.midiclock
-        if mc is not None and mc.present(t):
-            return (f", on the MIDI clock at {60 / self.beat_s:.1f} BPM"
-                    + ("" if mc.running(t) else " (stopped: no beat grid)"))
-        if self.link is not None and self.link.present(t):
-            return self.link.describe(t)
-        return f" at {60 / self.beat_s:.1f} BPM" + (
-            " (from the call)" if self.time_cfg.tempo == "auto" else "")
-
-    def _beat_at_or_after(self, t: float, anchor: float) -> float:
-        """The first beat at or after ``t``: the clock's while one runs, else the Link
-        session's first bar line while it has peers, else on the grid of the call (from its
-        first onset ``anchor``)."""
-        ext = self._external(t)
-        if ext is not None:
-            b = (self.link.next_bar(t + CLOCK_LEAD_S) if ext is self.link
-                 else ext.next_beat(t + CLOCK_LEAD_S))
-            if b is not None:
-                return b
-        return anchor + math.ceil((t - anchor) / self.beat_s - 1e-9) * self.beat_s
+        return self.timekeeper.describe(t, self.beat_s)
 
     def _place(self, onset: float, ioi: float) -> tuple[float, float, float]:
         """An answer note at ``onset`` followed by a curve of ``ioi`` (beats): where it is
@@ -451,9 +364,7 @@ class Engine:
     def _call_starts(self, t: float) -> None:
         """The first note of a call: settle the previous answer, maybe start afresh."""
         self._anchor = t
-        mc = self.midiclock
-        first = mc.beats_at(t) if mc is not None and not mc.counted() else None
-        self._downbeat = float(round(first)) if first is not None else 0.0
+        self.timekeeper.call_starts(t)
         self._call_tokens.clear()
         a = self.answer
         if a is not None:
@@ -486,29 +397,13 @@ class Engine:
             self.prev = a.call_last
             self.last_sound = a.call_end
 
-    def _q(self, t: float) -> float:
+    def _call_beats(self, t: float) -> float:
+        """Beats from the current call's first onset to ``t``, at the beat followed now."""
         return (t - self._anchor) / self.beat_s
-
-    def _grid_at(self, t: float) -> tuple[float, float | None]:
-        """(beats, bar) of an onset at ``t``: its beat count on the grid followed (the MIDI
-        clock's song position while one runs, the Link session's beat while it has peers,
-        else beats of the call's own grid from its first onset) and the bar's length in
-        beats, bars starting at beat 0 (None: the bar is unknown). The bar is Link's
-        quantum, else ``time.meter``; a MIDI clock with no Start counts bars from the clock
-        beat nearest the call's first onset."""
-        bar: float | None = self._cfg.time.meter
-        ext = self._external(t)
-        if ext is not None and (b := ext.beats_at(t)) is not None:
-            if ext is self.link:
-                return b, self.link.quantum
-            if self.midiclock is not None and self.midiclock.counted():
-                return b, bar
-            return b - self._downbeat, bar
-        return self._q(t), bar
 
     def _position(self, t: float) -> int:
         """The metrical position (meter.position) of an onset at ``t``."""
-        return meter.position(*self._grid_at(t))
+        return meter.position(*self.timekeeper.grid_at(t, self._call_beats(t)))
 
     def _advance(self, note: MelodyNote) -> None:
         self._before_prev = self.prev
@@ -536,7 +431,8 @@ class Engine:
         self.prev = (note.pitch, note.time)
 
     def _step_curve(self, prev: tuple[int, float], note: MelodyNote) -> None:
-        pd, td = curve(prev[0], self._q(prev[1]), note.pitch, self._q(note.time))
+        pd, td = curve(prev[0], self._call_beats(prev[1]), note.pitch,
+                       self._call_beats(note.time))
         self._last_token = self.vocab.token(pd, td)
         pos = self._position(note.time) if self.model.positional else None
         self.logits = self.model.step(self._last_token, self.state, pos)
@@ -681,8 +577,9 @@ class Engine:
         ac = self._cfg.answer
         beat = self.beat_s
         anchor = call[0].time
-        start = self._beat_at_or_after(decided, anchor)
-        at_decided, bar = self._grid_at(decided)
+        tk = self.timekeeper
+        start = tk.first_beat(decided, anchor, beat)
+        at_decided, bar = tk.grid_at(decided, self._call_beats(decided))
         first = at_decided + (start - decided) / beat  # the first onset's beat count
         if self.grid is not None:  # the call's swing, on the grid the answer starts on
             self.grid.hear([(n.time - start) / beat for n in call])

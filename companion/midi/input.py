@@ -162,6 +162,8 @@ class PolledInput:
         self._closing = threading.Event()  # deliver nothing more; keep the queue empty
         self._opened = time.monotonic()
         self.silenced = False  # JACK stopped moving MIDI: our own F7s no longer come back
+        #: when a message (our own F7s too) was last read, on ``clock``
+        self.last_read = self.clock()
         self._on_silenced: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"midi-in {name}", daemon=True)
         self._thread.start()
@@ -217,12 +219,23 @@ class PolledInput:
                         arrivals.empty_at = before
                         break
                     data, delta = event
-                    read = now()
+                    read = self.last_read = now()
                     unheard = None
                     t = arrivals.arrival(delta, read)
                     if data != ACTIVE_SENSING and data != [EOX]:  # read (its interval
                         last = read  # counts), then dropped: a keyboard's 3 a second and
                         self._deliver(func, data, t)  # our own sysex ends keep nothing awake
+
+    def moves_midi(self, timeout: float) -> bool:
+        """Whether a message is read within ``timeout`` from now (waiting at most that
+        long). Over JACK, while a callback reads, our own F7s come back every SYSEX_END_S
+        or so while JACK moves MIDI: False says that its server hangs or is gone."""
+        since = self.clock()
+        while self.last_read <= since:
+            if self.clock() - since >= timeout:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _drain(self) -> None:
         """Read and drop what is queued (the port is closing): RtMidi's queue never fills,

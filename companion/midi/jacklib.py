@@ -90,13 +90,22 @@ def make_client(make: Callable[[], T], api: str) -> T:
 
 def jack_server_there() -> bool:
     """Whether the JACK server clients here would reach (``JACK_DEFAULT_SERVER``, else
-    "default") has its socket: jackd2 keeps ``jack_NAME_UID_0`` in its folder (/dev/shm on
-    Linux) while it runs. Where that is not known (no such folder), True."""
+    "default") has its socket: jackd2 listens on ``jack_NAME_UID_0`` in its folder (/dev/shm
+    on Linux) while it runs. A socket is listened on while the kernel lists it bound
+    (/proc/net/unix): the file a killed server leaves behind is not. Where that list cannot
+    be read, the file says it; where neither is known (no such folder), True. Reads no
+    more than that list: never a word with the server."""
     folder = Path("/dev/shm")
     if not folder.is_dir() or not hasattr(os, "getuid"):
         return True
     name = os.environ.get("JACK_DEFAULT_SERVER") or "default"
-    return (folder / f"jack_{name}_{os.getuid()}_0").exists()
+    path = folder / f"jack_{name}_{os.getuid()}_0"
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            bound = f.read()
+    except OSError:
+        return path.exists()
+    return f" {path}\n".encode() in bound
 
 
 def close_in_turn(closes: list[Callable[[], None]], settle_s: float) -> None:

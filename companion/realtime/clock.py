@@ -1,4 +1,5 @@
-"""Clocks: the engine and scheduler read time only through one of these.
+"""Clocks: the engine and scheduler read time only through one of these (the Clock protocol,
+companion.engine.protocols).
 
 The live companion runs on the monotonic clock; `companion respond` and the unit tests
 run the very same logic on a virtual clock that only moves when told to, so timing
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Protocol
 
 #: Sleep until this long before a deadline, then spin: OS sleeps overshoot by up to
 #: ~1 ms on a loaded machine, a spin does not.
@@ -68,14 +68,6 @@ def realtime_thread(priority: int = RT_PRIORITY) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    def wait_until(self, deadline: float, cancel: StopFlag | threading.Event | None = None) -> bool:
-        """Return at ``deadline`` (True), or early when ``cancel`` is set (False)."""
-        ...
 
 
 class RealClock:

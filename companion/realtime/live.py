@@ -22,33 +22,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import math
 import queue
-import signal
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any
 
 import mido
 
 from companion.config import Config, ConfigError
 from companion.engine.engine import Engine, EventHook
 from companion.engine.midiclock import CLOCK_TYPES
-from companion.engine.model import (
-    ModelError,
-    StepModel,
-    find_package,
-    list_packages,
-    package_folders,
-)
-from companion.midi.jacklib import SETTLE_S, close_in_turn
-from companion.midi.session import Autosave, SessionRecorder
-from companion.realtime.clock import Clock, RealClock, StopFlag, realtime_thread
+from companion.engine.model import ModelError, StepModel
+from companion.engine.protocols import Clock
+from companion.midi.jacklib import SETTLE_S
+from companion.midi.session import SessionRecorder
+from companion.packages import find_package, list_packages, package_folders
+from companion.realtime.clock import RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.learn import Learner
 from companion.realtime.link import open_link
@@ -338,7 +330,7 @@ class Live:
                 self.log(f"could not answer: {type(e).__name__}: {e}")
             if self.link is not None and self.engine.link_just_stopped(now()):
                 self.scheduler.cancel()  # the band stopped: so does the answer
-                self._turn(LISTENING)
+                self._set_turn(LISTENING)
                 self.log("the Link session stopped: listening, answering again when it plays")
 
     def _flood_over(self) -> None:
@@ -532,13 +524,10 @@ class Live:
         engine = self.engine
         now = self.clock.now()
         a = engine.answer
-        mc = engine.midiclock
-        if mc is not None and mc.present(now):
-            source, anchor = "MIDI clock", mc.next_beat(now)
-        elif engine.link is not None and engine.link.present(now):
-            source, anchor = "Link", engine.link.next_beat(now)
+        source, followed = engine.timekeeper.source(now)
+        if followed is not None:
+            anchor = followed.next_beat(now)
         else:
-            source = "the call" if self.cfg.time.tempo == "auto" else "fixed"
             anchor = a.start if a is not None else None
         key = engine.key
         return {
@@ -560,10 +549,10 @@ class Live:
         if kind == "note_off":
             a = self.engine.answer
             if a is not None and data["answer"] == a.id and data["index"] == len(a.notes) - 1:
-                self._turn(LISTENING)
+                self._set_turn(LISTENING)
         self._emit(kind, t, data)
 
-    def _turn(self, value: int) -> None:
+    def _set_turn(self, value: int) -> None:
         """Answering (ANSWERING) or listening (LISTENING): kept for ``status``, sent as the
         state CC."""
         self.answering = value == ANSWERING
@@ -573,18 +562,18 @@ class Live:
         """Muted: the answer playing now stops too."""
         if muted:
             self.scheduler.cancel()
-            self._turn(LISTENING)
+            self._set_turn(LISTENING)
 
     def panic(self) -> None:
         """Every answer dropped, every note off (ours and echoed), back to listening."""
         self.scheduler.cancel()
         self.all_notes_off()
-        self._turn(LISTENING)
+        self._set_turn(LISTENING)
 
     def _event(self, kind: str, t: float, **data) -> None:
         if kind == "phrase_end":
             self.answers += 1
-            self._turn(ANSWERING)
+            self._set_turn(ANSWERING)
             key = self.engine.key_name()
             if key != self._key_logged:
                 self._key_logged = key
@@ -596,7 +585,7 @@ class Live:
                 f"phrase end{self.engine.time_note(t)}"
             )
         elif kind == "barge_in":
-            self._turn(LISTENING)
+            self._set_turn(LISTENING)
             self.log(f"performer plays: answer stopped after {data['played']} notes")
         elif kind == "model":
             self.log(f"model {data['name']} in use from the next answer ({data['path']})")
@@ -610,7 +599,7 @@ class Live:
         """All Notes Off (a previous run may have been killed mid-note), then listen."""
         self._started = True
         self.all_notes_off()
-        self._turn(LISTENING)
+        self._set_turn(LISTENING)
         self.scheduler.start()
         self._thread.start()
         self._listen(self.inport)
@@ -649,170 +638,3 @@ class Live:
             self._flood = 0
         if self.link is not None:
             self.link.close()
-
-
-@contextlib.contextmanager
-def settled_heap() -> Iterator[None]:
-    """Collect the start-up garbage once, then set every live object aside (``gc.freeze``)
-    while playing. A full collection walks all ~30,000 objects of the loaded process and
-    holds the GIL for 4 to 8 ms: about a JACK period (5.3 ms at 256 frames), so the
-    scheduler's next note and the reading of input would be that late (input keeps its
-    arrival times: companion.midi.input). Objects made while playing are collected as usual,
-    and walking them is short."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@contextlib.contextmanager
-def stop_on_signals(on_signal: Callable[[int, object], None]) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP call ``on_signal`` instead of killing the process (only
-    the main thread can take signals; elsewhere this does nothing); restored on exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
-    saved = {s: signal.getsignal(s) for s in sigs}
-    for s in sigs:
-        signal.signal(s, on_signal)
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-
-
-def _print(out: TextIO) -> Callable[[str], None]:
-    def log(line: str) -> None:
-        print(f"companion: {line}", file=out, flush=True)
-
-    return log
-
-
-def _osc_server(live: Live, cfg: Config, log: Callable[[str], None]) -> Any:
-    """The OSC server of config ``osc:`` (companion.realtime.osc), python-osc being optional."""
-    try:
-        from companion.realtime.osc import OscServer
-    except ModuleNotFoundError as e:
-        if e.name is None or not e.name.startswith("pythonosc"):
-            raise
-        raise ConfigError("osc.enabled: OSC needs python-osc (pip install "
-                          "'midi-companion[osc]')") from None
-    return OscServer(live, cfg.osc, log)
-
-
-def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
-        learn: list[str] | None = None, config_path: Path | None = None) -> int:
-    """`companion live`: until Ctrl-C / SIGTERM / SIGHUP, then notes off, session saved, 0.
-    ``ui``: serve the control surface (config ui:) and print its URL. ``learn``: MIDI learn
-    these controls first (``["all"]``: each in turn), saved to ``config_path``."""
-    from companion.midi.jacklib import SILENT_S
-    from companion.midi.ports import describe, open_ports
-
-    log = _print(out or sys.stdout)
-    stop = StopFlag()
-    running: list[Live] = []
-    signalled: list[float] = []  # when the stop signal came (the live clock)
-
-    def on_signal(signum, frame) -> None:
-        for live in running:
-            live.halt()  # before anything else: no note-on leaves after this
-        signalled.append(time.perf_counter())
-        stop.set()
-
-    with stop_on_signals(on_signal), contextlib.ExitStack() as stack:
-        sys.setswitchinterval(0.001)  # the scheduler thread gets the GIL back within ~1 ms
-        model = StepModel(cfg.model_dir())
-        if stop.is_set():
-            return 0
-        m = cfg.midi
-        ports = open_ports(m.backend, m.client_name, m.input_name, m.output_name, m.input,
-                           m.output)
-        recorder = autosave = watcher = clockport = server = None
-        exit_code = 0
-        osc = None
-        try:
-            clock = RealClock()
-            if cfg.session.enabled:
-                recorder = SessionRecorder(clock.now(), cfg.listen.tempo_bpm)
-                autosave = Autosave(recorder, cfg.session_dir(), cfg.session.save_every_s, log)
-            if cfg.time.clock_port is not None and cfg.time.clock in ("follow", "auto"):
-                from companion.midi.ports import open_clock_port
-
-                clockport = open_clock_port(ports.backend, cfg.time.clock_port)
-            live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
-                        recorder=recorder, log=log, clockport=clockport, ports=ports)
-            running.append(live)
-            stack.enter_context(settled_heap())
-            live.learner.save_to(config_path)
-            if learn:
-                live.learner.arm(learn[0] if len(learn) == 1 else learn)
-            live.start()
-            if autosave is not None:
-                autosave.start()
-            if m.input is not None or m.output is not None:
-                from companion.midi.watch import PortWatcher
-
-                watcher = PortWatcher(live, ports.backend, m.input, m.output, ports.input_label,
-                                      ports.output_label, log)
-                watcher.start()
-            if ui:
-                from companion.ui.server import UiServer
-
-                server = UiServer(live, cfg.ui.host, cfg.ui.port, cfg.ui.token, recorder, log)
-                log(f"control surface: {server.start()}")
-            if cfg.osc.enabled:
-                osc = _osc_server(live, cfg, log)
-                osc.start()
-            log(
-                f"listening on {ports.input_label}, answering on {ports.output_label} channel "
-                f"{m.output_channel} on {describe(ports.backend, ports.why)}; model "
-                f"{cfg.model_dir()}; "
-                f"{cfg.listen.tempo_bpm:g} BPM, answer after {cfg.listen.phrase_end_beats:g} "
-                f"beats of silence. Ctrl-C stops."
-            )
-            while not stop.wait(0.5):
-                if live.midi_stopped.is_set():
-                    log(f"JACK stopped moving MIDI (no message for {SILENT_S:g} s, not even "
-                        "our own: its server quit or hangs); stopping. Start the companion "
-                        "again once it runs")
-                    exit_code = 1
-                    break
-        finally:
-            if osc is not None:
-                osc.stop()
-            if server is not None:
-                server.stop()
-            if watcher is not None:
-                watcher.stop()
-            for live in running:
-                live.stop()
-                # the ports now in place (the watcher may have swapped them)
-                ports = dataclasses.replace(ports, inport=live.inport, outport=live.outport)
-            close_in_turn([ports.close] + ([clockport.close] if clockport is not None else []),
-                          SETTLE_S if ports.backend == "jack" else 0.0)
-            if autosave is not None:
-                autosave.stop()
-        for live in running:
-            if signalled and live.notes_off_at is not None:
-                ms = (live.notes_off_at - signalled[0]) * 1000
-                log(f"every note off {ms:.1f} ms after the stop signal")
-            clock = live.engine.midiclock
-            if clock is not None and clock.heard:
-                log(f"MIDI clock ticks heard: {clock.heard}")
-            if live.dropped or live.dropped_queue_full:
-                log(f"{live.dropped + live.dropped_queue_full} flooded input messages dropped "
-                    f"in all")
-        if recorder is not None:
-            try:
-                path = recorder.flush(cfg.session_dir())
-            except OSError as e:
-                log(f"could not save the session in {cfg.session_dir()} ({e.strerror or e})")
-                return 1
-            if path is not None:
-                log(f"session saved: {path}")
-        log("stopped")
-        return exit_code

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import mido
 
-from companion.realtime.clock import Clock, StopFlag
+from companion.engine.protocols import Clock
+from companion.realtime.clock import StopFlag
 
 CLICK_S = 0.05
 

@@ -11,25 +11,13 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mido
 
-from companion.realtime.clock import SPIN_S, Clock, RealClock, realtime_thread
+from companion.engine.protocols import Clock, TimedNote
+from companion.realtime.clock import SPIN_S, RealClock, realtime_thread
 
 NOTE_OFF, NOTE_ON = 0, 1  # at equal times a note-off goes first: a repeated pitch re-strikes
-
-
-@dataclass(slots=True)
-class TimedNote:
-    pitch: int
-    start: float  # seconds on the clock
-    duration: float  # seconds
-    velocity: int
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
 
 
 class Timeline:
@@ -113,8 +101,9 @@ EventHook = Callable[..., None]
 AddedHook = Callable[[int, TimedNote, float], None]
 
 
-class Player:
-    """What the engine asks of playback, whichever clock drives it.
+class PortPlayer:
+    """Playback to a send function (a port), whichever clock drives it: the engine's Player
+    (companion.engine.protocols).
 
     ``lock`` serialises every send to the output port (answers, passthrough, shutdown).
     """
@@ -213,7 +202,7 @@ class Player:
         pass
 
 
-class VirtualScheduler(Player):
+class VirtualScheduler(PortPlayer):
     """Playback on a virtual clock: events happen when the driver calls ``advance``."""
 
     def advance(self, now: float) -> None:
@@ -231,7 +220,7 @@ class VirtualScheduler(Player):
         self.advance(float("inf"))
 
 
-class Scheduler(Player):
+class Scheduler(PortPlayer):
     """Playback from its own thread on the real clock: sleep until just before a deadline,
     then spin, so that a note leaves within a fraction of a millisecond of its time.
     """
