@@ -16,8 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import write_config
-from test_live_jack import TEMPO, Companion, Performer, assert_matched, jackd_log, note_ons
+from support import JACK_TEMPO as TEMPO
+from support import (
+    Companion,
+    Performer,
+    assert_matched,
+    jack_env,
+    jackd_log,
+    note_ons,
+    write_config,
+)
 
 pytestmark = pytest.mark.jack
 
@@ -122,9 +130,7 @@ def assert_answers_the_melody(pitches: list[int], call_notes: int, key: str, log
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_two_hand_call_is_answered_in_the_melodys_register_and_key(jack_server, monkeypatch,
                                                                    tmp_path):
-    for k, v in jack_server.items():
-        if k.startswith("JACK"):
-            monkeypatch.setenv(k, v)
+    jack_env(jack_server, monkeypatch)
     config = write_config(
         tmp_path / "config.yaml", Path("models/default"),
         listen={"tempo_bpm": TEMPO, "phrase_end_beats": PHRASE_END_BEATS},

@@ -17,8 +17,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import ROOT, Heard, write_config
-from test_live_jack import CALL, CALL2, Companion, Performer, note_ons
+from support import JACK_CALL as CALL
+from support import JACK_CALL2 as CALL2
+from support import (
+    ROOT,
+    UI_CALL,
+    Companion,
+    Heard,
+    Performer,
+    UiRig,
+    jack_env,
+    note_ons,
+    wait_for,
+    write_config,
+)
 
 from companion.midi.input import open_input
 
@@ -64,13 +76,6 @@ def state(url: str) -> dict:
         return json.load(r)
 
 
-def wait_for(pred, what: str, timeout: float = 20, context=lambda: "") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"{what}\n{context()}"
-        time.sleep(0.1)
-
-
 def test_the_demo_in_the_browser(browser, tmp_path):
     """`companion demo --ui`: the roll fills with calls and answers, the status is shown."""
     lines: list[str] = []
@@ -113,9 +118,7 @@ def set_slider(page, name: str, value: float) -> None:
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypatch, tmp_path,
                                                  model_pkg):
-    for k, v in jack_server.items():
-        if k.startswith("JACK"):
-            monkeypatch.setenv(k, v)
+    jack_env(jack_server, monkeypatch)
     models = tmp_path / "models"
     for name in ("first", "second"):
         shutil.copytree(model_pkg, models / name)
@@ -150,28 +153,29 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         # the temperature slider moves the engine's temperature
         set_slider(page, "answer.temperature", 1.5)
         wait_for(lambda: state(url)["settings"]["answer.temperature"] == 1.5,
-                 "temperature not changed", context=log)
+                 what="temperature not changed", context=log, timeout=20, poll=0.1)
 
         # mute: the next call gets no answer; unmute
         page.click("#mute")
-        wait_for(lambda: state(url)["muted"], "not muted", context=log)
+        wait_for(lambda: state(url)["muted"], what="not muted", context=log, timeout=20, poll=0.1)
         n = len(performer.received())
         performer.wait_answer(performer.play(CALL2))
         assert not note_ons(performer.received()[n:]), "answered while muted"
         page.click("#mute")
-        wait_for(lambda: not state(url)["muted"], "not unmuted", context=log)
+        wait_for(lambda: not state(url)["muted"], what="not unmuted", context=log, timeout=20,
+                 poll=0.1)
 
         # panic: All Notes Off arrives on the JACK port
         n = len(performer.received())
         page.click("button[data-control=panic]")
         wait_for(lambda: any(m.type == "control_change" and m.control == 123
-                             for _, m in performer.received()[n:]), "no All Notes Off",
-                 context=log)
+                             for _, m in performer.received()[n:]), what="no All Notes Off",
+                 context=log, timeout=20, poll=0.1)
 
         # switch the model while running: the next call is answered by the new model
         page.select_option("#model-select", "second")
         wait_for(lambda: any("model second in use" in line for line in comp.lines),
-                 "model not switched", context=log)
+                 what="model not switched", context=log, timeout=20, poll=0.1)
         assert state(url)["model"] == "second"
         n = len(performer.received())
         performer.wait_answer(performer.play(CALL))
@@ -186,8 +190,8 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         name = page.evaluate("[...document.getElementById('output-select').options]"
                              ".find(o => o.value.startsWith('tester')).value")
         page.select_option("#output-select", name)
-        wait_for(lambda: state(url)["status"]["output"] == name, "output not switched",
-                 context=log)
+        wait_for(lambda: state(url)["status"]["output"] == name, what="output not switched",
+                 context=log, timeout=20, poll=0.1)
         n = len(performer.received())
         performer.wait_answer(performer.play(CALL))
         assert note_ons(heard_other.received()), "no answer on the new port:\n" + log()
@@ -205,10 +209,7 @@ def test_the_page_keeps_up_with_a_flood(browser, model):
     """A flood of input (as the reliability tests send): the page stays live and shows the
     notes, and the companion still answers the call after it."""
     import mido
-    from test_ui_server import CALL as SHORT_CALL
-    from test_ui_server import Rig
-
-    r = Rig(model)
+    r = UiRig(model)
     try:
         page = browser.new_page(viewport={"width": 1024, "height": 700})
         page.goto(r.url)
@@ -220,7 +221,7 @@ def test_the_page_keeps_up_with_a_flood(browser, model):
                 time.sleep(0.02)
         frames = int(page.evaluate("document.body.dataset.frames"))
         n = len(r.outport.messages())
-        r.play(SHORT_CALL)
+        r.play(UI_CALL)
         page.wait_for_function("Number(document.body.dataset.companion) >= 1", timeout=20_000)
         assert any(m.type == "note_on" for _, m in r.outport.messages()[n:])
         # every note the companion heard is drawn, unless frames were dropped (and counted)
