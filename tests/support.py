@@ -424,6 +424,29 @@ def note_ons(msgs):
     return [(t, m) for t, m in msgs if m.type == "note_on" and m.velocity > 0]
 
 
+#: What `companion live` logs when it has decided an answer (its number of notes).
+ANSWER_LINE = re.compile(r"-> answer of (\d+) notes")
+
+
+def wait_answer_heard(comp: Companion, port: Heard, answers: int, heard: int,
+                      timeout: float = 15) -> None:
+    """Until the companion has logged its answer number ``answers + 1`` and ``port`` has
+    heard, after its first ``heard`` messages, a note-off for each of that answer's notes:
+    the answer is over, however long it took."""
+    def notes() -> int | None:
+        found = [m for line in list(comp.lines) if (m := ANSWER_LINE.search(line))]
+        return int(found[answers][1]) if len(found) > answers else None
+
+    def offs() -> int:
+        return sum(1 for _, m in port.received()[heard:]
+                   if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0))
+
+    context = lambda: "\n".join(comp.lines)  # noqa: E731
+    wait_for(lambda: notes() is not None, timeout, "no answer logged", context)
+    wait_for(lambda: offs() >= notes(), timeout, f"not every note of the answer heard "
+             f"({notes()} notes)", context)
+
+
 def assert_matched(msgs, context: str = "") -> None:
     """Every note-on has its note-off later (and a pitch is not struck twice while sounding)."""
     sounding: set[int] = set()

@@ -28,6 +28,7 @@ from support import (
     jack_env,
     jackd_log,
     note_ons,
+    wait_answer_heard,
     write_config,
 )
 from support import JACK_BEAT as BEAT
@@ -67,7 +68,7 @@ def test_call_and_response_over_jack(jack_server, monkeypatch, tmp_path, live_co
 
         # 1. a phrase: the answer comes after the phrase end, and not before
         released = performer.play(CALL)
-        performer.wait_answer(released)
+        wait_answer_heard(comp, performer, 0, 0)
         got = performer.received()
         ons = note_ons(got)
         assert ons, "no answer:\n" + "\n".join(comp.lines) + "\n" + jackd_log(jack_server)

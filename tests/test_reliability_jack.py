@@ -28,9 +28,12 @@ from support import (
     flood,
     jack_config,
     jack_env,
+    jack_ports,
     jackd_log,
     note_ons,
     raw_rig,
+    wait_answer_heard,
+    wait_for,
     wait_quiet,
 )
 
@@ -259,7 +262,10 @@ def test_after_sigkill_the_next_start_sends_all_notes_off_first(
         assert heard == [p for p, _, _ in CALL]
         assert any(m.type == "note_on" for m in mf.tracks[1])
 
-        time.sleep(1.0)  # the JACK server notices the killed client and drops it
+        # the JACK server notices the killed client and drops it
+        wait_for(lambda: (ports := jack_ports(env)) is not None
+                 and not any(p.startswith("companion") for p in ports),
+                 10, "the killed companion's ports are still there")
         with synth.lock:
             synth.got.clear()
         comp2 = Companion(env, "--config", str(cfg), "--output", "synth")
@@ -290,8 +296,7 @@ def test_named_ports_unplugged_and_back(jack_server, monkeypatch, tmp_path, mode
         comp.wait_ready()
         time.sleep(0.3)
         keys.play(CALL)
-        wait_answer(synth, 0, comp)
-        time.sleep(3.0)  # the answer is over
+        wait_answer_heard(comp, synth, 0, 0)
         keys.close()
         synth.close()
         t_gone = time.monotonic()

@@ -28,6 +28,7 @@ from support import (
     UiRig,
     jack_env,
     note_ons,
+    wait_answer_heard,
     wait_for,
     write_config,
 )
@@ -140,8 +141,8 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         page.wait_for_function("document.body.dataset.connected === 'yes'")
 
         # a call: it and its answer in the roll; the key shown is the key of the call
-        released = performer.play(CALL)
-        performer.wait_answer(released)
+        performer.play(CALL)
+        wait_answer_heard(comp, performer, 0, 0)
         assert note_ons(performer.received()), "no answer:\n" + log()
         page.wait_for_function(f"Number(document.body.dataset.performer) >= {len(CALL)} && "
                                "Number(document.body.dataset.companion) >= 1")
@@ -177,8 +178,9 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         wait_for(lambda: any("model second in use" in line for line in comp.lines),
                  what="model not switched", context=log, timeout=20, poll=0.1)
         assert state(url)["model"] == "second"
-        n = len(performer.received())
-        performer.wait_answer(performer.play(CALL))
+        n, answers = len(performer.received()), comp.count("-> answer of")
+        performer.play(CALL)
+        wait_answer_heard(comp, performer, answers, n)
         assert note_ons(performer.received()[n:]), "no answer by the new model:\n" + log()
 
         # switch the output port while running: the next call is answered on the new port
@@ -192,8 +194,10 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         page.select_option("#output-select", name)
         wait_for(lambda: state(url)["status"]["output"] == name, what="output not switched",
                  context=log, timeout=20, poll=0.1)
-        n = len(performer.received())
-        performer.wait_answer(performer.play(CALL))
+        n, answers = len(performer.received()), comp.count("-> answer of")
+        performer.play(CALL)
+        wait_answer_heard(comp, heard_other, answers, 0)
+        time.sleep(0.3)  # what went to the old port as well is there by now
         assert note_ons(heard_other.received()), "no answer on the new port:\n" + log()
         assert not note_ons(performer.received()[n:]), "answered on the old port too"
         shot(page, "ui-controls.png", tmp_path)
