@@ -56,16 +56,26 @@ def _transport(env: dict, command: str) -> None:
                    capture_output=True, timeout=10, check=True)
 
 
-def _stall_after_the_decision(comp: Companion, stall_s: float) -> None:
-    """Once the companion has logged its answer (placed on the clock's grid, not yet all
-    played), every CPU is held for ``stall_s`` (bench.stall: the JACK graph stalls, as on a
-    stage machine that something else took), so the clock comes later on the companion's
-    clock."""
-    deadline = time.monotonic() + 10
-    while not any("-> answer of" in ln for ln in comp.lines):
-        assert time.monotonic() < deadline, "no answer logged:\n" + "\n".join(comp.lines)
-        time.sleep(0.002)
-    stall = subprocess.run([sys.executable, "-m", "bench.stall", str(stall_s),
+#: The companion's answer line: its length in beats and its start after the phrase end.
+ANSWER_TIMES = re.compile(r"-> answer of \d+ notes, ([\d.]+) beats, from ([+-][\d.]+) s after")
+
+
+def _answer_over_at(comp: Companion, stall_s: float) -> float:
+    """When the answer the companion has just decided is over (time.monotonic): its start
+    after the phrase end and its beats at the clock's tempo from when it logged it, the
+    stall's delay of the clock, and half a second for a loaded machine."""
+    comp.wait_line("-> answer of", timeout=10)
+    decided = time.monotonic()
+    m = next(m for ln in comp.lines if (m := ANSWER_TIMES.search(ln)))
+    return (decided + max(0.0, float(m[2])) + float(m[1]) * 60 / CLOCK_BPM + stall_s + 0.5)
+
+
+def _stall(stall_s: float) -> None:
+    """Every CPU held for ``stall_s`` (lab.stall; bench.stall before lab/ was made): the
+    JACK graph stalls, as on a stage machine that something else took, so the clock comes
+    later on the companion's clock."""
+    module = "lab.stall" if (ROOT / "lab" / "stall.py").exists() else "bench.stall"
+    stall = subprocess.run([sys.executable, "-m", module, str(stall_s),
                             str(stall_s + 0.01), "--for", "0.01"],
                            cwd=ROOT, capture_output=True, text=True, timeout=10)
     if "refused" in stall.stderr and not os.environ.get("CI"):
@@ -101,9 +111,12 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
         for s, m in events:
             time.sleep(max(0.0, t0 + s - time.perf_counter()))
             performer.send_message(m)
+        # once the answer is decided (placed on the clock's grid, not yet all played), the
+        # stall; then until the answer is over
+        over = _answer_over_at(comp, stall_s)
         if stall_s:
-            _stall_after_the_decision(comp, stall_s)
-        time.sleep(1.9 + 6 * 0.6)
+            _stall(stall_s)
+        time.sleep(max(0.0, over - time.monotonic()))
         _transport(env, "stop")
         time.sleep(0.3)
     log = "\n".join(comp.lines)
