@@ -30,6 +30,28 @@ def _watchdog():
     faulthandler.cancel_dump_traceback_later()
 
 
+# -- the unit tier: `make check` -----------------------------------------------------------
+#: Modules whose tests run on the real clock (threads and sleeps, subprocesses, servers,
+#: training runs): marked ``realtime``, which `make check` leaves out with ``jack``,
+#: ``slow``, ``link`` and ``tensorflow``; what it runs is the engine, the encoding, the
+#: config and the model on the virtual clock.
+REALTIME_MODULES = frozenset({
+    "test_cli", "test_controls", "test_demo", "test_learn", "test_live", "test_midi_in",
+    "test_models", "test_osc", "test_reliability_midi", "test_respond", "test_resume",
+    "test_scheduler", "test_sysex", "test_train", "test_ui_server",
+})
+
+
+def _mark_realtime(items) -> None:
+    """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
+    JACK server, marked or not."""
+    for item in items:
+        if item.module is not None and item.module.__name__ in REALTIME_MODULES:
+            item.add_marker(pytest.mark.realtime)
+        if "jack_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.jack)
+
+
 # -- TensorFlow last ----------------------------------------------------------------------
 # TensorFlow's thread pools and its garbage (graphs with C++ objects behind them) stay out
 # of the way of the timing tests' MIDI, scheduler and JACK threads, as in the bench: tests
@@ -37,7 +59,9 @@ def _watchdog():
 # without the mark fails.
 
 
+@pytest.hookimpl(tryfirst=True)  # the marks before -m selects by them
 def pytest_collection_modifyitems(config, items):
+    _mark_realtime(items)
     items.sort(key=lambda item: item.get_closest_marker("tensorflow") is not None)
 
 
