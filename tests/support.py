@@ -392,9 +392,10 @@ class Performer(Heard):
         assert len(mine) == 1, names
         return mine[0]
 
-    def play(self, notes: list[tuple[int, float, float]]) -> float:
-        """(pitch, start_beats, duration_beats) in real time at JACK_TEMPO; returns the time
-        just before the last release was sent: the companion cannot have heard it earlier."""
+    def play(self, notes: list[tuple[int, float, float]], beat: float = JACK_BEAT) -> float:
+        """(pitch, start_beats, duration_beats) in real time, ``beat`` seconds a beat; returns
+        the time just before the last release was sent: the companion cannot have heard it
+        earlier."""
         events = []
         for p, s, d in notes:
             events.append((s, 1, mido.Message("note_on", note=p, velocity=90)))
@@ -402,7 +403,7 @@ class Performer(Heard):
         t0 = time.monotonic() + 0.05
         last = t0
         for s, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
-            delay = t0 + s * JACK_BEAT - time.monotonic()
+            delay = t0 + s * beat - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             last = time.monotonic()
