@@ -411,10 +411,11 @@ class Performer(Heard):
         return last
 
     @staticmethod
-    def wait_answer(released: float) -> None:
+    def wait_answer(released: float, beat: float = JACK_BEAT) -> None:
         """Until the answer must be over: the phrase end, up to a beat to the grid, its
-        length, its last note's longest sound, and some slack for a loaded machine."""
-        end = released + (PHRASE_END_BEATS + 1 + ANSWER_BEATS + MAX_NOTE_BEATS) * JACK_BEAT + 2.0
+        length, its last note's longest sound (``beat`` seconds a beat), and some slack for
+        a loaded machine."""
+        end = released + (PHRASE_END_BEATS + 1 + ANSWER_BEATS + MAX_NOTE_BEATS) * beat + 2.0
         time.sleep(max(0.0, end - time.monotonic()))
 
     def close(self) -> None:

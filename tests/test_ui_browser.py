@@ -37,6 +37,10 @@ from companion.midi.input import open_input
 
 pytestmark = pytest.mark.slow
 
+#: The JACK test's tempo: what it checks does not depend on it, and a brisk one keeps it short.
+TEMPO = 240.0
+BEAT = 60.0 / TEMPO
+
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -125,7 +129,7 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         shutil.copytree(model_pkg, models / name)
     cfg = write_config(
         tmp_path / "config.yaml", models / "first",
-        listen={"tempo_bpm": 120, "phrase_end_beats": 1.0},
+        listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1.0},
         answer={"length": 4, "min_beats": 1, "max_beats": 4, "seed": 3, "max_note_beats": 1},
         session={"folder": str(tmp_path / "sessions")}, time={"tempo": "fixed"},
     )
@@ -141,7 +145,7 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         page.wait_for_function("document.body.dataset.connected === 'yes'")
 
         # a call: it and its answer in the roll; the key shown is the key of the call
-        performer.play(CALL)
+        performer.play(CALL, BEAT)
         wait_answer_heard(comp, performer, 0, 0)
         assert note_ons(performer.received()), "no answer:\n" + log()
         page.wait_for_function(f"Number(document.body.dataset.performer) >= {len(CALL)} && "
@@ -160,7 +164,7 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         page.click("#mute")
         wait_for(lambda: state(url)["muted"], what="not muted", context=log, timeout=20, poll=0.1)
         n = len(performer.received())
-        performer.wait_answer(performer.play(CALL2))
+        performer.wait_answer(performer.play(CALL2, BEAT), BEAT)
         assert not note_ons(performer.received()[n:]), "answered while muted"
         page.click("#mute")
         wait_for(lambda: not state(url)["muted"], what="not unmuted", context=log, timeout=20,
@@ -179,7 +183,7 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
                  what="model not switched", context=log, timeout=20, poll=0.1)
         assert state(url)["model"] == "second"
         n, answers = len(performer.received()), comp.count("-> answer of")
-        performer.play(CALL)
+        performer.play(CALL, BEAT)
         wait_answer_heard(comp, performer, answers, n)
         assert note_ons(performer.received()[n:]), "no answer by the new model:\n" + log()
 
@@ -195,7 +199,7 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         wait_for(lambda: state(url)["status"]["output"] == name, what="output not switched",
                  context=log, timeout=20, poll=0.1)
         n, answers = len(performer.received()), comp.count("-> answer of")
-        performer.play(CALL)
+        performer.play(CALL, BEAT)
         wait_answer_heard(comp, heard_other, answers, 0)
         time.sleep(0.3)  # what went to the old port as well is there by now
         assert note_ons(heard_other.received()), "no answer on the new port:\n" + log()
