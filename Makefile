@@ -6,7 +6,7 @@ CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run test lint lab lab-jack-loop train train-chorales evaluate bench demo clean
+.PHONY: run test check lint lab lab-jack-loop train train-chorales evaluate bench demo clean
 
 # runtime only: what `companion` needs
 $(VENV)/.runtime: pyproject.toml
@@ -32,6 +32,11 @@ run: $(VENV)/.runtime
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# the unit tier, in under a minute: the engine, the encoding, the config and the model on the
+# virtual clock (no JACK, no real-time loopback, no subprocess, no TensorFlow: tests/conftest.py)
+check: $(VENV)/.all
+	$(PY) -m pytest -q -ra -m "not jack and not slow and not link and not tensorflow and not realtime" $(PYTEST_ARGS)
 
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab

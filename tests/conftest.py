@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from support import tunes
+from support import LOG_FROM_KEY, jack_ports, jack_server_or_skip, server_log, tunes
 
-from bench.jackserver import JackdError, JackdMissing, dummy_server
+from bench.clockrig import STALLED
+from bench.jackserver import LOG_KEY
 from companion.midi.jacklib import load_rtmidi
 
 load_rtmidi()  # before any test imports rtmidi: JACK by the system's libjack
@@ -29,6 +32,28 @@ def _watchdog():
     faulthandler.cancel_dump_traceback_later()
 
 
+# -- the unit tier: `make check` -----------------------------------------------------------
+#: Modules whose tests run on the real clock (threads and sleeps, subprocesses, servers,
+#: training runs): marked ``realtime``, which `make check` leaves out with ``jack``,
+#: ``slow``, ``link`` and ``tensorflow``; what it runs is the engine, the encoding, the
+#: config and the model on the virtual clock.
+REALTIME_MODULES = frozenset({
+    "test_cli", "test_controls", "test_demo", "test_learn", "test_live", "test_midi_in",
+    "test_models", "test_osc", "test_reliability_midi", "test_respond", "test_resume",
+    "test_scheduler", "test_sysex", "test_train", "test_ui_server",
+})
+
+
+def _mark_realtime(items) -> None:
+    """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
+    JACK server, marked or not."""
+    for item in items:
+        if item.module is not None and item.module.__name__ in REALTIME_MODULES:
+            item.add_marker(pytest.mark.realtime)
+        if "jack_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.jack)
+
+
 # -- TensorFlow last ----------------------------------------------------------------------
 # TensorFlow's thread pools and its garbage (graphs with C++ objects behind them) stay out
 # of the way of the timing tests' MIDI, scheduler and JACK threads, as in the bench: tests
@@ -36,7 +61,9 @@ def _watchdog():
 # without the mark fails.
 
 
+@pytest.hookimpl(tryfirst=True)  # the marks before -m selects by them
 def pytest_collection_modifyitems(config, items):
+    _mark_realtime(items)
     items.sort(key=lambda item: item.get_closest_marker("tensorflow") is not None)
 
 
@@ -91,33 +118,102 @@ def nottingham() -> list[Path]:
 # -- JACK -------------------------------------------------------------------------------
 
 
+class JackServers:
+    """The session's shared JACK server: one at a time, for the period and mode last asked
+    for. A test gets it only while no client of an earlier test is left on it, and a server
+    that logged a stalled graph or saw a test fail is stopped, not handed on."""
+
+    #: How long a test waits for the clients of the test before it to leave the server.
+    IDLE_WAIT_S = 3.0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.key: tuple[int, bool] | None = None
+        self.env: dict[str, str] | None = None
+        self.stack = contextlib.ExitStack()
+        self.started = 0
+
+    def get(self, frames: int, sync: bool) -> dict[str, str]:
+        """The shared server of ``frames`` and ``sync``, started if needed; its environment
+        with LOG_FROM_KEY at the end of its log so far."""
+        if self.env is not None and (self.key != (frames, sync) or not self._idle()):
+            self.close()
+        if self.env is None:
+            self.started += 1
+            log = self.folder / f"jackd-{self.started}-{frames}{'-sync' if sync else ''}.log"
+            self.env = self.stack.enter_context(
+                jack_server_or_skip(frames, log, sync))
+            self.key = (frames, sync)
+        return dict(self.env, **{LOG_FROM_KEY: str(Path(self.env[LOG_KEY]).stat().st_size)})
+
+    def done(self, env: dict[str, str], failed: bool) -> None:
+        """After a test on it: a failed test, or a stall logged meanwhile, stops it."""
+        if failed or STALLED in server_log(env):
+            self.close()
+
+    def _idle(self) -> bool:
+        """Whether only the dummy driver's own ports are there (waits IDLE_WAIT_S)."""
+        assert self.env is not None
+        deadline = time.monotonic() + self.IDLE_WAIT_S
+        while True:
+            ports = jack_ports(self.env)
+            if ports is not None and all(p.startswith("system:") for p in ports):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack, self.env, self.key = contextlib.ExitStack(), None, None
+
+
+@pytest.fixture(scope="session")
+def _jack_servers(tmp_path_factory):
+    servers = JackServers(tmp_path_factory.mktemp("jackd"))
+    yield servers
+    servers.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def jack_server(tmp_path, request):
-    """A JACK server on the dummy driver (no sound card), private to this test
-    (bench.jackserver): yields the environment (JACK_DEFAULT_SERVER) in which clients find
-    it. In CI a missing jackd fails; elsewhere it skips.
+def jack_server(_jack_servers, tmp_path, request):
+    """A JACK server on the dummy driver (no sound card) (bench.jackserver): yields the
+    environment (JACK_DEFAULT_SERVER) in which clients find it. In CI a missing jackd fails;
+    elsewhere it skips. It is the session's shared server (`JackServers`), which the test
+    leaves as it found it (no client of its own left); a test marked ``jack_private`` (one
+    that stops or breaks its server) gets one of its own.
 
     Its period is 256 frames at 48 kHz; a test that times MIDI to the millisecond asks for a
     shorter one (MIDI moves once a period) with ``@pytest.mark.parametrize("jack_server",
     [FRAMES], indirect=True)``, and one that needs every message through asks for a longer
     one: without real-time scheduling, a client that misses a cycle on a busy machine is an
     xrun, and JACK drops that cycle's MIDI. ``JACKD_LOG`` in the environment names the
-    server's log (its xruns), for failure messages. Tests read JACK input polled
-    (companion.midi.input), so no Python runs in their JACK clients' threads either.
+    server's log (its xruns), for failure messages, from the byte ``JACKD_LOG_FROM`` on
+    (support.server_log). Tests read JACK input polled (companion.midi.input), so no
+    Python runs in their JACK clients' threads either.
 
     A test marked ``jack_sync`` gets a synchronous server (``jackd -S``): a client late for
     its cycle delays the graph instead of missing that cycle's MIDI, so a clock test judges
     the follower, not ticks JACK dropped at one listener and not another."""
     frames = int(getattr(request, "param", 256))
     sync = request.node.get_closest_marker("jack_sync") is not None
+    if request.node.get_closest_marker("jack_private") is not None:
+        with jack_server_or_skip(frames, tmp_path / "jackd.log", sync) as env:
+            yield dict(env, **{LOG_FROM_KEY: "0"})
+        return
+    env = _jack_servers.get(frames, sync)
     try:
-        with dummy_server(frames, log=tmp_path / "jackd.log", prefix="companion-test",
-                          sync=sync) as env:
-            yield env
-    except JackdMissing:
-        if os.environ.get("CI"):
-            pytest.fail("jackd is not installed: the JACK end-to-end tests cannot run "
-                        "(install jackd2)")
-        pytest.skip("jackd is not installed (install jackd2 to run the JACK tests)")
-    except JackdError as e:
-        pytest.fail(str(e))
+        yield env
+    finally:
+        _jack_servers.done(env, request.node.stash.get(_FAILED, False))

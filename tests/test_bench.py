@@ -7,6 +7,8 @@ mode and check the shape of what it prints, never a timing goal.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -39,13 +41,30 @@ def _args(model_pkg, **kw) -> argparse.Namespace:
     return argparse.Namespace(**base)
 
 
-@pytest.mark.slow
-@pytest.mark.tensorflow
-def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
+@pytest.fixture(scope="module")
+def quick_bench(model_pkg) -> tuple[str, Result]:
+    """One `companion bench --json --quick` for the module: (what it printed, its Result)."""
     from companion.commands.cli import main
 
-    assert main(["bench", "--json", "--quick", "--model", str(model_pkg)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    results: list[Result] = []
+
+    def run(*a, **k) -> Result:
+        results.append(real_run(*a, **k))
+        return results[-1]
+
+    real_run = bench.run
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setattr(bench, "run", run)
+        assert main(["bench", "--json", "--quick", "--model", str(model_pkg)]) == 0
+    (res,) = results
+    return out.getvalue(), res
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_quick_bench_prints_every_key_as_numbers_or_null(quick_bench):
+    out = json.loads(quick_bench[0])
     assert list(out) == list(bench.KEYS)
     for key, value in out.items():
         assert value is None or _numbers(value), f"{key}: {value!r}"
@@ -68,7 +87,10 @@ def test_quick_bench_prints_every_key_as_numbers_or_null(model_pkg, capsys):
 
 @pytest.mark.slow
 @pytest.mark.tensorflow
-def test_table_names_every_figure_and_its_repetitions(model_pkg, capsys):
+def test_table_names_every_figure_and_its_repetitions(model_pkg, quick_bench, capsys,
+                                                      monkeypatch):
+    """The table of the module's quick bench (its figures, taken once)."""
+    monkeypatch.setattr(bench, "run", lambda *a, **k: quick_bench[1])
     assert bench.main(_args(model_pkg, json=False)) == 0
     text = capsys.readouterr().out
     for key in bench.KEYS:

@@ -20,18 +20,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import write_config
-from test_clock_jack import (
+from support import (
     END_NOTE,
     Rig,
-    _tools,
     assert_every_tick_heard,
     beat_frames,
     check_graph_runs,
     clock_rig,
+    jack_tools,
     put_back_lost_ticks,
     read_dump,
     server_note,
+    write_config,
 )
 
 from bench.jackserver import RATE
@@ -162,7 +162,7 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
     at least 1.5 BPM apart); each answer's first note-on lies within max(3 ms, one period)
     of a clock beat (from Start), and the tempo logged with it is within 0.3 BPM of the
     clock's, measured from the beats in the 5 s before that note."""
-    _tools()
+    jack_tools()
     env = jack_server
     steps: list[Step] = [(2.0 * k, f"tempo {99.0 + 2.0 * k / 30:.4f}") for k in range(31)]
     timeline = [(0.0, "master"), *steps, (0.01, "play"), (60.5, "stop")]
@@ -211,7 +211,7 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
     B is answered with no tick heard, at the internal tempo (logged, and its onsets fit that
     tempo's eighths better than the clock's); D is answered before Continue, logged on the
     clock's tempo with no beat grid (midiclock: after Stop the ticks give the tempo only)."""
-    _tools()
+    jack_tools()
     env = jack_server
     locate = round(10.3 * 60 / 100 * RATE)
     timeline: list[Step] = [(0.0, "master"), (0.0, "tempo 100"), (0.01, "play"),

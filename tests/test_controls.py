@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import mido
 import pytest
-from support import EngineRig, make_config
-from test_live import CALL, play, wait_for
+from support import LOOP_CALL as CALL
+from support import EngineRig, make_config, play, wait_for
 
 from companion.config import ConfigError
 from companion.midi.loopback import LoopbackIn, LoopbackOut

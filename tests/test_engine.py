@@ -5,21 +5,14 @@ from __future__ import annotations
 import mido
 import numpy as np
 import pytest
-from support import EngineRig, make_config
+from support import ENGINE_CALL as CALL
+from support import EngineRig, make_config, touch
 
 from companion.encoding import meter
 from companion.encoding.curves import curve
 
 TEMPO = 120.0
 BEAT = 60.0 / TEMPO
-
-
-def touch(pitch: int) -> int:
-    """The calls' velocities: each pitch its own, 70..89."""
-    return 70 + pitch % 20
-
-
-CALL = [(62, 0, 0.9), (66, 1, 0.4), (69, 1.5, 0.4), (71, 2, 0.9), (69, 3, 0.9), (66, 4, 1.7)]
 
 
 def cfg(model_pkg, **answer):

@@ -16,11 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import write_config
-from test_live_jack import TEMPO, Companion, Performer, assert_matched, jackd_log, note_ons
+from support import (
+    Companion,
+    Performer,
+    assert_matched,
+    jack_env,
+    jackd_log,
+    note_ons,
+    write_config,
+)
 
 pytestmark = pytest.mark.jack
 
+#: The call's tempo (listen.tempo_bpm): register and key do not depend on it, and at a
+#: brisk tempo the two calls and their answers take seconds less.
+TEMPO = 240.0
 PHRASE_END_BEATS = 1.0
 ANSWER_BEATS = 8
 SEED = 3
@@ -76,7 +86,7 @@ def play_and_hear(env: dict, config: Path, call: list[tuple[int, float, float]]
     try:
         comp.wait_ready()
         performer = Performer()
-        released = performer.play(call)
+        released = performer.play(call, beat=60.0 / TEMPO)
         # the log line of the phrase end says how many notes the answer has: wait for them all
         deadline = released + 30.0
         heard = None
@@ -122,9 +132,7 @@ def assert_answers_the_melody(pitches: list[int], call_notes: int, key: str, log
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_two_hand_call_is_answered_in_the_melodys_register_and_key(jack_server, monkeypatch,
                                                                    tmp_path):
-    for k, v in jack_server.items():
-        if k.startswith("JACK"):
-            monkeypatch.setenv(k, v)
+    jack_env(jack_server, monkeypatch)
     config = write_config(
         tmp_path / "config.yaml", Path("models/default"),
         listen={"tempo_bpm": TEMPO, "phrase_end_beats": PHRASE_END_BEATS},

@@ -266,3 +266,40 @@ def test_an_import_cycle_is_found(tmp_path):
         "(companion/midi/ports.py:1, companion/realtime/__init__.py:1, "
         "companion/ui/server.py:1)",
     ]
+
+
+# -- test modules share helpers through support.py, never through each other ----------------
+
+
+def test_modules_imported(text: str) -> list[tuple[int, str]]:
+    """(line, module) of each test module (``test_*``) that ``text`` imports, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[-1].startswith("test_")]
+    return found
+
+
+test_modules_imported.__test__ = False  # a helper, not a test
+
+
+def test_no_test_module_imports_another():
+    """Test files share what they need through tests/support.py and tests/conftest.py: a
+    test module that imports another runs that module's import-time code and ties the two
+    together."""
+    found = [f"{path.relative_to(ROOT)}:{line}: imports {name}"
+             for path in sorted((ROOT / "tests").glob("test_*.py"))
+             for line, name in test_modules_imported(path.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_an_import_of_a_test_module_is_found():
+    text = ("import os\nfrom support import wait_for\nfrom test_live import play\n"
+            "def f():\n    import test_engine\n    from tests.test_osc import x\n")
+    assert test_modules_imported(text) == [(3, "test_live"), (5, "test_engine"),
+                                           (6, "tests.test_osc")]

@@ -11,8 +11,8 @@ from pathlib import Path
 import mido
 import pytest
 import yaml
-from support import ROOT, make_config, write_config
-from test_live import TEMPO, wait_for
+from support import LOOP_TEMPO as TEMPO
+from support import ROOT, make_config, wait_for, write_config
 
 from companion import config as config_mod
 from companion.config import ConfigError
@@ -207,7 +207,8 @@ def test_learn_refuses_what_is_no_control(rig):
 @pytest.mark.jack
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_learn_over_jack(jack_server, monkeypatch, model_pkg, tmp_path):
-    from test_live_jack import CALL, Companion, Performer
+    from support import JACK_CALL as CALL
+    from support import Companion, Performer
 
     for k, v in jack_server.items():
         if k.startswith("JACK"):

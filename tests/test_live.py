@@ -9,39 +9,13 @@ import time
 
 import mido
 import pytest
-from support import make_config
+from support import LOOP_BEAT as BEAT
+from support import LOOP_CALL as CALL
+from support import LOOP_TEMPO as TEMPO
+from support import make_config, play, wait_for
 
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
-
-TEMPO = 240.0
-BEAT = 60.0 / TEMPO
-
-
-def play(inport, notes, channel=0):
-    """(pitch, start_beats, duration_beats) in real time; returns the time just before the
-    last release was delivered."""
-    events = []
-    for p, s, d in notes:
-        events.append((s, 1, mido.Message("note_on", note=p, velocity=80, channel=channel)))
-        events.append((s + d, 0, mido.Message("note_off", note=p, channel=channel)))
-    t0 = time.perf_counter() + 0.02
-    last = t0
-    for s, _, m in sorted(events, key=lambda e: (e[0], e[1])):
-        time.sleep(max(0.0, t0 + s * BEAT - time.perf_counter()))
-        last = time.perf_counter()
-        inport.deliver(m)
-    return last
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-CALL = [(64, 0, 0.4), (67, 0.5, 0.4), (69, 1, 0.4), (71, 1.5, 0.9)]
 
 
 @pytest.fixture

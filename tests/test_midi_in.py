@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from support import ROOT
+from support import ROOT, wait_for
 
 from companion.midi import input as midi_in
 from companion.midi import jacklib
@@ -110,13 +110,6 @@ class FakeEnd:
         self.calls.append("end delete")
 
 
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
-
-
 def test_polled_input_delivers_parsed_stamped_messages_and_survives_bad_ones(capsys):
     rt = FakeRt()
     port = PolledInput(rt, "fake")
@@ -134,7 +127,7 @@ def test_polled_input_delivers_parsed_stamped_messages_and_survives_bad_ones(cap
     port.callback = callback
     for data in ([0xB0, 1, 2], [0xFE], [0x90, 200, 1], [0xE0, 5], [0x80, 60, 0], [0xF8]):
         rt.put(data)
-    wait_for(lambda: len(got) == 3)
+    wait_for(lambda: len(got) == 3, timeout=5)
     assert [m.type for m in got] == ["note_on", "note_off", "clock"]  # sensing dropped
     assert all(m.time <= time.perf_counter() for m in got)
     assert all(t0 < m.time for m in got)  # nothing stamps a message before the clock knows it
@@ -218,7 +211,7 @@ def test_closing_keeps_the_queue_empty_and_closes_ports_settled_then_clients(mon
 
     flooding = threading.Thread(target=flood)
     flooding.start()
-    wait_for(lambda: len(got) > 20)
+    wait_for(lambda: len(got) > 20, timeout=5)
     rt.deepest = 0
     heard = len(got)
     closed_at = time.monotonic()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import mido
 import pytest
-from support import EngineRig, make_config, tunes, write_config
-from test_live import TEMPO, play, wait_for
+from support import LOOP_TEMPO as TEMPO
+from support import EngineRig, make_config, play, tunes, wait_for, write_config
 
 from companion.config import ConfigError, from_dict
 from companion.engine.model import ModelError, StepModel
@@ -252,7 +252,7 @@ def test_models_naming_a_missing_package_stops_the_start(alpha, packages):
 @pytest.mark.jack
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_program_change_over_jack(jack_server, monkeypatch, packages, tmp_path):
-    from test_live_jack import Companion, Performer
+    from support import Companion, Performer
 
     for k, v in jack_server.items():
         if k.startswith("JACK"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import ROOT, EngineRig, make_config
-from test_engine import CALL, touch
+from support import ENGINE_CALL as CALL
+from support import ROOT, EngineRig, make_config, touch
 
 from bench.musicianship import GOAL_IN_KEY, degenerate, held_out_calls, measure
 from companion.encoding.names import parse_key

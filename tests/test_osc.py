@@ -17,8 +17,8 @@ import time
 
 import mido
 import pytest
-from support import make_config
-from test_live import TEMPO, play, wait_for
+from support import LOOP_TEMPO as TEMPO
+from support import make_config, play, wait_for
 
 pytest.importorskip("pythonosc", reason="the osc extra (python-osc) is not installed")
 

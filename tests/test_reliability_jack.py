@@ -8,49 +8,36 @@ what it receives); the companion's own figures are read from its log.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import mido
 import pytest
-import rtmidi
-from support import Heard, delete_rtmidi, write_config
-from test_live_jack import CALL, Companion, Performer, assert_matched, jackd_log, note_ons
-from test_reliability_midi import assert_all_off as _all_off
+from support import JACK_BEAT as BEAT
+from support import JACK_CALL as CALL
+from support import (
+    PHRASE_END_BEATS,
+    Companion,
+    Heard,
+    Performer,
+    answer_latency,
+    assert_matched,
+    flood,
+    jack_config,
+    jack_env,
+    jack_ports,
+    jackd_log,
+    note_ons,
+    raw_rig,
+    wait_answer_heard,
+    wait_for,
+    wait_quiet,
+)
 
 from companion.midi.input import open_input
 
 pytestmark = pytest.mark.jack
-
-TEMPO = 120.0
-BEAT = 60.0 / TEMPO
-PHRASE_END_BEATS = 1.0
-
-
-def jack_env(jack_server, monkeypatch) -> dict:
-    for k, v in jack_server.items():
-        if k.startswith("JACK"):
-            monkeypatch.setenv(k, v)
-    return jack_server
-
-
-def config(tmp_path: Path, model_pkg: Path, answer_beats: int = 4, **extra) -> Path:
-    return write_config(
-        tmp_path / "config.yaml", model_pkg,
-        listen={"tempo_bpm": TEMPO, "phrase_end_beats": PHRASE_END_BEATS},
-        answer={"length": answer_beats, "min_beats": 1, "max_beats": answer_beats, "seed": 3,
-                "max_note_beats": 1.0},
-        session={"folder": str(tmp_path / "sessions"), **extra.pop("session", {})},
-        **extra,
-    )
-
-
-def assert_all_off(got) -> None:
-    _all_off([m for _, m in got])
 
 
 def rss_mb(pid: int) -> float:
@@ -59,42 +46,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")  # pragma: no cover
-
-
-def raw_out(target_prefix: str, name: str = "raw") -> rtmidi.MidiOut:
-    """A python-rtmidi output connected to the first input port starting with the prefix:
-    bytes go out as given, bypassing mido's validation."""
-    out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name=name)
-    ports = out.get_ports()
-    hits = [i for i, p in enumerate(ports) if p.startswith(target_prefix)]
-    assert hits, ports
-    out.open_port(hits[0])
-    time.sleep(0.2)
-    return out
-
-
-def answer_latency(performer: Performer, comp: Companion, call=CALL) -> float:
-    """Play a call; seconds from its last release to the first answer note received."""
-    n = len(performer.received())
-    released = performer.play(call)
-    deadline = time.monotonic() + 15
-    while not note_ons(performer.received()[n:]):
-        assert time.monotonic() < deadline, "no answer:\n" + "\n".join(comp.lines[-20:])
-        time.sleep(0.002)
-    first = note_ons(performer.received()[n:])[0][0]
-    assert first > released + PHRASE_END_BEATS * BEAT - 0.05
-    return first - released
-
-
-def wait_quiet(performer: Performer, quiet_s: float = 1.0, timeout: float = 20) -> None:
-    """Until nothing has come from the companion for ``quiet_s`` (an answer is over)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = performer.received()
-        if not got or time.monotonic() - got[-1][0] > quiet_s:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the companion never went quiet")
 
 
 # -- garbage bytes -----------------------------------------------------------------------
@@ -110,33 +61,6 @@ GARBAGE = [
     [0x90, 64, 100], [0x90, 64, 100], [0x80, 99, 0],  # a held key struck twice; a stray off
     [0x9F, 0, 127], [0x8F, 0, 0], [0x90, 127, 1], [0x80, 127, 0],
 ]
-
-
-@contextlib.contextmanager
-def raw_rig(jack_server, monkeypatch, tmp_path: Path, model_pkg: Path, name: str,
-            **extra: dict) -> Iterator[tuple[Companion, Performer, rtmidi.MidiOut]]:
-    """`companion live` on the JACK server (``extra``: config sections), a performer playing
-    into it and hearing its output, and a raw port ``name`` into its input. On leaving, all
-    stopped; then the companion must have exited 0, with no traceback, and nothing left
-    sounding."""
-    env = jack_env(jack_server, monkeypatch)
-    comp = Companion(env, "--config", str(config(tmp_path, model_pkg, **extra)))
-    performer = raw = None
-    try:
-        comp.wait_ready()
-        performer = Performer()
-        raw = raw_out("companion", name)
-        yield comp, performer, raw
-    finally:
-        if raw is not None:
-            delete_rtmidi(raw)
-        rc = comp.stop()
-        time.sleep(0.3)
-        if performer is not None:
-            performer.close()
-    assert rc == 0, "\n".join(comp.lines)
-    assert not [ln for ln in comp.lines if "Traceback" in ln], "\n".join(comp.lines)
-    assert_all_off(performer.received())
 
 
 def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_path, model_pkg):
@@ -157,31 +81,6 @@ def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_pat
 
 
 # -- flood -------------------------------------------------------------------------------
-
-
-def flood(raw, performer, comp) -> tuple[int, float, float, list]:
-    """10,200 raw messages in about a second; then until the companion is quiet again."""
-    sent = 0
-    t0 = time.monotonic()
-    i = 0
-    while sent < 10_200:
-        p = 36 + (i * 7) % 48
-        for msg in ([0x90, p, 90], [0xB0, 1, i % 128], [0xE0, i % 128, 64],
-                    [0xD0, i % 128], [0x80, p, 0]):
-            raw.send_message(msg)
-            sent += 1
-        i += 1
-        if i % 5 == 0:  # about 10,000 a second
-            time.sleep(max(0.0, t0 + sent / 10_000 - time.monotonic()))
-    flood_end = time.monotonic()
-    n = len(performer.received())
-    # the flood was a (very fast) phrase: its answer comes in time or not at all
-    deadline = time.monotonic() + 3
-    while not any("input flood" in ln for ln in comp.lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    wait_quiet(performer, timeout=30)
-    assert comp.proc.poll() is None, "\n".join(comp.lines)
-    return sent, flood_end - t0, flood_end, note_ons(performer.received()[n:])
 
 
 def test_flood_is_dropped_not_played_late(jack_server, monkeypatch, tmp_path, model_pkg):
@@ -228,7 +127,7 @@ def test_signal_mid_answer(jack_server, monkeypatch, tmp_path, model_pkg, sig):
     """Every sounding note off within 100 ms (the companion's own figure; this process's
     stamping of what it receives gets a looser bound), session file complete, exit 0."""
     env = jack_env(jack_server, monkeypatch)
-    comp = Companion(env, "--config", str(config(tmp_path, model_pkg, answer_beats=8)))
+    comp = Companion(env, "--config", str(jack_config(tmp_path, model_pkg, answer_beats=8)))
     performer = None
     try:
         comp.wait_ready()
@@ -328,7 +227,7 @@ def test_after_sigkill_the_next_start_sends_all_notes_off_first(
     The session was flushed as it went: the killed run's file has the call and the answer
     up to its last flush."""
     env = jack_env(jack_server, monkeypatch)
-    cfg = config(tmp_path, model_pkg, answer_beats=8, session={"save_every_s": 0.5})
+    cfg = jack_config(tmp_path, model_pkg, answer_beats=8, session={"save_every_s": 0.5})
     synth = Synth()
     comp = Companion(env, "--config", str(cfg), "--output", "synth")
     try:
@@ -360,7 +259,10 @@ def test_after_sigkill_the_next_start_sends_all_notes_off_first(
         assert heard == [p for p, _, _ in CALL]
         assert any(m.type == "note_on" for m in mf.tracks[1])
 
-        time.sleep(1.0)  # the JACK server notices the killed client and drops it
+        # the JACK server notices the killed client and drops it
+        wait_for(lambda: (ports := jack_ports(env)) is not None
+                 and not any(p.startswith("companion") for p in ports),
+                 10, "the killed companion's ports are still there")
         with synth.lock:
             synth.got.clear()
         comp2 = Companion(env, "--config", str(cfg), "--output", "synth")
@@ -385,14 +287,13 @@ def test_named_ports_unplugged_and_back(jack_server, monkeypatch, tmp_path, mode
     come back: it reconnects by name and answers again."""
     env = jack_env(jack_server, monkeypatch)
     keys, synth = Keys(), Synth()
-    comp = Companion(env, "--config", str(config(tmp_path, model_pkg)), "--input", "keys",
+    comp = Companion(env, "--config", str(jack_config(tmp_path, model_pkg)), "--input", "keys",
                      "--output", "synth")
     try:
         comp.wait_ready()
         time.sleep(0.3)
         keys.play(CALL)
-        wait_answer(synth, 0, comp)
-        time.sleep(3.0)  # the answer is over
+        wait_answer_heard(comp, synth, 0, 0)
         keys.close()
         synth.close()
         t_gone = time.monotonic()

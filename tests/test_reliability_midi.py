@@ -18,14 +18,14 @@ import mido
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import EngineRig, make_config
+from support import CALLS, EngineRig, assert_all_off, call_messages, make_config, play, wait_for
+from support import LOOP_BEAT as BEAT
+from support import LOOP_TEMPO as TEMPO
 
 from companion.engine.listener import STUCK_KEY_BEATS
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
 
-TEMPO = 240.0
-BEAT = 60.0 / TEMPO
 PHRASE_END_BEATS = 1.0
 
 # -- every kind of MIDI message --------------------------------------------------------
@@ -59,42 +59,12 @@ MESSAGES = st.one_of(
                                                 "stop", "active_sensing", "reset")]),
 )
 
-#: a normal call: (pitch, start_beats, duration_beats), like a performer's phrase
-CALLS = [
-    [(64, 0, 0.4), (67, 0.5, 0.4), (69, 1, 0.4), (71, 1.5, 0.9)],
-    [(60, 0, 0.9), (62, 1, 0.4), (64, 1.5, 0.4)],
-    [(72, 0, 0.2), (71, 0.25, 0.2), (69, 0.5, 0.2), (67, 0.75, 0.7)],
-]
-
 #: what happens, in order: garbage (seconds after the previous item, a message) or a call
 ITEMS = st.lists(
     st.one_of(st.tuples(st.just("msg"), st.floats(0, 0.5), MESSAGES),
               st.tuples(st.just("call"), st.integers(0, len(CALLS) - 1))),
     max_size=60,
 )
-
-
-def call_messages(call, t0: float, channel: int = 0) -> list[tuple[float, mido.Message]]:
-    out = []
-    for p, s, d in call:
-        out.append((t0 + s * BEAT, 1, mido.Message("note_on", channel=channel, note=p,
-                                                     velocity=80)))
-        out.append((t0 + (s + d) * BEAT, 0, mido.Message("note_off", channel=channel, note=p)))
-    out.sort(key=lambda e: (e[0], e[1]))
-    return [(t, m) for t, _, m in out]
-
-
-def assert_all_off(msgs: list[mido.Message]) -> None:
-    """Every note-on the companion sent was followed by its note-off (or All Notes Off)."""
-    sounding: set[tuple[int, int]] = set()
-    for m in msgs:
-        if m.type == "note_on" and m.velocity > 0:
-            sounding.add((m.channel, m.note))
-        elif m.type in ("note_on", "note_off"):
-            sounding.discard((m.channel, m.note))
-        elif m.type == "control_change" and m.control in (120, 123):
-            sounding = {s for s in sounding if s[0] != m.channel}
-    assert not sounding, f"left sounding: {sorted(sounding)}"
 
 
 def virtual_rig(model, model_pkg, **sections) -> EngineRig:
@@ -143,25 +113,6 @@ def test_any_messages_then_a_clean_call_is_answered(model, model_pkg, items, cha
 
 
 # -- the live wiring: threads, queue, passthrough, stop ---------------------------------
-
-
-def wait_for(cond, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
-def play(inport: LoopbackIn, call, channel: int = 0) -> float:
-    """A call in real time; returns the time just before its last message was delivered."""
-    msgs = call_messages(call, 0.0, channel)
-    t0 = time.perf_counter() + 0.01
-    last = t0
-    for t, m in msgs:
-        time.sleep(max(0.0, t0 + t - time.perf_counter()))
-        last = time.perf_counter()
-        inport.deliver(m)
-    return last
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -17,18 +17,21 @@ import time
 import mido
 import pytest
 import rtmidi
-from support import delete_rtmidi, make_config
-from test_reliability_jack import (
-    BEAT,
+from support import (
+    CALLS,
     PHRASE_END_BEATS,
     answer_latency,
+    assert_all_off,
+    delete_rtmidi,
     flood,
     jack_env,
+    make_config,
+    play,
     raw_rig,
+    wait_for,
     wait_quiet,
 )
-from test_reliability_midi import CALLS, play, wait_for
-from test_reliability_midi import assert_all_off as all_off
+from support import JACK_BEAT as BEAT
 
 from companion.midi.input import decode, open_input, split
 from companion.midi.jacklib import SYSEX_END_S
@@ -177,4 +180,4 @@ def test_in_process_what_a_cut_sysex_held_is_heard_and_the_call_answered(model, 
           f"bytes held by a cut sysex; the next call answered")
     assert flood_notes >= 5_000  # the flood after the garbage: every note-on kept
     assert d_end["notes"] >= 1 and d_end["deadline"] >= released
-    all_off([m for _, m in out.messages()])
+    assert_all_off([m for _, m in out.messages()])

@@ -17,12 +17,29 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import ROOT, Heard, write_config
-from test_live_jack import CALL, CALL2, Companion, Performer, note_ons
+from support import JACK_CALL as CALL
+from support import JACK_CALL2 as CALL2
+from support import (
+    ROOT,
+    UI_CALL,
+    Companion,
+    Heard,
+    Performer,
+    UiRig,
+    jack_env,
+    note_ons,
+    wait_answer_heard,
+    wait_for,
+    write_config,
+)
 
 from companion.midi.input import open_input
 
 pytestmark = pytest.mark.slow
+
+#: The JACK test's tempo: what it checks does not depend on it, and a brisk one keeps it short.
+TEMPO = 240.0
+BEAT = 60.0 / TEMPO
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -62,13 +79,6 @@ def state(url: str) -> dict:
     base, _, query = url.partition("?")
     with urllib.request.urlopen(f"{base}api/state{'?' + query if query else ''}") as r:
         return json.load(r)
-
-
-def wait_for(pred, what: str, timeout: float = 20, context=lambda: "") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"{what}\n{context()}"
-        time.sleep(0.1)
 
 
 def test_the_demo_in_the_browser(browser, tmp_path):
@@ -113,15 +123,13 @@ def set_slider(page, name: str, value: float) -> None:
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypatch, tmp_path,
                                                  model_pkg):
-    for k, v in jack_server.items():
-        if k.startswith("JACK"):
-            monkeypatch.setenv(k, v)
+    jack_env(jack_server, monkeypatch)
     models = tmp_path / "models"
     for name in ("first", "second"):
         shutil.copytree(model_pkg, models / name)
     cfg = write_config(
         tmp_path / "config.yaml", models / "first",
-        listen={"tempo_bpm": 120, "phrase_end_beats": 1.0},
+        listen={"tempo_bpm": TEMPO, "phrase_end_beats": 1.0},
         answer={"length": 4, "min_beats": 1, "max_beats": 4, "seed": 3, "max_note_beats": 1},
         session={"folder": str(tmp_path / "sessions")}, time={"tempo": "fixed"},
     )
@@ -137,8 +145,8 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         page.wait_for_function("document.body.dataset.connected === 'yes'")
 
         # a call: it and its answer in the roll; the key shown is the key of the call
-        released = performer.play(CALL)
-        performer.wait_answer(released)
+        performer.play(CALL, BEAT)
+        wait_answer_heard(comp, performer, 0, 0)
         assert note_ons(performer.received()), "no answer:\n" + log()
         page.wait_for_function(f"Number(document.body.dataset.performer) >= {len(CALL)} && "
                                "Number(document.body.dataset.companion) >= 1")
@@ -150,31 +158,33 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         # the temperature slider moves the engine's temperature
         set_slider(page, "answer.temperature", 1.5)
         wait_for(lambda: state(url)["settings"]["answer.temperature"] == 1.5,
-                 "temperature not changed", context=log)
+                 what="temperature not changed", context=log, timeout=20, poll=0.1)
 
         # mute: the next call gets no answer; unmute
         page.click("#mute")
-        wait_for(lambda: state(url)["muted"], "not muted", context=log)
+        wait_for(lambda: state(url)["muted"], what="not muted", context=log, timeout=20, poll=0.1)
         n = len(performer.received())
-        performer.wait_answer(performer.play(CALL2))
+        performer.wait_answer(performer.play(CALL2, BEAT), BEAT)
         assert not note_ons(performer.received()[n:]), "answered while muted"
         page.click("#mute")
-        wait_for(lambda: not state(url)["muted"], "not unmuted", context=log)
+        wait_for(lambda: not state(url)["muted"], what="not unmuted", context=log, timeout=20,
+                 poll=0.1)
 
         # panic: All Notes Off arrives on the JACK port
         n = len(performer.received())
         page.click("button[data-control=panic]")
         wait_for(lambda: any(m.type == "control_change" and m.control == 123
-                             for _, m in performer.received()[n:]), "no All Notes Off",
-                 context=log)
+                             for _, m in performer.received()[n:]), what="no All Notes Off",
+                 context=log, timeout=20, poll=0.1)
 
         # switch the model while running: the next call is answered by the new model
         page.select_option("#model-select", "second")
         wait_for(lambda: any("model second in use" in line for line in comp.lines),
-                 "model not switched", context=log)
+                 what="model not switched", context=log, timeout=20, poll=0.1)
         assert state(url)["model"] == "second"
-        n = len(performer.received())
-        performer.wait_answer(performer.play(CALL))
+        n, answers = len(performer.received()), comp.count("-> answer of")
+        performer.play(CALL, BEAT)
+        wait_answer_heard(comp, performer, answers, n)
         assert note_ons(performer.received()[n:]), "no answer by the new model:\n" + log()
 
         # switch the output port while running: the next call is answered on the new port
@@ -186,10 +196,12 @@ def test_live_steered_from_the_browser_over_jack(browser, jack_server, monkeypat
         name = page.evaluate("[...document.getElementById('output-select').options]"
                              ".find(o => o.value.startsWith('tester')).value")
         page.select_option("#output-select", name)
-        wait_for(lambda: state(url)["status"]["output"] == name, "output not switched",
-                 context=log)
-        n = len(performer.received())
-        performer.wait_answer(performer.play(CALL))
+        wait_for(lambda: state(url)["status"]["output"] == name, what="output not switched",
+                 context=log, timeout=20, poll=0.1)
+        n, answers = len(performer.received()), comp.count("-> answer of")
+        performer.play(CALL, BEAT)
+        wait_answer_heard(comp, heard_other, answers, 0)
+        time.sleep(0.3)  # what went to the old port as well is there by now
         assert note_ons(heard_other.received()), "no answer on the new port:\n" + log()
         assert not note_ons(performer.received()[n:]), "answered on the old port too"
         shot(page, "ui-controls.png", tmp_path)
@@ -205,10 +217,7 @@ def test_the_page_keeps_up_with_a_flood(browser, model):
     """A flood of input (as the reliability tests send): the page stays live and shows the
     notes, and the companion still answers the call after it."""
     import mido
-    from test_ui_server import CALL as SHORT_CALL
-    from test_ui_server import Rig
-
-    r = Rig(model)
+    r = UiRig(model)
     try:
         page = browser.new_page(viewport={"width": 1024, "height": 700})
         page.goto(r.url)
@@ -220,7 +229,7 @@ def test_the_page_keeps_up_with_a_flood(browser, model):
                 time.sleep(0.02)
         frames = int(page.evaluate("document.body.dataset.frames"))
         n = len(r.outport.messages())
-        r.play(SHORT_CALL)
+        r.play(UI_CALL)
         page.wait_for_function("Number(document.body.dataset.companion) >= 1", timeout=20_000)
         assert any(m.type == "note_on" for _, m in r.outport.messages()[n:])
         # every note the companion heard is drawn, unless frames were dropped (and counted)

@@ -16,6 +16,8 @@ from importlib import resources
 import aiohttp
 import mido
 import pytest
+from support import UI_CALL as CALL
+from support import UiRig as Rig
 from support import make_config
 
 from companion.config import ConfigError, UiConfig
@@ -25,37 +27,6 @@ from companion.ui import guard as guard_mod
 from companion.ui.guard import Guard, RateLimit, parse_address
 from companion.ui.server import UiServer
 from companion.ui.web import CONTROL_BURST
-
-CALL = [(67, 0.0), (69, 0.15), (71, 0.3), (72, 0.45)]
-
-
-class Rig:
-    """A started Live on the loopback with a UiServer on it."""
-
-    def __init__(self, model, host="127.0.0.1", token=None, **sections):
-        cfg = make_config(None, listen={"tempo_bpm": 240, "phrase_end_beats": 1},
-                          answer={"seed": 1, "min_beats": 1, "max_beats": 2},
-                          session={"enabled": False}, time={"tempo": "fixed"}, **sections)
-        self.inport, self.outport = LoopbackIn(), LoopbackOut()
-        self.live = Live(cfg, model, self.inport, self.outport, seed=1)
-        self.live.start()
-        self.server = UiServer(self.live, host, 0, token)
-        self.url = self.server.start()
-        self.port = self.server.guard.port
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.origin = self.base
-
-    def play(self, notes=CALL) -> None:
-        t0 = time.monotonic()
-        for p, s in notes:
-            time.sleep(max(0.0, t0 + s - time.monotonic()))
-            self.inport.deliver(mido.Message("note_on", note=p, velocity=80))
-            time.sleep(0.1)
-            self.inport.deliver(mido.Message("note_off", note=p))
-
-    def close(self) -> None:
-        self.server.stop()
-        self.live.stop()
 
 
 @pytest.fixture

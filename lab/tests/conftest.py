@@ -1,5 +1,5 @@
-"""The lab's tests run with the product tests' helpers (tests/ on sys.path: support,
-test_clock_jack) and their fixtures and hooks (tests/conftest.py's, taken in here)."""
+"""The lab's tests run with the product tests' helpers (tests/ on sys.path: support) and
+their fixtures and hooks (tests/conftest.py's, taken in here)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_clock_jack import (
-    _tools,
+from support import (
     assert_every_tick_heard,
     beat_frames,
     late_clients,
     put_back_lost_ticks,
 )
+from support import jack_tools as _tools
 
 from lab import ticklosses
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_clock_jack import _tools
+from support import jack_tools as _tools
 
 from lab import closerace
 

@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from test_clock_jack import _tools
+from support import jack_tools as _tools
 
 from lab import graphstall
 
