@@ -214,7 +214,8 @@ def test_sigterm_after_the_jack_server_went_away_ends_it(server, config):
 
 def test_sigterm_while_the_jack_server_hangs_ends_it(server, config):
     """Stopped (SIGSTOP), before SILENT_S: closing a port would wait for the server for
-    ever, so the companion says the server hangs and leaves its ports unclosed."""
+    ever, so the companion says JACK moves no MIDI, leaves its ports unclosed, and ends as
+    the signal asked (exit 0)."""
     comp = Companion(server, config)
     pid = jackd_pid(server["JACK_DEFAULT_SERVER"])
     try:
@@ -224,6 +225,6 @@ def test_sigterm_while_the_jack_server_hangs_ends_it(server, config):
     finally:
         os.kill(pid, signal.SIGCONT)
         comp.kill()
-    assert code == EXIT_JACK_GONE, comp.output()
+    assert code == 0, comp.output()
     assert sum("JACK moves no MIDI" in line for line in comp.lines) == 1, comp.output()
     assert comp.lines[-1] == "companion: stopped", comp.output()

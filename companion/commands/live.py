@@ -112,7 +112,9 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
     Over JACK, a server that goes away (its socket no longer listened on, looked at every
     SERVER_LOOK_S) or stops moving MIDI (companion.midi.jacklib.SILENT_S) is said in one line;
     the companion then stops as it does on a signal, saves the session, and the process ends
-    at once with EXIT_JACK_GONE, its JACK ports left unclosed (see ``_ended``)."""
+    at once with EXIT_JACK_GONE, its JACK ports left unclosed (see ``_ended``). A signal's stop
+    while JACK moves no MIDI for HANG_WAIT_S (a server that hangs, or a synchronous graph
+    waiting out a client) leaves the ports unclosed the same way, and exits 0."""
     from companion.midi.jacklib import SILENT_S
     from companion.midi.ports import describe, open_ports
 
@@ -137,6 +139,7 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                            m.output)
         recorder = autosave = watcher = clockport = server = None
         exit_code = 0
+        hung = False  # on a signal, JACK moved no MIDI: its ports are left unclosed
         osc = None
         try:
             clock = RealClock()
@@ -196,8 +199,8 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                   and hasattr(live.inport, "moves_midi")
                   and not live.inport.moves_midi(HANG_WAIT_S)):
                 log(f"JACK moves no MIDI (not even our own for {HANG_WAIT_S:g} s: its server "
-                    "hangs); stopping without closing its ports")
-                exit_code = EXIT_JACK_GONE
+                    "hangs or its graph waits); stopping without closing its ports")
+                hung = True
         finally:
             if osc is not None:
                 osc.stop()
@@ -209,7 +212,7 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
                 live.stop()
                 # the ports now in place (the watcher may have swapped them)
                 ports = dataclasses.replace(ports, inport=live.inport, outport=live.outport)
-            gone = exit_code == EXIT_JACK_GONE
+            gone = exit_code == EXIT_JACK_GONE or hung
             if not gone:
                 close_in_turn([ports.close]
                               + ([clockport.close] if clockport is not None else []),
