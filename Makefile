@@ -31,7 +31,7 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # the unit tier, in under a minute: the engine, the encoding, the config and the model on the
 # virtual clock (no JACK, no real-time loopback, no subprocess, no TensorFlow: tests/conftest.py)

@@ -52,6 +52,12 @@ def _mark_realtime(items) -> None:
             item.add_marker(pytest.mark.realtime)
         if "jack_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.jack)
+        # `make test` runs two workers (pytest-xdist, --dist loadgroup): every JACK test on
+        # one of them, one server at a time; each other module whole on one, so that its
+        # module and session fixtures (a training run, the quick bench) are made once
+        jack = item.get_closest_marker("jack") is not None
+        group = "jack" if jack else getattr(item.module, "__name__", item.nodeid)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 # -- TensorFlow last ----------------------------------------------------------------------

@@ -46,7 +46,7 @@ INTERNAL_BPM = 130.0  # listen.tempo_bpm: not a tempo the clock ever has
 #: in an xrun cannot hang it): (pitch, start s, duration s).
 CALL = [(67, 0.0, 0.25), (69, 0.33, 0.25), (71, 0.61, 0.25), (74, 0.95, 0.25),
         (72, 1.27, 0.5), (END_NOTE, 1.9, 0.05)]
-#: Note-ons further apart than this belong to different answers (calls are 8 s apart; an
+#: Note-ons further apart than this belong to different answers (calls are 6.5 s apart; an
 #: answer of 4 beats at 99 BPM spans at most 2.4 s).
 ANSWER_GAP_S = 3.5
 ANSWER_RE = re.compile(r"call of \d+ notes -> answer of \d+ notes")
@@ -157,16 +157,16 @@ def clock_session(env: dict, tmp_path: Path, model_pkg: Path, clock_args: list[s
 
 @pytest.mark.parametrize("jack_server", [FRAMES], indirect=True)
 def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
-    """The transport's tempo steps from 99 to 101 BPM over 60 s (every 2 s); 7 calls, 8 s
-    apart, are answered. Checks: the judge hears the clock drift (its first and last 8 beats
-    at least 1.5 BPM apart); each answer's first note-on lies within max(3 ms, one period)
-    of a clock beat (from Start), and the tempo logged with it is within 0.3 BPM of the
-    clock's, measured from the beats in the 5 s before that note."""
+    """The transport's tempo steps from 99 to 101 BPM over 36 s (every second); 5 calls,
+    6.5 s apart, are answered. Checks: the judge hears the clock drift (its first and last 8
+    beats at least 1.5 BPM apart); each answer's first note-on lies within max(3 ms, one
+    period) of a clock beat (from Start), and the tempo logged with it is within 0.3 BPM of
+    the clock's, measured from the beats in the 5 s before that note."""
     jack_tools()
     env = jack_server
-    steps: list[Step] = [(2.0 * k, f"tempo {99.0 + 2.0 * k / 30:.4f}") for k in range(31)]
-    timeline = [(0.0, "master"), *steps, (0.01, "play"), (60.5, "stop")]
-    calls = [3.0 + 8.0 * j for j in range(7)]
+    steps: list[Step] = [(1.0 * k, f"tempo {99.0 + 2.0 * k / 36:.4f}") for k in range(37)]
+    timeline = [(0.0, "master"), *steps, (0.01, "play"), (36.5, "stop")]
+    calls = [3.0 + 6.5 * j for j in range(5)]
     for c in calls:
         timeline += call_at(c)
     # no -b: without the timebase master jack_midi_clock would not tick at all
@@ -205,7 +205,7 @@ def test_follows_a_drifting_clock(jack_server, tmp_path, model_pkg):
 def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
     """Transport at 100 BPM: play (Start), call A; stop (Stop: no ticks), call B; locate
     to 10.3 beats and play again: jack_midi_clock sends Song Position and ticks, and Continue
-    only 6 s later (``-d 6``); call D in between, call C after Continue. Checks: A and C start
+    only 5 s later (``-d 5``); call D in between, call C after Continue. Checks: A and C start
     within max(3 ms, one period) of a beat (C's counted from Continue at the song position,
     which is not on a beat) with the clock's tempo logged (within 0.3 BPM of the ticks');
     B is answered with no tick heard, at the internal tempo (logged, and its onsets fit that
@@ -215,11 +215,11 @@ def test_clock_that_stops_and_restarts(jack_server, tmp_path, model_pkg):
     env = jack_server
     locate = round(10.3 * 60 / 100 * RATE)
     timeline: list[Step] = [(0.0, "master"), (0.0, "tempo 100"), (0.01, "play"),
-                            (11.0, "stop"), (20.5, f"locate {locate}"), (21.0, "play"),
-                            (38.5, "stop")]
-    for c in (3.0, 12.5, 22.5, 30.5):  # A, B, D, C
+                            (9.0, "stop"), (14.3, f"locate {locate}"), (14.8, "play"),
+                            (29.0, "stop")]
+    for c in (3.0, 9.5, 15.3, 23.3):  # A, B, D, C
         timeline += call_at(c)
-    with clock_session(env, tmp_path, model_pkg, ["-d", "6"], {"tempo": "fixed"}) as (
+    with clock_session(env, tmp_path, model_pkg, ["-d", "5"], {"tempo": "fixed"}) as (
             play, rig):
         play(timeline)
         time.sleep(0.5)
