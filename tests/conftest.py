@@ -44,20 +44,19 @@ REALTIME_MODULES = frozenset({
 })
 
 
-def _mark_realtime(items) -> None:
+def pytest_itemcollected(item) -> None:
     """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
-    JACK server, marked or not."""
-    for item in items:
-        if item.module is not None and item.module.__name__ in REALTIME_MODULES:
-            item.add_marker(pytest.mark.realtime)
-        if "jack_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.jack)
-        # `make test` runs two workers (pytest-xdist, --dist loadgroup): every JACK test on
-        # one of them, one server at a time; each other module whole on one, so that its
-        # module and session fixtures (a training run, the quick bench) are made once
-        jack = item.get_closest_marker("jack") is not None
-        group = "jack" if jack else getattr(item.module, "__name__", item.nodeid)
-        item.add_marker(pytest.mark.xdist_group(group))
+    JACK server, marked or not. `make test` runs two workers (pytest-xdist, ``--dist
+    loadgroup``): every JACK test on one of them, one server at a time, and each other module
+    whole on one, so that its module and session fixtures (a training run, the quick bench)
+    are made once (marked here, as each is collected: before xdist reads the groups)."""
+    name = getattr(item.module, "__name__", None)
+    if name in REALTIME_MODULES:
+        item.add_marker(pytest.mark.realtime)
+    if "jack_server" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.jack)
+    jack = item.get_closest_marker("jack") is not None
+    item.add_marker(pytest.mark.xdist_group("jack" if jack else name or item.nodeid))
 
 
 # -- TensorFlow last ----------------------------------------------------------------------
@@ -69,8 +68,14 @@ def _mark_realtime(items) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # the marks before -m selects by them
 def pytest_collection_modifyitems(config, items):
-    _mark_realtime(items)
-    items.sort(key=lambda item: item.get_closest_marker("tensorflow") is not None)
+    """TensorFlow's tests last, and the modules that hold any of them after every other (each
+    module stays whole on one xdist worker: see ``pytest_itemcollected``)."""
+    def tf(item) -> bool:
+        return item.get_closest_marker("tensorflow") is not None
+
+    tf_modules = {item.module.__name__ for item in items if tf(item) and item.module}
+    items.sort(key=lambda item: (getattr(item.module, "__name__", None) in tf_modules,
+                                 tf(item)))
 
 
 @pytest.fixture(autouse=True)
