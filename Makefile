@@ -29,9 +29,11 @@ run: $(VENV)/.runtime
 	  $(VENV)/bin/companion demo; \
 	else exit $$rc; fi
 
+# the JACK tests, which mostly wait on the music, on one worker; the rest shared by the others
+TEST_WORKERS ?= 3
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
-	$(PY) -m pytest -q -ra -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # the unit tier, in under a minute: the engine, the encoding, the config and the model on the
 # virtual clock (no JACK, no real-time loopback, no subprocess, no TensorFlow: tests/conftest.py)

@@ -46,7 +46,7 @@ REALTIME_MODULES = frozenset({
 
 def pytest_itemcollected(item) -> None:
     """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
-    JACK server, marked or not. `make test` runs two workers (pytest-xdist, ``--dist
+    JACK server, marked or not. `make test` runs workers (pytest-xdist, ``--dist
     loadgroup``): every JACK test on one of them, one server at a time, and each other module
     whole on one, so that its module and session fixtures (a training run, the quick bench)
     are made once (marked here, as each is collected: before xdist reads the groups)."""
