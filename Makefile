@@ -29,7 +29,8 @@ run: $(VENV)/.runtime
 	  $(VENV)/bin/companion demo; \
 	else exit $$rc; fi
 
-# the JACK tests, which mostly wait on the music, on one worker; the rest shared by the others
+# the JACK tests, which mostly wait on the music, on two workers (the clock tests on one); the
+# rest shared by all
 TEST_WORKERS ?= 3
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab

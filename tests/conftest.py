@@ -47,16 +47,22 @@ REALTIME_MODULES = frozenset({
 def pytest_itemcollected(item) -> None:
     """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
     JACK server, marked or not. `make test` runs workers (pytest-xdist, ``--dist
-    loadgroup``): every JACK test on one of them, one server at a time, and each other module
-    whole on one, so that its module and session fixtures (a training run, the quick bench)
-    are made once (marked here, as each is collected: before xdist reads the groups)."""
+    loadgroup``): the clock tests (``jack_sync``) on one, the other JACK tests on another,
+    each with one server at a time, and each other module whole on one, so that its module
+    and session fixtures (a training run, the quick bench) are made once (marked here, as
+    each is collected: before xdist reads the groups)."""
     name = getattr(item.module, "__name__", None)
     if name in REALTIME_MODULES:
         item.add_marker(pytest.mark.realtime)
     if "jack_server" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.jack)
-    jack = item.get_closest_marker("jack") is not None
-    item.add_marker(pytest.mark.xdist_group("jack" if jack else name or item.nodeid))
+    if item.get_closest_marker("jack_sync") is not None:
+        group = "jack-sync"  # the clock tests, on synchronous servers of their own
+    elif item.get_closest_marker("jack") is not None:
+        group = "jack"
+    else:
+        group = name or item.nodeid
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 # -- TensorFlow last ----------------------------------------------------------------------
