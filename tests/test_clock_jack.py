@@ -153,6 +153,7 @@ def test_answers_on_the_clocks_beats(jack_server, tmp_path, model_pkg, request):
                    model_pkg)
 
 
+@pytest.mark.stalls_machine
 @pytest.mark.parametrize("jack_server", [256], indirect=True)
 def test_an_answer_stays_on_the_beats_of_a_clock_that_stalled(jack_server, tmp_path,
                                                                model_pkg):
