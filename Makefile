@@ -29,13 +29,13 @@ run: $(VENV)/.runtime
 	  $(VENV)/bin/companion demo; \
 	else exit $$rc; fi
 
-# a test that holds every CPU runs alone; then the JACK tests, which mostly wait on the music,
+# the tests that need the machine to themselves run first, one at a time; then the JACK tests, which mostly wait on the music,
 # on two workers (the clock tests on one), the rest shared by all
 TEST_WORKERS ?= 3
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
-	$(PY) -m pytest -q -ra -m stalls_machine $(PYTEST_ARGS)
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup -m "not stalls_machine" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m alone $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup -m "not alone" $(PYTEST_ARGS)
 
 # the unit tier, in under a minute: the engine, the encoding, the config and the model on the
 # virtual clock (no JACK, no real-time loopback, no subprocess, no TensorFlow: tests/conftest.py)

@@ -146,14 +146,15 @@ def run_clock_sync(env: dict, frames: int, tmp_path: Path, model_pkg: Path,
         f"{stall_s * 1000:.0f} ms stall ({server})\n{log}"
 
 
-@pytest.mark.parametrize("jack_server", [64, 256], indirect=True)
+@pytest.mark.parametrize("jack_server", [pytest.param(64, marks=pytest.mark.alone), 256],
+                         indirect=True)
 def test_answers_on_the_clocks_beats(jack_server, tmp_path, model_pkg, request):
     jack_tools()
     run_clock_sync(jack_server, request.node.callspec.params["jack_server"], tmp_path,
                    model_pkg)
 
 
-@pytest.mark.stalls_machine
+@pytest.mark.alone
 @pytest.mark.parametrize("jack_server", [256], indirect=True)
 def test_an_answer_stays_on_the_beats_of_a_clock_that_stalled(jack_server, tmp_path,
                                                                model_pkg):
