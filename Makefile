@@ -29,8 +29,8 @@ run: $(VENV)/.runtime
 	  $(VENV)/bin/companion demo; \
 	else exit $$rc; fi
 
-# the tests that need the machine to themselves run first, one at a time; then the JACK tests, which mostly wait on the music,
-# on two workers (the clock tests on one), the rest shared by all
+# the tests that need the machine to themselves run first, one at a time; then the JACK tests,
+# which mostly wait on the music, on two workers (the clock tests on one), the rest shared by all
 TEST_WORKERS ?= 3
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
