@@ -1,13 +1,15 @@
 """Which time settings serve a performer at 60..180 BPM: `python -m bench.defaults [--json]`.
 
-Tune openings the default model never trained on (music21's Aird's Airs and American fife
-tunes; the Nottingham melodies when present) are performed into the live engine on the
-virtual clock (``Engine`` with a ``VirtualClock`` and a ``VirtualScheduler``, as
-``companion respond`` drives it) at each tempo of ``--tempi``: every onset and release
-moved by up to ``--jitter-ms`` (uniform), each note sounding ``LEGATO`` of its written
-length. Each performance is played once as written and once with a mid-phrase pause (the
-note at the middle of the call held ``PAUSE_LONG_BEATS`` longer, then ``PAUSE_REST_BEATS``
-of rest before the call goes on), under each candidate setting of ``time.tempo``,
+The phrase-end silence (``answer.start: beat``, and free playing when trading bars;
+trading bars itself is measured by ``bench.trading``). Tune openings the default model
+never trained on (music21's Aird's Airs and American fife tunes; the Nottingham melodies
+when present) are performed into the live engine on the virtual clock (``Engine`` with a
+``VirtualClock`` and a ``VirtualScheduler``, as ``companion respond`` drives it) at each
+tempo of ``--tempi``: every onset and release moved by up to ``--jitter-ms`` (uniform),
+each note sounding ``LEGATO`` of its written length. Each performance is played once as
+written and once with a mid-phrase pause (the note at the middle of the call held
+``PAUSE_LONG_BEATS`` longer, then ``PAUSE_REST_BEATS`` of rest before the call goes on),
+under each candidate setting of ``time.tempo``,
 ``time.phrase_end`` and their parameters. Figures, per tempo:
 
 - ``in_tempo``: share of answers whose beat (the engine's beat when it answered: the answer's
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         base = config_mod.load(args.config) if args.config else config_mod.from_dict({})
         if args.model:
             config_mod.override(base, "model", str(Path(args.model).resolve()))
+        config_mod.override(base, "answer.start", "beat")  # the silence is what is measured
         model = StepModel(base.model_dir())
         sources = args.source
         if sources is None:

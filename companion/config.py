@@ -68,7 +68,8 @@ class ListenConfig:
 @dataclass
 class AnswerConfig:
     length: float | str = field(default="call", metadata={"length": True, "range": (0.25, 256)})
-    max_beats: float = _num(1, 256, 16.0)
+    start: str = _choice("bar", "bar", "beat")
+    max_beats: float = _num(1, 256, 32.0)
     min_beats: float = _num(0, 256, 2.0)
     temperature: float = _num(0, 5, 0.9)
     top_p: float = _num(0, 1, 0.92)

@@ -79,6 +79,9 @@ CONTROLS: tuple[Control, ...] = (
     Control("length", "answer.length", "setting",
             "How long the answer is: as long as the call, or a number of beats.",
             step=0.25, unit="beats", cc="beats", cc_top="answer.max_beats", learn_all=True),
+    Control("start", "answer.start", "setting",
+            "Where the answer starts: on the bar line the call ends on (trading bars), or on "
+            "the first beat after a silence.", cc="choice"),
     Control("min_beats", "answer.min_beats", "setting", "The shortest answer.",
             step=0.25, unit="beats", cc="whole", cc_top=16),
     Control("max_beats", "answer.max_beats", "setting",

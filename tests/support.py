@@ -103,8 +103,11 @@ def write_tune(path: Path, number: int) -> Path:
 def _config_data(model_pkg: Path | None, sections: dict) -> dict:
     """``section={key: value}`` overrides as config data. A test that names
     ``listen.tempo_bpm`` or ``listen.phrase_end_beats`` plays at that tempo and waits that
-    phrase end: its time.tempo and time.phrase_end are "fixed" unless it sets them."""
+    phrase end: its time.tempo and time.phrase_end are "fixed" unless it sets them. Its
+    answers start on the first beat after the phrase-end silence (``answer.start: beat``)
+    unless it sets ``answer.start``: the tests of trading bars do."""
     data: dict = {k: dict(v) for k, v in sections.items()}
+    data.setdefault("answer", {}).setdefault("start", "beat")
     listen, time = data.get("listen", {}), data.setdefault("time", {})
     if "tempo_bpm" in listen:
         time.setdefault("tempo", "fixed")
@@ -387,6 +390,7 @@ class Performer(Heard):
 
     def __init__(self):
         super().__init__()
+        self.started = 0.0  # when the last call played began (time.monotonic)
         self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
         to_name = self._find(self.backend.get_output_names(), ":in")
         from_name = self._find(self.backend.get_input_names(), ":out")
@@ -409,7 +413,7 @@ class Performer(Heard):
         for p, s, d in notes:
             events.append((s, 1, mido.Message("note_on", note=p, velocity=90)))
             events.append((s + d, 0, mido.Message("note_off", note=p)))
-        t0 = time.monotonic() + 0.05
+        t0 = self.started = time.monotonic() + 0.05  # when its beat 0 was due
         last = t0
         for s, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
             delay = t0 + s * beat - time.monotonic()

@@ -130,6 +130,7 @@ def test_answers_with_a_left_hand_keep_the_melody_register(nottingham):
     from companion.engine.model import StepModel
 
     cfg = config.load(ROOT / "config.yaml")
+    config.override(cfg, "answer.start", "beat")  # answers of the call's length in beats
     _, calls = folk_melodies(30, beats=8.0)
     fig = answers(cfg, StepModel(cfg.model_dir()), calls, seed=0)
     print(fig)

@@ -156,3 +156,45 @@ def test_ports_lists_the_companion(jack_server, live_config):
     finally:
         assert comp.stop() == 0
     assert os.path.isdir(Path(live_config).parent)
+
+
+#: Two bars of quarters and eighths at 120 BPM, the last note held to the bar line.
+TRADE_BEAT = 0.5
+TRADE_CALL = [(62, 0, 0.95), (66, 1, 0.45), (69, 1.5, 0.45), (71, 2, 0.95), (69, 3, 0.95),
+              (67, 4, 0.45), (66, 4.5, 0.45), (64, 5, 0.95), (62, 6, 1.95)]
+
+
+@pytest.mark.parametrize("jack_server", [1024], indirect=True)
+def test_trading_two_bars_over_jack(jack_server, monkeypatch, tmp_path, model_pkg):
+    """Trading bars (answer.start: bar) with real ports: each two-bar call is answered on
+    the bar line it ends on (within 1/16 beat and a period each way), for two bars, over
+    before the next call begins on the bar line after them."""
+    jack_env(jack_server, monkeypatch)
+    cfg = write_config(tmp_path / "config.yaml", model_pkg,
+                       listen={"tempo_bpm": 60 / TRADE_BEAT},
+                       answer={"start": "bar", "seed": 3},
+                       session={"enabled": False})
+    comp = Companion(jack_server, "--config", str(cfg))
+    performer = None
+    try:
+        comp.wait_ready()
+        performer = Performer()
+        slack = TRADE_BEAT / 16 + 2 * 1024 / 48000
+        for _ in range(2):
+            heard = len(performer.received())
+            performer.play(TRADE_CALL, TRADE_BEAT)
+            line = performer.started + 8 * TRADE_BEAT
+            next_call = line + 8 * TRADE_BEAT
+            time.sleep(max(0.0, next_call - time.monotonic()))
+            got = performer.received()[heard:]
+            ons = note_ons(got)
+            assert ons, "no answer:\n" + "\n".join(comp.lines)
+            assert abs(ons[0][0] - line) <= slack, (ons[0][0] - line, comp.lines[-5:])
+            assert all(t < next_call for t, _ in got), "the answer runs into the next call"
+            assert_matched(got)
+        log = "\n".join(comp.lines)
+        assert "answer stopped" not in log and log.count("8 beats") == 2, log
+    finally:
+        if performer is not None:
+            performer.close()
+        comp.stop()

@@ -26,7 +26,7 @@ from companion.encoding import meter
 from companion.encoding.curves import curve
 from companion.encoding.names import key_name, parse_key
 from companion.engine.grid import Grid
-from companion.engine.key import KeyBias, KeyEstimator
+from companion.engine.key import STABLE, KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
 from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
 from companion.engine.model import State, StepModel
@@ -35,9 +35,20 @@ from companion.engine.sampler import Sampler
 from companion.engine.style import StyleMemory
 from companion.engine.tempo import Pace
 from companion.engine.timekeeper import LinkSession, Timekeeper
+from companion.engine.turn import (
+    DEFAULT_BAR_BEATS,
+    LONG_NOTE_BEATS,
+    REST_BEATS,
+    BarPlan,
+    Turn,
+    on_grid,
+    plan,
+)
 
 #: A runaway guard: no answer has more notes than this (16 per beat at 256 beats).
 MAX_ANSWER_NOTES = 4096
+#: Trading bars, an answer's last note is over this many beats before its bars end.
+ANSWER_GAP_BEATS = 0.05
 
 #: The settings that may change while playing (by MIDI controls, the page and OSC), as
 #: config keys: those of the registry of live controls. Each is checked as in config.yaml,
@@ -63,6 +74,7 @@ class Answer:
     decided: float  # when the phrase end was decided
     call_last: tuple[int, float]  # the call's last melody note: pitch, onset
     call_end: float  # when the call's last key was released
+    bars: BarPlan | None = None  # trading bars: the bar line it starts on, the call's bars
     notes: list[TimedNote] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)  # the curve token of each note
     #: states[i] is the model state after answer note i (buffers reused by the next answer)
@@ -117,6 +129,11 @@ class Engine:
         self._bos_due = False  # a positional model's bos waits for the first note's position
         self._centre = 0.0  # the mean pitch of the call being answered (register_pull)
         self.last_sound = -math.inf  # when the last melody note (call or answer) ended
+        self.turn = Turn()  # the performer's turns: where a call ends when trading bars
+        self._plan: tuple[tuple, BarPlan | None] | None = None  # (what it was made from, it)
+        self._not_end: float | None = None  # a bar line judged not the call's end
+        self._learned = 0  # notes of the call in progress already learnt (a resumed call)
+        self._previous_bars: int | None = None  # the turn's length before the last answer
         self.state = model.zero_state()
         self.prev: tuple[int, float] | None = None  # last melody note the state has seen
         self._restart()
@@ -344,8 +361,37 @@ class Engine:
                           velocity=note.velocity, steps=self.steps, chord=code == TOP_CHANGED)
 
     def next_deadline(self) -> float | None:
-        """When ``poll`` may find the phrase ended; None while keys are held or nothing played."""
-        return self.listener.deadline()
+        """When ``poll`` may find the phrase ended: trading bars, a little before the bar line
+        the call may end on (``bar_plan``); else the end of the phrase-end silence (None
+        while keys are held or nothing was played)."""
+        p = self.bar_plan()
+        return p.decide if p is not None else self.listener.deadline()
+
+    def bar_plan(self) -> BarPlan | None:
+        """Where the call in progress may end when trading bars (companion.engine.turn):
+        None with ``answer.start: beat``, before a call, after an explicit end, and while
+        no bar is in sight (free playing: the phrase-end silence decides)."""
+        lst = self.listener
+        if self._cfg.answer.start != "bar" or not lst.notes or lst.ended_at is not None:
+            return None
+        last = lst.notes[-1].time
+        if lst.accompaniment:
+            last = max(last, lst.accompaniment[-1].time)
+        made_of = (len(lst.notes), len(lst.accompaniment), last, self._not_end, self.beat_s,
+                   self._anchor, self._cfg.time.meter)
+        if self._plan is not None and self._plan[0] == made_of:
+            return self._plan[1]
+        p = None
+        tk = self.timekeeper
+        beat = self.beat_s
+        if tk.external(last) is not None or on_grid(
+                [(n.time - self._anchor) / beat for n in lst.notes]):
+            beats_last, bar = tk.grid_at(last, self._call_beats(last))
+            beats_first, _ = tk.grid_at(self._anchor, 0.0)
+            bar = bar or DEFAULT_BAR_BEATS
+            p = plan(last, beats_last / bar, beats_first / bar, bar, beat, self._not_end)
+        self._plan = (made_of, p)
+        return p
 
     def _restart(self) -> None:
         """A fresh melody: zero state, then bos. A positional model (format 2) takes bos at
@@ -362,20 +408,25 @@ class Engine:
             self.steps += 1
 
     def _call_starts(self, t: float) -> None:
-        """The first note of a call: settle the previous answer, maybe start afresh."""
-        self._anchor = t
-        self.timekeeper.call_starts(t)
+        """The first note of a call: settle the previous answer, maybe start afresh. Trading
+        bars, a note before the bar line the answer was to start on withdraws the answer
+        unheard and the call goes on (``_resume``)."""
         self._call_tokens.clear()
         a = self.answer
         if a is not None:
             if self._cfg.answer.barge_in == "stop" and self.player.busy(a.id):
                 played = self.player.cancel(a.id)
+                if played == 0 and a.bars is not None and t < a.start:
+                    self._resume(a, t)
+                    return
                 if self.on_event is not None:
                     self.on_event("barge_in", self.clock.now(), answer=a.id, played=played)
             else:
                 played = self.player.started(a.id)
             self._continue_after(a, played, t)
             self.answer = None
+        self._anchor = t
+        self.timekeeper.call_starts(t)
         if self._swap_if_due(relisten=False):
             return  # a fresh start with the new model: nothing to continue or reset
         silence = t - self.last_sound
@@ -383,6 +434,18 @@ class Engine:
             self._restart()
             if self.on_event is not None:
                 self.on_event("reset", self.clock.now())
+
+    def _resume(self, a: Answer, t: float) -> None:
+        """The answer ``a`` withdrawn before its first note: the call it answered goes on with
+        the note at ``t``, from the model state after it; its turn's length does not count."""
+        self.listener.resume(a.call)
+        self._anchor = a.call[0].time
+        self._learned = len(a.call)
+        self.turn.withdrawn(self._previous_bars)
+        self._continue_after(a, 0, t)
+        self.answer = None
+        if self.on_event is not None:
+            self.on_event("barge_in", self.clock.now(), answer=a.id, played=0, resumed=True)
 
     def _continue_after(self, a: Answer, played: int, t: float) -> None:
         """The model goes on from the last answer note that sounded (none: from the call)."""
@@ -441,46 +504,82 @@ class Engine:
     # -- answering -------------------------------------------------------------------
 
     def poll(self, t: float) -> Answer | None:
-        """At ``t``: if the phrase has ended, decide, and generate the answer into the player."""
+        """At ``t``: if the phrase has ended, decide, and generate the answer into the player.
+        Trading bars, the answer starts on the bar line the call ended on and lasts as many
+        bars (``answer.length: call``)."""
         self._swap_if_due()
         lst = self.listener
-        if not lst.phrase_ended(t):
+        p = self.bar_plan()
+        if p is not None:
+            if t < p.decide:
+                return None
+            if not self._ended_on(p):
+                self._not_end = p.line
+                return None
+            deadline = p.decide
+            call_end = lst.silence_since if lst.silence_since is not None else p.line
+        elif not lst.phrase_ended(t):
             return None
-        deadline = lst.deadline()
-        call_end = lst.silence_since
+        else:
+            deadline = lst.deadline()
+            call_end = lst.silence_since
         accompaniment = lst.accompaniment
         call = lst.take_phrase()
+        learned, self._learned, self._not_end = self._learned, 0, None
         if call_end is None:  # ended explicitly, keys still down
             call_end = t
         self.last_sound = call_end
         self._follow_tempo(t, call, lead=True)
-        self._learn(call, call_end, accompaniment)
+        self._learn(call, call_end, accompaniment, learned)
         if self._muted:
             return None  # the state stays after the call, as if the answer had been cut
         if self.link_stopped(t):
             if self.on_event is not None:
                 self.on_event("held", self.clock.now(), call=len(call))
             return None  # the band has stopped: as muted
-        answer = self._generate(call, call_end, t)
+        if p is not None:
+            self._previous_bars = self.turn.last_bars
+            self.turn.answered(p.bars)
+        answer = self._generate(call, call_end, t, p)
         if self.on_event is not None:
             self.on_event("phrase_end", self.clock.now(), deadline=deadline, decided=t,
                           answer=answer.id, start=answer.start, beats=answer.beats,
                           notes=len(answer.notes), call=len(call))
         return answer
 
+    def _ended_on(self, p: BarPlan) -> bool:
+        """Whether the call has ended on the bar line of ``p`` (``Turn.ended``), from what is
+        known just before it: how its last note sounds, and the performer's previous turn."""
+        lst = self.listener
+        note = lst.notes[-1]
+        beat = self.beat_s
+        released = lst.silence_since
+        sounded = (released if released is not None else p.line) - note.time
+        long_end = sounded >= LONG_NOTE_BEATS * beat - 1e-9 or (
+            released is None or p.line - released <= 0.25 * beat)
+        key = self.key
+        stable = key is not None and (note.pitch - key[0]) % 12 in STABLE[key[1]]
+        rested = released is not None and p.line - released >= REST_BEATS * beat - 1e-9
+        return self.turn.ended(p.bars, long_end, stable, rested, self._not_end is not None)
+
     def _learn(self, call: list[MelodyNote], call_end: float,
-               accompaniment: list[MelodyNote]) -> None:
+               accompaniment: list[MelodyNote], learned: int = 0) -> None:
         """The finished call into the key estimate (each note weighted by its time to the
         next onset of its line, at most 4 beats; an accompaniment note also by
-        ``listen.accompaniment_key_weight``) and, the melody only, the style memory."""
+        ``listen.accompaniment_key_weight``) and, the melody only, the style memory. The
+        first ``learned`` notes of the call are in the key estimate already (a call resumed
+        after its answer was withdrawn), and so is the accompaniment before them."""
         if self.fixed_key is None:
             b = self.beat_s
             w = self.accompaniment_key_weight
             notes = []
+            since = call[learned].time if learned < len(call) else math.inf
             for line, weight in ((call, 1.0), (sorted(accompaniment, key=lambda n: n.time), w)):
                 if weight <= 0.0:
                     continue
                 for i, n in enumerate(line):
+                    if n.time < since:
+                        continue
                     nxt = line[i + 1].time if i + 1 < len(line) else call_end
                     notes.append((n.time, n.pitch, min(max(nxt - n.time, 0.0) / b, 4.0), weight))
             notes.sort()
@@ -573,17 +672,26 @@ class Engine:
         answer.notes.append(note)
         self.player.add(answer.id, note)
 
-    def _generate(self, call: list[MelodyNote], call_end: float, decided: float) -> Answer:
+    def _generate(self, call: list[MelodyNote], call_end: float, decided: float,
+                  bars: BarPlan | None = None) -> Answer:
+        """The answer to ``call``, into the player: from the first beat after ``decided``, or
+        trading bars (``bars``), from its bar line, as many bars long (``length: call``) and
+        every note over by the end of those bars."""
         ac = self._cfg.answer
         beat = self.beat_s
         anchor = call[0].time
         tk = self.timekeeper
-        start = tk.first_beat(decided, anchor, beat)
+        start = tk.first_beat(decided, anchor, beat) if bars is None else bars.line
         at_decided, bar = tk.grid_at(decided, self._call_beats(decided))
         first = at_decided + (start - decided) / beat  # the first onset's beat count
+        if bars is not None:
+            bar = bars.bar_beats
         if self.grid is not None:  # the call's swing, on the grid the answer starts on
             self.grid.hear([(n.time - start) / beat for n in call])
         beats = self.answer_beats(call, call_end)
+        if bars is not None and ac.length == "call":
+            beats = min(max(float(bars.bars * bars.bar_beats), ac.min_beats), ac.max_beats)
+        until = beats - ANSWER_GAP_BEATS if bars is not None else math.inf
         pitches = [n.pitch for n in call]
         rc = self.range_cfg
         lo = max(rc.lowest, min(pitches) - ac.range_widen)
@@ -595,7 +703,7 @@ class Engine:
         self._centre = float(np.mean(pitches))
 
         self._answers += 1
-        answer = Answer(self._answers, call, start, beats, decided, self.prev, call_end)
+        answer = Answer(self._answers, call, start, beats, decided, self.prev, call_end, bars)
         self.player.begin(answer.id)
         self.answer = answer
         np.copyto(self._base.h, self.state.h)
@@ -629,6 +737,7 @@ class Engine:
             if end is not None and onset >= end - 1e-9:  # the last note, held to the end
                 at = self.grid.place(onset) if self.grid is not None else onset
                 length = max(min(ac.articulation * (beats - onset), ac.max_note_beats), 1.0)
+                length = max(min(length, until - at), ANSWER_GAP_BEATS)
                 self._play(answer, TimedNote(pitch, start + at * beat, length * beat,
                                              self._velocity(vels, vmean)))
                 break
@@ -641,6 +750,8 @@ class Engine:
                 ioi = end - onset
             at, ioi, played = self._place(onset, ioi)
             length = min(ac.articulation * played, ac.max_note_beats)
+            if length > until - at:  # trading bars: over before the bars end
+                length = max(until - at, ANSWER_GAP_BEATS)
             self._play(answer, TimedNote(pitch, start + at * beat, length * beat,
                                          self._velocity(vels, vmean)))
             onset += ioi

@@ -209,6 +209,10 @@ class Listener:
         d = self.deadline()
         return d is not None and t >= d
 
+    def resume(self, notes: list[MelodyNote]) -> None:
+        """The phrase taken as ``notes`` goes on: they come back before the notes since."""
+        self.notes[:0] = notes
+
     def take_phrase(self) -> list[MelodyNote]:
         """The finished phrase's melody; the listener starts on the next one (and on a new
         ``accompaniment`` list: take the finished one first)."""

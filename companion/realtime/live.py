@@ -586,7 +586,9 @@ class Live:
             )
         elif kind == "barge_in":
             self._set_turn(LISTENING)
-            self.log(f"performer plays: answer stopped after {data['played']} notes")
+            self.log("performer plays on before the bar line: the call goes on, its answer "
+                     "withdrawn" if data.get("resumed") else
+                     f"performer plays: answer stopped after {data['played']} notes")
         elif kind == "model":
             self.log(f"model {data['name']} in use from the next answer ({data['path']})")
         elif kind == "held":
