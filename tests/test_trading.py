@@ -52,6 +52,19 @@ def test_a_two_bar_call_is_answered_on_the_bar_line_for_two_bars(model, model_pk
     assert max(n.end for n in a.notes) < 4 * BAR  # over before the next call's bar line
 
 
+def test_the_status_says_what_it_waits_for(model, model_pkg):
+    rig = rig_for(model, model_pkg)
+    e = rig.engine
+    assert e.waiting(0.0) == "waiting for your call"
+    rig.at(0.0, mido.Message("note_on", note=62, velocity=80))
+    assert e.waiting(0.1) == "listening: a key is down"
+    rig.play(legato(TWO_BARS[1:]), 0.0)
+    rig.until(2 * BAR - 0.1)
+    assert e.waiting(2 * BAR - 0.1) == "answering on the bar line unless you play on (2 bars)"
+    rig.until(2 * BAR - 0.01)
+    assert e.waiting(2 * BAR - 0.01) == "answering on the bar line"
+
+
 def test_four_quarters_are_a_bar_answered_on_the_next_bar_line(model, model_pkg):
     rig = rig_for(model, model_pkg)
     answer_after(rig, legato(QUARTERS, 0.9), 0.0, BAR + 0.2)

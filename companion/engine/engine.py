@@ -547,6 +547,24 @@ class Engine:
                           notes=len(answer.notes), call=len(call))
         return answer
 
+    def waiting(self, t: float) -> str:
+        """What the companion waits for at ``t``, in a performer's words (the status). It
+        only reads: the bar plan as last made by the engine's own thread."""
+        if self._muted:
+            return "muted: listening, not answering"
+        a = self.answer
+        if a is not None and a.start > t:
+            return "answering on the bar line" if a.bars is not None else "answering on the beat"
+        lst = self.listener
+        if not lst.notes:
+            return "waiting for your call"
+        if lst.held:
+            return "listening: a key is down"
+        made = self._plan
+        if made is not None and made[1] is not None and made[1].line > t:
+            return f"answering on the bar line unless you play on ({made[1].bars} bars)"
+        return "answering after a silence"
+
     def _ended_on(self, p: BarPlan) -> bool:
         """Whether the call has ended on the bar line of ``p`` (``Turn.ended``), from what is
         known just before it: how its last note sounds, and the performer's previous turn."""

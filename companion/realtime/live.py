@@ -533,6 +533,7 @@ class Live:
         return {
             "state": "muted" if engine.muted else "answering" if self.answering
             else "listening",
+            "waiting": engine.waiting(now),
             "key": engine.key_name(), "tonic": key[0] if key else None,
             "mode": key[1] if key else None,
             "tempo_bpm": round(60.0 / engine.beat_s, 2), "tempo_source": source,
