@@ -19,6 +19,7 @@ class Plan:
     keras_per_round: int = 10
     idle_steps: int = 40  # steps each after 50 ms idle: the cache-cold cost
     answers: int = 200  # calls of 4 notes, each answered: the listen figure's notes too
+    trades: int = 20  # one-bar calls answered on the bar line (turn_ahead_ms)
     scheduled_notes: int = 2000
     cold_starts: int = 3
     jack_notes: int = 500
@@ -28,7 +29,7 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         return cls(rounds=2, onnx_per_round=50, tf_per_round=5, keras_per_round=2, idle_steps=3,
-                   answers=10, scheduled_notes=100, cold_starts=1,
+                   answers=10, trades=3, scheduled_notes=100, cold_starts=1,
                    jack_notes=20, train_files=6, train_batches=2)
 
 
@@ -46,11 +47,12 @@ class Result:
 
 def stats(samples: Iterable[float] | np.ndarray, keys: tuple[str, ...] = ("p50", "p99"),
           digits: int = 3) -> dict[str, float]:
-    """Percentiles (and ``max``) of ``samples``, rounded for a readable JSON."""
+    """Percentiles (and ``max``, ``min``) of ``samples``, rounded for a readable JSON."""
     a = np.asarray(samples, dtype=np.float64)
     out = {}
     for k in keys:
-        v = float(a.max()) if k == "max" else float(np.percentile(a, float(k[1:])))
+        v = (float(a.max()) if k == "max" else float(a.min()) if k == "min"
+             else float(np.percentile(a, float(k[1:]))))
         out[k] = round(v, digits)
     return out
 

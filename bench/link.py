@@ -139,7 +139,7 @@ def _config(model_dir: Path, time_cfg: dict[str, Any]) -> Any:
     return config.from_dict({
         "model": str(model_dir),
         "listen": {"tempo_bpm": 120},
-        "answer": {"seed": 1, "length": 4, "min_beats": 4, "max_beats": 4},
+        "answer": {"seed": 1, "length": 4, "min_beats": 4, "max_beats": 4, "start": "beat"},
         "time": {"quantize": "1/8", "swing": 0.5, **time_cfg},
         "session": {"enabled": False},
     })

@@ -1,4 +1,5 @@
-"""The live path in process: ``listen_ms``, ``answer_latency_ms``, ``schedule_error_ms``.
+"""The live path in process: ``listen_ms``, ``answer_latency_ms``, ``schedule_error_ms``,
+``turn_ahead_ms``.
 
 A performer thread plays into the live companion (companion.realtime.live) on the
 in-process loopback (companion.midi.loopback): the engine's and the scheduler's own
@@ -40,7 +41,7 @@ def _live_config(model_dir: Path, **listen: Any) -> Config:
         "model": str(model_dir),
         "listen": {"tempo_bpm": 400, "phrase_end_beats": 0.25, **listen},
         "time": {"tempo": "fixed", "phrase_end": "fixed"},
-        "answer": {"seed": 1, "min_beats": 1, "max_beats": 4},
+        "answer": {"seed": 1, "min_beats": 1, "max_beats": 4, "start": "beat"},
         "session": {"enabled": False},
     })
 
@@ -56,6 +57,7 @@ class _Probe:
         self.wake: list[float] = []  # s: deadline -> decision (engine thread woke)
         self.generate: list[float] = []  # s: decision -> whole answer generated
         self.first_late: list[float] = []  # s: first answer note sent - its time
+        self.ahead: list[float] = []  # s: first note's time - whole answer generated
         self.sched: dict[tuple[int, int], float] = {}  # (answer, index) -> send time
         self.first_sent = threading.Event()
         self._handed: dict[int, float] = {}
@@ -72,6 +74,7 @@ class _Probe:
             a = self.live.engine.answer
             handed = self._handed.get(d["answer"])
             if a is not None and handed is not None:
+                self.ahead.append(a.start - t)
                 self.answer.append(handed - d["deadline"])
                 self.wake.append(a.decided - d["deadline"])
                 self.generate.append(t - a.decided)
@@ -180,6 +183,47 @@ def play_calls(model_dir: Path, plan: Plan, quiet: bool, attach: Attach | None =
         finally:
             live.stop()
     return probe
+
+
+def measure_turn(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> None:
+    """``turn_ahead_ms``: trading bars (``answer.start: bar``) in real time, how long before
+    its bar line each answer was whole (its first note's time minus the moment the whole
+    answer was generated); the note says how late the first notes left. A performer thread
+    plays one-bar calls of four quarter notes at 240 BPM, each on the bar line after the
+    answer to the one before."""
+    import mido
+
+    from companion import config
+
+    cfg = config.from_dict({
+        "model": str(model_dir), "listen": {"tempo_bpm": 240}, "time": {"tempo": "fixed"},
+        "answer": {"seed": 1, "start": "bar"}, "session": {"enabled": False}})
+    live, inport, probe = start_live(model_dir, cfg)
+    bar = 1.0  # four beats of 0.25 s
+    log(f"bench: trading bars, {plan.trades} one-bar calls", quiet)
+    with _as_live():
+        live.start()
+        try:
+            t0 = time.monotonic() + 0.1
+            for k in range(plan.trades):
+                start = t0 + 2 * bar * k
+                for i, pitch in enumerate((60, 62, 64, 67)):
+                    time.sleep(max(0.0, start + i * 0.25 - time.monotonic()))
+                    inport.deliver(mido.Message("note_on", note=pitch, velocity=90))
+                    time.sleep(max(0.0, start + i * 0.25 + 0.23 - time.monotonic()))
+                    inport.deliver(mido.Message("note_off", note=pitch, velocity=0))
+            time.sleep(max(0.0, t0 + 2 * bar * plan.trades - time.monotonic()))
+        finally:
+            live.stop()
+    if not probe.ahead:
+        res.set("turn_ahead_ms", None, "no answer came")
+        return
+    ms = 1000.0
+    late = np.array(probe.first_late) * ms
+    res.set("turn_ahead_ms", stats(np.array(probe.ahead) * ms, ("p50", "min")),
+            f"{len(probe.ahead)} of {plan.trades} one-bar calls answered on the bar line, each "
+            f"answer whole this long before its first note's time; the first notes left "
+            f"{np.median(late):+.3f} ms from it, p50, {np.max(late):+.3f} max")
 
 
 def measure_schedule(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> None:

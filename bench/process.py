@@ -213,6 +213,7 @@ def measure_process(model_dir: Path, plan: Plan, res: Result, quiet: bool) -> No
                 "model": str(model_dir.resolve()),
                 "midi": {"backend": "jack", "client_name": client, "passthrough": True},
                 "session": {"enabled": False},
+                "answer": {"start": "beat"},  # its answer follows the phrase-end silence
             }))
             starts = []
             proc = None

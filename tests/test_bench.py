@@ -72,6 +72,7 @@ def test_quick_bench_prints_every_key_as_numbers_or_null(quick_bench):
     shapes = {"step_us": {"p50", "p99"}, "tf_step_us": {"p50"}, "keras_call_us": {"p50"},
               "listen_ms": {"p50", "p99"}, "answer_latency_ms": {"p50", "p99", "max"},
               "schedule_error_ms": {"p50", "p99", "max"}, "jack_roundtrip_ms": {"p50", "p99"},
+              "turn_ahead_ms": {"p50", "min"},
               "clock_onset_error_ms": {"p50", "p99", "max"},
               "link_onset_error_ms": {"p50", "p99", "max"}}
     for key, want in shapes.items():
@@ -81,7 +82,7 @@ def test_quick_bench_prints_every_key_as_numbers_or_null(quick_bench):
         assert out[key] is None or isinstance(out[key], int | float)
     # what needs no MIDI system and no TensorFlow is always there
     for key in ("step_us", "listen_ms", "answer_latency_ms", "schedule_error_ms",
-                "clock_onset_error_ms"):
+                "turn_ahead_ms", "clock_onset_error_ms"):
         assert out[key] is not None, key
 
 
