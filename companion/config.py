@@ -63,6 +63,7 @@ class ListenConfig:
     legato_overlap_ms: float = _num(0, 1000, 100.0)
     pedal_tone_beats: float = _num(0.25, 256, 4.0)
     accompaniment_key_weight: float = _num(0, 1, 0.5)
+    held_limit_beats: float = _num(1, 256, 8.0)
 
 
 @dataclass

@@ -531,10 +531,12 @@ def jack_env(jack_server: dict, monkeypatch) -> dict:
 
 def jack_config(tmp_path: Path, model_pkg: Path, answer_beats: int = 4, **extra) -> Path:
     """The reliability tests' config file: JACK_TEMPO, answers of up to ``answer_beats``,
-    sessions saved under ``tmp_path``; ``extra``: more config sections."""
+    sessions saved under ``tmp_path``; ``extra``: more config sections (or keys of
+    ``listen`` and ``session``)."""
     return write_config(
         tmp_path / "config.yaml", model_pkg,
-        listen={"tempo_bpm": JACK_TEMPO, "phrase_end_beats": PHRASE_END_BEATS},
+        listen={"tempo_bpm": JACK_TEMPO, "phrase_end_beats": PHRASE_END_BEATS,
+                **extra.pop("listen", {})},
         answer={"length": answer_beats, "min_beats": 1, "max_beats": answer_beats, "seed": 3,
                 "max_note_beats": 1.0},
         session={"folder": str(tmp_path / "sessions"), **extra.pop("session", {})},

@@ -47,10 +47,11 @@ def test_sustain_pedal_holds_the_call_open():
     lst.feed(on(60), 0.0)
     lst.feed(cc(64, 127), 0.1)
     lst.feed(off(60), 0.4)
-    assert lst.deadline() is None  # the pedal holds it
+    held_end = 0.1 + (lst.held_limit_beats + 1) * BEAT  # the pedal's limit, then the wait
+    assert lst.deadline() == pytest.approx(held_end)  # the pedal holds it
     lst.feed(on(60), 0.6)  # re-struck while held: a key again
     lst.feed(off(60), 0.8)
-    assert lst.deadline() is None
+    assert lst.deadline() == pytest.approx(held_end)
     lst.feed(cc(64, 0), 2.0)
     assert lst.deadline() == pytest.approx(2.0 + BEAT)
 

@@ -80,6 +80,32 @@ def test_garbage_bytes_neither_crash_nor_wedge(jack_server, monkeypatch, tmp_pat
         assert latency < PHRASE_END_BEATS * BEAT + BEAT + 1.0
 
 
+# -- a lost note-off ---------------------------------------------------------------------
+
+#: The held limit of the test below, in beats (of JACK_BEAT: the tempo is fixed).
+HELD_LIMIT_BEATS = 4
+
+
+def test_a_lost_note_off_holds_the_call_only_until_the_held_limit(jack_server, monkeypatch,
+                                                                 tmp_path, model_pkg):
+    """`90 30 40` alone, then a call: answered once the stray key has been held the held
+    limit, with nothing more played, and the log names the key."""
+    with raw_rig(jack_server, monkeypatch, tmp_path, model_pkg, "stray",
+                 listen={"held_limit_beats": HELD_LIMIT_BEATS}) as (comp, performer, raw):
+        sent = time.monotonic()
+        raw.send_message([0x90, 0x30, 0x40])
+        released = performer.play(CALL)
+        held_end = sent + HELD_LIMIT_BEATS * BEAT
+        assert released < held_end  # the call alone would have ended sooner
+        wait_answer_heard(comp, performer, 0, 0)
+        first = note_ons(performer.received())[0][0]
+        print(f"lost note-off: answered {first - held_end:.3f} s after the stray key's limit")
+        assert held_end + PHRASE_END_BEATS * BEAT < first
+        assert first < held_end + (PHRASE_END_BEATS + 1) * BEAT + 1.0  # 1 s: a loaded machine
+        comp.wait_line(f"key C3 (channel 1) held {HELD_LIMIT_BEATS} beats without its note-off")
+        assert comp.count(f"call of {1 + len(CALL)} notes") == 1, "\n".join(comp.lines)
+
+
 # -- flood -------------------------------------------------------------------------------
 
 

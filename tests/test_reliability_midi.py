@@ -22,11 +22,16 @@ from support import CALLS, EngineRig, assert_all_off, call_messages, make_config
 from support import LOOP_BEAT as BEAT
 from support import LOOP_TEMPO as TEMPO
 
-from companion.engine.listener import STUCK_KEY_BEATS
+from companion.config import Config
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
 
 PHRASE_END_BEATS = 1.0
+#: Seconds after which whatever the garbage played has ended as a phrase: a key held to the
+#: held limit at the slowest beat the tempo from the calls may follow, then the longest wait.
+_DEFAULTS = Config()
+QUIET_S = (_DEFAULTS.listen.held_limit_beats * 60.0 / _DEFAULTS.time.auto_min_bpm
+           + _DEFAULTS.time.phrase_end_max_s)
 
 # -- every kind of MIDI message --------------------------------------------------------
 
@@ -90,8 +95,8 @@ def test_any_messages_then_a_clean_call_is_answered(model, model_pkg, items, cha
             for tm, m in call_messages(CALLS[item[1]], t, call_ch):
                 rig.feed(tm, m)
             t = rig.clock.now()
-    # quiet, then a clean call after the time a lost note-off is forgiven
-    t += (STUCK_KEY_BEATS + 4) * BEAT
+    # quiet, then a clean call once what the garbage played has ended (lost note-offs too)
+    t += QUIET_S + 4 * BEAT
     rig.until(t)
     before = len(rig.events_of("phrase_end"))
     call = call_messages(CALLS[0], t, call_ch)

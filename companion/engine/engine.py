@@ -61,7 +61,10 @@ LIVE_SETTINGS = live_controls.LIVE_SETTINGS
 #: "phrase_end" (t = answer generated; ``deadline``, ``decided``, ``answer`` id, ``start``
 #: of its first note, ``beats``, ``notes``, ``call`` = melody notes heard),
 #: "barge_in" (``answer``, ``played``), "reset" (the model restarted after a silence),
-#: "held" (a call not answered: the Link session's transport is stopped; ``call``).
+#: "held" (a call not answered: the Link session's transport is stopped; ``call``),
+#: "stuck" (keys that stopped counting as held at the held limit, listen.held_limit_beats:
+#: ``keys`` pressed without their note-off, ``pedal`` the keys the sustain pedal held, each
+#: (channel 0..15, note); ``beats``, the limit).
 EventHook = Callable[..., None]
 
 
@@ -110,7 +113,7 @@ class Engine:
             None if ch == "omni" else int(ch) - 1,
             melody=lc.melody, overlap_s=lc.legato_overlap_ms / 1000.0,
             pedal_tone_beats=lc.pedal_tone_beats, split_note=lc.split_note,
-            melody_channel=lc.melody_channel - 1,
+            melody_channel=lc.melody_channel - 1, held_limit_beats=lc.held_limit_beats,
         )
         self.accompaniment_key_weight = lc.accompaniment_key_weight
         self.reset_after_s = lc.reset_after_beats * self.beat_s
@@ -245,6 +248,7 @@ class Engine:
         self.style.weight = cfg.style.weight
         self.max_repeat = cfg.style.max_repeat
         self.key_bias.strength = cfg.key.strength
+        self.listener.held_limit_beats = cfg.listen.held_limit_beats
         return self.setting(name)
 
     def setting(self, name: str) -> Any:
@@ -345,6 +349,7 @@ class Engine:
             if self.clock_from_input:
                 self.on_clock(msg, t)
             return
+        self._forget_stuck(t)
         code = self.listener.feed(msg, t)
         if code == NOTHING:
             return
@@ -362,8 +367,8 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When ``poll`` may find the phrase ended: trading bars, a little before the bar line
-        the call may end on (``bar_plan``); else the end of the phrase-end silence (None
-        while keys are held or nothing was played)."""
+        the call may end on (``bar_plan``); else the end of the phrase-end silence (keys still
+        held counted as released at the held limit); None while nothing is played."""
         p = self.bar_plan()
         return p.decide if p is not None else self.listener.deadline()
 
@@ -392,6 +397,14 @@ class Engine:
             p = plan(last, beats_last / bar, beats_first / bar, bar, beat, self._not_end)
         self._plan = (made_of, p)
         return p
+
+    def _forget_stuck(self, t: float) -> None:
+        """Keys held past the held limit at ``t`` stop counting as held: said in a "stuck"
+        event."""
+        keys, pedal = self.listener.forget_stuck(t)
+        if (keys or pedal) and self.on_event is not None:
+            self.on_event("stuck", self.clock.now(), keys=keys, pedal=pedal,
+                          beats=self.listener.held_limit_beats)
 
     def _restart(self) -> None:
         """A fresh melody: zero state, then bos. A positional model (format 2) takes bos at
@@ -508,6 +521,7 @@ class Engine:
         Trading bars, the answer starts on the bar line the call ended on and lasts as many
         bars (``answer.length: call``)."""
         self._swap_if_due()
+        self._forget_stuck(t)
         lst = self.listener
         p = self.bar_plan()
         if p is not None:

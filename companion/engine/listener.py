@@ -23,10 +23,8 @@ __all__ = ["NEW_NOTE", "NOTHING", "TOP_CHANGED", "Listener", "MelodyNote"]
 #: Controllers that silence every key: All Sound Off, All Notes Off.
 _ALL_OFF = (120, 123)
 
-#: A key held this many beats when a new note starts has lost its note-off (a dropped or
-#: garbled message): it stops counting as held, so that a lost message cannot keep the
-#: companion from ever hearing a phrase end.
-STUCK_KEY_BEATS = 32.0
+#: A key (channel 0..15, note) as the listener keeps it.
+Key = tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -43,6 +41,12 @@ class Listener:
     corrected if a higher note follows within the window, so that the model can advance at
     once instead of waiting for the window to close. A note under a held melody note is
     announced when that note is released within ``overlap_s`` (legato), with its own onset.
+
+    Nothing holds the call open for ever: a key counts as held for at most
+    ``held_limit_beats`` from its (latest) press, and the sustain pedal (with
+    ``sustain_holds``) holds released keys for at most as long from when it went down. The
+    phrase end counts such a key released at its limit (``deadline``); ``forget_stuck``
+    then drops it, and the caller says so.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class Listener:
         pedal_tone_beats: float = 4.0,
         split_note: int = 60,
         melody_channel: int | None = None,
+        held_limit_beats: float = 8.0,
     ):
         self.beat_s = beat_s
         self.phrase_end_beats = phrase_end_beats
@@ -65,8 +70,9 @@ class Listener:
         self.pedal_tone_beats = pedal_tone_beats
         self.tracker = MelodyTracker(melody, window_s, overlap_s, pedal_tone_beats * beat_s,
                                      split_note, melody_channel, REST_BEATS * beat_s)
-        self.held: set[tuple[int, int]] = set()
-        self._pressed: dict[tuple[int, int], float] = {}  # held key -> when it was pressed
+        self.held_limit_beats = held_limit_beats
+        self.held: dict[Key, float] = {}  # key held -> when it was (last) pressed
+        self._last_release = float("-inf")  # the last key (or the pedal's keys) let go
         self.notes: list[MelodyNote] = []  # melody of the phrase being played
         #: the phrase's other notes: they inform the key, never the melody
         self.accompaniment: list[MelodyNote] = []
@@ -79,7 +85,9 @@ class Listener:
         self.end_note: int | None = None
         self.pace: Pace | None = None
         self.pedal = False
-        self.sustained: set[tuple[int, int]] = set()  # released keys the pedal holds
+        self._pedal_since = float("-inf")  # when the pedal went down
+        self._pedal_spent = False  # down past the held limit: it holds nothing until let go
+        self.sustained: set[Key] = set()  # released keys the pedal holds
         self.ended_at: float | None = None  # the call was ended explicitly
 
     def set_beat(self, beat_s: float) -> None:
@@ -108,8 +116,8 @@ class Listener:
                 return NOTHING
             self.sustained.clear()
             self.held.clear()
-            self._pressed.clear()
             self.tracker.clear()
+            self._last_release = t
             if self.notes and self.silence_since is None:
                 self.silence_since = t
             return NOTHING
@@ -119,10 +127,7 @@ class Listener:
                 self._end(t)
                 return NOTHING
             self.sustained.discard(key)
-            if self.held:
-                self._forget_stuck(t)
-            self.held.add(key)
-            self._pressed[key] = t
+            self.held[key] = t  # struck again while held: its limit counts from now
             self.silence_since = None
             tr = self.tracker
             tr.pedal_tone = self.pedal_tone_beats * self.beat_s  # the beat may follow the tempo
@@ -138,14 +143,14 @@ class Listener:
             return NOTHING
         # note_off, or note_on with velocity 0
         if key in self.held:
-            self.held.discard(key)
-            self._pressed.pop(key, None)
+            del self.held[key]
+            self._last_release = t
             code = self.tracker.release(key, t)
             if code == NEW_NOTE:  # the note under it was the melody's next, played legato
                 pitch, onset, velocity = self.tracker.promoted
                 self._drop_accompaniment(pitch, onset)
                 code = self._melody_note(pitch, onset, velocity)
-            if self.pedal and self.sustain_holds:
+            if self.pedal and self.sustain_holds and not self._pedal_spent:
                 self.sustained.add(key)
             elif not self.held and not self.sustained and self.notes:
                 self.silence_since = t
@@ -170,8 +175,13 @@ class Listener:
         """The sustain pedal (CC 64) and the end-of-call controller."""
         if cc == 64:
             down = value >= 64
+            if down and not self.pedal:
+                self._pedal_since = t
             if self.pedal and not down:
-                self.sustained.clear()
+                if self.sustained:
+                    self.sustained.clear()
+                    self._last_release = t
+                self._pedal_spent = False
                 if self.end_on_pedal_release:
                     self._end(t)
                 elif not self.held and self.notes and self.silence_since is None:
@@ -185,25 +195,60 @@ class Listener:
         if self.notes:
             self.ended_at = t
 
-    def _forget_stuck(self, t: float) -> None:
-        limit = STUCK_KEY_BEATS * self.beat_s  # the beat may follow the tempo
-        stuck = [k for k, p in self._pressed.items() if t - p > limit]
-        for k in stuck:
-            self.held.discard(k)
-            del self._pressed[k]
+    def forget_stuck(self, t: float) -> tuple[list[Key], list[Key]]:
+        """At ``t``, the keys held past the held limit stop counting as held, and so do the
+        keys the pedal holds once it has been down that long (it holds none until let go).
+        Returns both lists (empty when nothing passed its limit). The phrase end stays where
+        ``deadline`` had it: the silence began when the last of them reached its limit, or
+        at the last release after that."""
+        if not self.held and not self.sustained:
+            return [], []
+        limit = self.held_limit_beats * self.beat_s  # the beat may follow the tempo
+        until = self._holding_until(limit)
+        keys = [k for k, p in self.held.items() if t >= p + limit]
+        for k in keys:
+            del self.held[k]
             self.tracker.forget(k)
-        if stuck and not self.held and not self.sustained:
-            self.take_phrase()  # the phrase it held open is long gone: a new one starts
+        pedal: list[Key] = []
+        if self.sustained and t >= self._pedal_since + limit:
+            pedal = sorted(self.sustained)
+            self.sustained.clear()
+            self._pedal_spent = True
+        if (keys or pedal) and not self.held and not self.sustained and self.notes \
+                and self.silence_since is None:
+            self.silence_since = max(self._last_release, until)
+        return keys, pedal
+
+    def _holding_until(self, limit: float) -> float:
+        """When the keys counted as held now (pressed, or held by the pedal) have all reached
+        the held limit, ``limit`` seconds."""
+        until = max(self.held.values(), default=float("-inf")) + limit
+        if self.sustained:
+            until = max(until, self._pedal_since + limit)
+        return until
+
+    def held_keys(self) -> list[Key]:
+        """The keys counted as held, pressed or held by the pedal, by pitch. Any thread: both
+        are copied at once (under the GIL) before anything else."""
+        return sorted({*self.held, *self.sustained}, key=lambda k: (k[1], k[0]))
 
     def deadline(self) -> float | None:
-        """When the phrase ends if nothing more is played; None while a key is held."""
+        """When the phrase ends if nothing more is played; None before its first note. A key
+        still held counts as released at its held limit."""
         if self.ended_at is not None and self.notes:
             return self.ended_at
-        if self.silence_since is None or self.held or self.sustained or not self.notes:
+        if not self.notes:
             return None
+        if self.held or self.sustained:
+            quiet = max(self._last_release,
+                        self._holding_until(self.held_limit_beats * self.beat_s))
+        elif self.silence_since is None:
+            return None
+        else:
+            quiet = self.silence_since
         if self.pace is not None:
-            return self.silence_since + self.pace.wait_s(self.phrase_end_s)
-        return self.silence_since + self.phrase_end_s
+            return quiet + self.pace.wait_s(self.phrase_end_s)
+        return quiet + self.phrase_end_s
 
     def phrase_ended(self, t: float) -> bool:
         d = self.deadline()

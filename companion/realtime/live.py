@@ -9,9 +9,10 @@ scheduler's lock.
 Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live clock):
 "note_in" (``received`` = arrival time, t = model advanced), "phrase_end" (``deadline``,
 ``decided``, t = answer generated), "note_on"/"note_off" (answer notes, t = sent, ``index``
-0 is the first note of an answer), "barge_in", "reset", "control" (``name``, ``value``: a
-setting changed or an action done, by a CC, the web page or OSC; see ``apply``), "model"
-(``name``, ``path``: a model package swapped in; see ``apply("model", NAME)``).
+0 is the first note of an answer), "barge_in", "reset", "stuck" (keys no longer counted as
+held: each logged), "control" (``name``, ``value``: a setting changed or an action done, by a
+CC, the web page or OSC; see ``apply``), "model" (``name``, ``path``: a model package
+swapped in; see ``apply("model", NAME)``).
 
 Taps (``Live.tap``): the same events, plus "heard" (every note-on/off the performer plays:
 ``pitch``, ``velocity``, 0 for a release), put in a bounded queue for a reader on a thread
@@ -33,6 +34,7 @@ from typing import Any
 import mido
 
 from companion.config import Config, ConfigError
+from companion.encoding.names import note_name
 from companion.engine.engine import Engine, EventHook
 from companion.engine.midiclock import CLOCK_TYPES
 from companion.engine.model import ModelError, StepModel
@@ -49,16 +51,14 @@ from companion.realtime.scheduler import Scheduler
 
 #: The engine thread looks at its stop flag at least this often.
 IDLE_WAKE_S = 0.25
-#: In a call and while its phrase end is pending, the engine thread warms the model (a
-#: throwaway step) this often: a step after 50 ms without one costs 3 ms on a cloud guest
-#: whose caches are emptied between notes, one within 5 ms of another 0.2 ms, and the
-#: answer's steps are what a performer waits for. Never closer than WARM_GUARD_S to the
-#: deadline. About 4% of a core while a call goes on; nothing when idle.
+#: In a call, until its phrase end (which keys held push back by at most the held limit,
+#: listen.held_limit_beats), the engine thread warms the model (a throwaway step) this
+#: often: a step after 50 ms without one costs 3 ms on a cloud guest whose caches are
+#: emptied between notes, one within 5 ms of another 0.2 ms, and the answer's steps are what
+#: a performer waits for. Never closer than WARM_GUARD_S to the deadline. About 4% of a core
+#: while a call goes on; nothing when idle.
 WARM_EVERY_S = 0.005
 WARM_GUARD_S = 0.0005
-#: With keys held (no deadline yet), warm until this long after the last message: a held
-#: key is a call going on, a forgotten one is not.
-WARM_IN_CALL_S = 2.0
 
 #: Input older than this when the engine thread gets to it is a backlog (a flood of
 #: messages faster than they can be handled): dropped rather than acted on late, except
@@ -292,19 +292,16 @@ class Live:
         realtime_thread()  # the engine's step and answer must not wait for a core either
         now = self.clock.now
         q = self.queue
-        warmed = heard = -math.inf  # when the model was last warmed, a message last taken
+        warmed = -math.inf  # when the model was last warmed
         while not self._stop.is_set():
             deadline = self.engine.next_deadline()
             wait = IDLE_WAKE_S
-            # in a call (keys held: no deadline yet) or waiting for its end: keep warm
-            if deadline is not None or (self.engine.listener.notes
-                                        and now() - heard < WARM_IN_CALL_S):
-                left = math.inf if deadline is None else deadline - now()
+            if deadline is not None:  # in a call, its phrase end to come: keep warm
+                left = deadline - now()
                 if left > WARM_GUARD_S and now() - warmed >= WARM_EVERY_S:
                     self.engine.model.warm()
                     warmed = now()
-                    if deadline is not None:
-                        left = deadline - warmed
+                    left = deadline - warmed
                 wait = min(IDLE_WAKE_S, left, warmed + WARM_EVERY_S - now())
             try:
                 t, msg = q.get(timeout=wait) if wait > 0 else q.get_nowait()
@@ -313,8 +310,7 @@ class Live:
             else:
                 if msg is None:  # stop() waking us
                     continue
-                heard = now()
-                if heard - t > BACKLOG_S and not (isinstance(msg, Command | Loaded)
+                if now() - t > BACKLOG_S and not (isinstance(msg, Command | Loaded)
                                                   or _ends_notes(msg)):
                     self._flood += 1  # a backlog: never acted on (or played) late
                     self._last_drop = now()
@@ -519,8 +515,8 @@ class Live:
 
     def status(self) -> dict[str, Any]:
         """What a performer looks at, now: listening / answering / muted, the key, the tempo
-        and what it follows, the ports, the counts. Safe to call from any thread (it only
-        reads)."""
+        and what it follows, the ports, the keys counted as held (note names), the counts.
+        Safe to call from any thread (it only reads)."""
         engine = self.engine
         now = self.clock.now()
         a = engine.answer
@@ -540,6 +536,7 @@ class Live:
             "beat_s": engine.beat_s, "beat_anchor": anchor,
             "input": self.input_label, "output": self.output_label,
             "switchable": self.backend is not None,
+            "held": [note_name(n) for _, n in engine.listener.held_keys()],
             "notes_heard": self.notes_heard, "answers": self.answers,
             "dropped": self.dropped + self._flood + self.dropped_queue_full,
             "now": now,
@@ -594,6 +591,15 @@ class Live:
             self.log(f"model {data['name']} in use from the next answer ({data['path']})")
         elif kind == "held":
             self.log(f"call of {data['call']} notes not answered: the Link session is stopped")
+        elif kind == "stuck":
+            beats = f"{data['beats']:g} beats"
+            for ch, note in data["keys"]:
+                self.log(f"key {note_name(note)} (channel {ch + 1}) held {beats} without its "
+                         f"note-off: no longer counted as held")
+            if data["pedal"]:
+                names = ", ".join(note_name(n) for _, n in data["pedal"])
+                self.log(f"sustain pedal down {beats}: the keys it held ({names}) no longer "
+                         f"count as held, nor any until it is let go")
         self._emit(kind, t, data)
 
     # -- start and stop ----------------------------------------------------------------------

@@ -59,6 +59,7 @@ function showStatus(s) {
   $("tempo-source").textContent = status.tempo_source ? "from " + status.tempo_source : "";
   $("port-in").textContent = (status.input || "–") + (status.input_connected === false ? " (gone)" : "");
   $("port-out").textContent = (status.output || "–") + (status.output_connected === false ? " (gone)" : "");
+  $("held").textContent = status.held && status.held.length ? status.held.join(" ") : "–";
   $("heard").textContent = status.notes_heard ?? 0;
   $("answers").textContent = status.answers ?? 0;
   $("dropped").textContent = (status.dropped ?? 0) + " / " + (status.frames_dropped ?? 0) + " frames";
