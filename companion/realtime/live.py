@@ -14,8 +14,11 @@ setting changed or an action done, by a CC, the web page or OSC; see ``apply``),
 (``name``, ``path``: a model package swapped in; see ``apply("model", NAME)``).
 
 Taps (``Live.tap``): the same events, plus "heard" (every note-on/off the performer plays:
-``pitch``, ``velocity``, 0 for a release), put in a bounded queue for a reader on a thread
-of its own (the web page's server): putting never waits, and a full tap drops the event.
+``pitch``, ``velocity``, 0 for a release) and "answer" (right after "phrase_end": ``answer``
+id, ``notes``, each ``[pitch, start, duration, velocity]``, start on the live clock: the
+whole answer as decided, before its notes sound), put in a bounded queue for a reader on a
+thread of its own (the web page's server): putting never waits, and a full tap drops the
+event.
 """
 
 from __future__ import annotations
@@ -227,6 +230,19 @@ class Live:
             self.dropped_queue_full += 1  # memory stays bounded whatever comes in
             return
         self.queue.put((self._arrival(msg, self.inport), msg))
+
+    def hear(self, msg: mido.Message) -> bool:
+        """A message from elsewhere than the input port (the page's Web MIDI input), from any
+        thread: into the input queue as the input port's are, stamped now, and so heard,
+        recorded and answered the same way. MIDI clock is not taken this way. False where
+        it was dropped (a clock message, or a full queue)."""
+        if getattr(msg, "type", None) in CLOCK_TYPES:
+            return False
+        if self.queue.qsize() >= MAX_QUEUED and not _ends_notes(msg):
+            self.dropped_queue_full += 1
+            return False
+        self.queue.put((self.clock.now(), msg))
+        return True
 
     def _on_clock(self, msg: mido.Message) -> None:
         """The dedicated clock port's callback: its clock messages only."""
@@ -541,8 +557,34 @@ class Live:
             "switchable": self.backend is not None,
             "notes_heard": self.notes_heard, "answers": self.answers,
             "dropped": self.dropped + self._flood + self.dropped_queue_full,
-            "now": now,
+            "now": now, **self._waiting(now),
         }
+
+    def _waiting(self, now: float) -> dict[str, Any]:
+        """What the companion waits for, for ``status``: the keys held down (``held``,
+        pitches) and whether the sustain pedal holds the phrase open (``pedal``), when the
+        phrase ends if nothing more is played (``deadline``), the answer's first and last
+        note (``answer_start``, ``answer_end``: the answer decided, until it has played),
+        the bar (``meter``: beats, or null), the barge-in rule. Read from the engine
+        thread's state without a lock: a set changing as it is copied is read again."""
+        engine, lst = self.engine, self.engine.listener
+        held: list[int] = []
+        deadline = None
+        for _ in range(3):
+            try:
+                held = sorted({note for _, note in lst.held})
+                deadline = engine.next_deadline()
+                break
+            except RuntimeError:  # changed size while read
+                continue
+        a = engine.answer
+        start = end = None
+        if a is not None and self.answering and a.notes:
+            start, end = a.start, a.notes[-1].end
+        return {"held": held, "pedal": bool(lst.pedal and lst.sustained),
+                "deadline": deadline, "answer_start": start,
+                "answer_end": end, "meter": engine.setting("time.meter"),
+                "barge_in": engine.setting("answer.barge_in")}
 
     def _played(self, kind: str, t: float, **data) -> None:
         """Scheduler events: the last note-off of the current answer ends its turn."""
@@ -592,6 +634,11 @@ class Live:
         elif kind == "held":
             self.log(f"call of {data['call']} notes not answered: the Link session is stopped")
         self._emit(kind, t, data)
+        if kind == "phrase_end" and self._taps:  # the answer ahead of its notes, for the page
+            a = self.engine.answer
+            notes = [[n.pitch, n.start, n.duration, n.velocity] for n in a.notes]
+            for tap in self._taps:
+                tap.put("answer", t, {"answer": a.id, "notes": notes})
 
     # -- start and stop ----------------------------------------------------------------------
 
