@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from support import UI_CALL, UiRig
 
+from bench.page import FAKE_MIDI  # the browser's Web MIDI, replaced by a scripted one
 from companion.config import check_of
 from companion.live_controls import CONTROLS, stops
 from companion.ui.server import qr_text
@@ -25,38 +26,6 @@ from companion.ui.server import qr_text
 pytestmark = pytest.mark.slow
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-
-#: The browser's Web MIDI, replaced: one keyboard ("Test Keyboard") whose messages the test
-#: plays with ``__midi.play(bytes)`` or ``__midi.phrase(...)``, one output ("Test Synth")
-#: keeping what the page sends it, with its timestamp.
-FAKE_MIDI = """
-(() => {
-  const input = {id: "kbd-1", name: "Test Keyboard", manufacturer: "test", type: "input",
-                 state: "connected", connection: "open", onmidimessage: null};
-  const sent = [];
-  const output = {id: "synth-1", name: "Test Synth", manufacturer: "test", type: "output",
-                  state: "connected", connection: "open",
-                  send(data, ts) { sent.push({data: Array.from(data), ts: ts ?? performance.now(),
-                                               at: performance.now()}); }};
-  const access = {inputs: new Map([[input.id, input]]), outputs: new Map([[output.id, output]]),
-                  sysexEnabled: false, onstatechange: null};
-  Object.defineProperty(navigator, "requestMIDIAccess", {value: async () => access});
-  const play = (bytes) => {
-    if (input.onmidimessage) input.onmidimessage({data: new Uint8Array(bytes),
-                                                  timeStamp: performance.now()});
-  };
-  // notes [[pitch, onset ms]] held 100 ms each, timed here as a player's hands would be
-  const phrase = (notes) => new Promise((done) => {
-    for (const [p, at] of notes) {
-      setTimeout(() => play([0x90, p, 80]), at);
-      setTimeout(() => play([0x80, p, 0]), at + 100);
-    }
-    setTimeout(done, Math.max(...notes.map(([, at]) => at)) + 120);
-  });
-  window.__midi = {play, phrase, sent};
-})();
-"""
-
 
 @pytest.fixture(scope="module")
 def browser():
@@ -298,17 +267,55 @@ def test_the_page_shows_its_url_as_a_qr_code_and_so_does_the_terminal(browser, m
         # the terminal's: light modules drawn as blocks, two rows a line
         text = r.server.qr()
         assert text == qr_text(r.url)
-        rows = []
-        for line in text.splitlines():
-            rows.append([c in "█▀" for c in line])
-            rows.append([c in "█▄" for c in line])
-        modules = np.array(rows, dtype=np.uint8) * 255
-        image = np.kron(modules, np.ones((4, 4), dtype=np.uint8))
-        image = np.pad(image, 16, constant_values=255)
-        assert [b.text for b in zxingcpp.read_barcodes(image)] == [r.url]
+        assert decode_terminal(text.splitlines()) == [r.url]
     finally:
         r.close()
 
 
 def test_no_qr_in_the_terminal_where_only_this_computer_can_open_it(rig):
     assert rig.server.qr() is None
+
+
+def decode_terminal(lines: list[str]) -> list[str]:
+    """The texts of a QR code printed as qr_text draws it (light modules as blocks)."""
+    zxingcpp = pytest.importorskip("zxingcpp")
+    rows = []
+    for line in lines:
+        rows.append([c in "█▀" for c in line])
+        rows.append([c in "█▄" for c in line])
+    width = max(len(r) for r in rows)
+    modules = np.array([r + [True] * (width - len(r)) for r in rows], dtype=np.uint8) * 255
+    image = np.pad(np.kron(modules, np.ones((4, 4), dtype=np.uint8)), 16, constant_values=255)
+    return [b.text for b in zxingcpp.read_barcodes(image)]
+
+
+def test_companion_prints_the_qr_code_where_a_tablet_can_open_the_page(tmp_path):
+    """`companion demo --ui 0.0.0.0:0`: the URL, with its token, and under it the same URL as a
+    QR code that reads back."""
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    from support import ROOT
+
+    lines: list[str] = []
+    proc = subprocess.Popen([sys.executable, "-m", "companion", "demo", "--ui", "0.0.0.0:0"],
+                            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                                   PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout),
+                     daemon=True).start()
+    try:
+        end = time.monotonic() + 30
+        while not any(line.startswith("call 1 of") for line in lines):
+            assert time.monotonic() < end and proc.poll() is None, "\n".join(lines)
+            time.sleep(0.1)
+        url = next(m.group(1) for line in lines
+                   if (m := re.search(r"control surface: (http://\S+)", line)))
+        assert "?token=" in url
+        qr = [line for line in lines if line and set(line) <= set("█▀▄ ")]
+        assert decode_terminal(qr) == [url]
+    finally:
+        proc.terminate()
+        proc.wait(15)

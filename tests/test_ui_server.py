@@ -420,3 +420,10 @@ def test_the_bench_figure_takes_both_sides_in_one_run(model_pkg):
         assert set(v) == {"without", "with"} and all(x >= 0 for x in v.values()), res.notes
         frames = int(re.search(r"(\d+) frames read", res.notes[key]).group(1))
         assert frames > 0, res.notes[key]
+
+
+def test_a_pinned_token_is_one_a_url_carries_as_it_is():
+    assert make_config(None, ui={"token": "Stage-Left_2024"}).ui.token == "Stage-Left_2024"
+    for bad in ("short", "with space here", "a/b?c=d&e", "x" * 129, 12345678):
+        with pytest.raises(ConfigError, match="ui.token"):
+            make_config(None, ui={"token": bad})

@@ -47,7 +47,16 @@ function noteOff(who, pitch, t) {
   if (n) { n.end = t; sounding[who].delete(pitch); }
 }
 
-function onEvent([kind, t, d]) {
+// When the performer's notes and the answers reached this page (performance.now), for the
+// latency figures (bench/page.py): [kind, server time, arrival, pitch or answer id].
+const arrivals = [];
+function arrived(kind, t, what) {
+  arrivals.push([kind, t, performance.now(), what]);
+  if (arrivals.length > 2000) arrivals.shift();
+}
+
+function onEvent([kind, t, d], live) {
+  if (live && (kind === "heard" || kind === "answer")) arrived(kind, t, kind === "heard" ? d.pitch : d.answer);
   if (kind === "heard") {
     if (d.velocity > 0) noteOn("performer", d.pitch, t); else noteOff("performer", d.pitch, t);
     heardNote(d.pitch, d.velocity);
@@ -164,7 +173,7 @@ let midiAsked = false;
 async function initMidi() {
   if (midiAsked || !navigator.requestMIDIAccess) {
     if (!navigator.requestMIDIAccess) $("webmidi-note").textContent = !window.isSecureContext
-      ? "a keyboard on this computer needs the page opened on it (http://127.0.0.1:…): browsers give Web MIDI to local or https pages only"
+      ? "a keyboard here needs the page opened on this computer as 127.0.0.1 or localhost: browsers give Web MIDI to local or secure pages only"
       : "this browser has no Web MIDI (Chrome and Edge have it): play into the companion's MIDI input instead";
     return;
   }
@@ -218,15 +227,15 @@ function onWebMidi(e) {
   if (!data.length || data[0] >= 0xF0) return;
   if (ws && ws.readyState === WebSocket.OPEN) {
     ws.send(JSON.stringify({type: "midi", data}));
-    sentMidi.push(performance.now());
-    if (sentMidi.length > 100) sentMidi.shift();
+    sentMidi.push([performance.now(), data]);
+    if (sentMidi.length > 1000) sentMidi.shift();
   }
   const kind = data[0] & 0xF0;
   if ((kind === 0x90 || kind === 0x80) && $("my-notes").checked && soundOn && synth.started) {
     localNote(data[1], kind === 0x90 ? data[2] : 0);
   }
 }
-const sentMidi = [];  // when the last messages were sent (performance.now), for the latency figures
+const sentMidi = [];  // [when sent (performance.now), bytes] of the last 1000, for the latency figures
 
 function midiOutPlay(n, at, end) {
   if (!webOut) return;
@@ -464,12 +473,12 @@ function connect() {
       notes.length = 0; phraseEnds.length = 0; planned.length = 0;
       counts.performer = counts.companion = 0;
       sounding.performer.clear(); sounding.companion.clear();
-      msg.history.forEach(onEvent);
+      for (const e of msg.history) onEvent(e, false);
       connected = true;
       document.body.dataset.connected = "yes";
     } else if (msg.type === "frame") {
       sync(msg.now);
-      msg.events.forEach(onEvent);
+      for (const e of msg.events) onEvent(e, true);
       if (msg.status) showStatus(msg.status);
       if (msg.settings) { Object.assign(settings, msg.settings, {mute: msg.muted}); showSettings(); }
     } else if (msg.type === "reply") {
@@ -624,7 +633,7 @@ function frame() {
 
 // For the tests and the latency figures: the page's state, read from outside.
 window.companion = {synth, planned, controls, settings: () => settings, status: () => status,
-  serverNow, perfOfServer, sentMidi, stopOf,
+  serverNow, perfOfServer, sentMidi, arrivals, stopOf, offset: () => offset,
   serverOf: (ctxTime) => synth.perfOf(ctxTime) / 1000 + (offset ?? 0)};
 
 connect();
