@@ -153,6 +153,10 @@ function showSound() {
   b.classList.toggle("on", soundOn && !synth.muted);
   b.textContent = !soundOn ? "tap for sound" : synth.muted ? "sound off" : "sound on";
   document.body.dataset.sound = soundOn && !synth.muted ? "on" : "off";
+  if (synth.ctx) {  // what the browser says its audio output adds
+    const ms = 1000 * ((synth.ctx.baseLatency || 0) + (synth.ctx.outputLatency || 0));
+    $("audio-latency").textContent = ms > 0 ? Math.round(ms) + " ms" : "–";
+  }
 }
 $("sound").addEventListener("click", async () => {
   if (!soundOn) { await startSound(); return; }
