@@ -557,10 +557,10 @@ class Live:
             "switchable": self.backend is not None,
             "notes_heard": self.notes_heard, "answers": self.answers,
             "dropped": self.dropped + self._flood + self.dropped_queue_full,
-            "now": now, **self._waiting(now),
+            "now": now, **self._waiting(),
         }
 
-    def _waiting(self, now: float) -> dict[str, Any]:
+    def _waiting(self) -> dict[str, Any]:
         """What the companion waits for, for ``status``: the keys held down (``held``,
         pitches) and whether the sustain pedal holds the phrase open (``pedal``), when the
         phrase ends if nothing more is played (``deadline``), the answer's first and last

@@ -4,11 +4,13 @@
 The music comes first. The bridge only reads the companion's events from a bounded tap
 (``Live.tap``: a full tap drops events, never MIDI), once a frame (FRAME_HZ) writes them as
 one line to the web process (never waiting: while the web process is behind, frames are
-dropped and counted), and hands the page's controls to ``Live.post``, the path the MIDI
+dropped and counted), hands the page's controls to ``Live.post``, the path the MIDI
 controls take (applied on the engine thread, checked as in config.yaml, answered with a
-reply). HTTP, WebSockets, JSON for each page and the socket sends are the web process's
-work: none of it holds this process's GIL, so a slow, frozen or vanished browser never
-delays a note. A web process that dies takes the page with it, never the music.
+reply), and the MIDI of a keyboard played into the page (Web MIDI) to ``Live.hear``, the
+input port's path, each message checked again here. HTTP, WebSockets, JSON for each page
+and the socket sends are the web process's work: none of it holds this process's GIL, so
+a slow, frozen or vanished browser never delays a note. A web process that dies takes the
+page with it, never the music.
 """
 
 from __future__ import annotations
