@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -221,7 +222,9 @@ class UiConfig:
 
     host: str = _text("127.0.0.1")
     port: int = _num(0, 65535, 8765)
-    token: str | None = None
+    #: Pinned, the URL (and its QR code) stays the same from run to run: a tablet's
+    #: bookmark keeps working. 8..128 characters that a URL carries as they are.
+    token: str | None = field(default=None, metadata={"token": True})
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -344,6 +347,9 @@ def _check(key: str, f: dataclasses.Field, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected text, got {value!r}")
         if meta.get("nonempty") and not value.strip():
             raise ConfigError(f"{key}: expected a non-empty name, got {value!r}")
+        if meta.get("token") and not re.fullmatch(r"[A-Za-z0-9._~-]{8,128}", value):
+            raise ConfigError(f"{key}: expected 8 to 128 letters, digits or - _ . ~ (what a "
+                              f"URL carries as it is), got {value!r}")
         choices = meta.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")

@@ -31,6 +31,7 @@ setting (``answer.max_beats``, read when the CC comes); None: the top of the set
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,11 +51,19 @@ class Control:
     #: ``Live.apply`` takes (``mute``).
     key: str
     kind: Kind
-    #: One line for performers.
+    #: One line for performers: the page's hint under the control.
     description: str
     #: The page's step (None: a whole number's 1, else the range over 200).
     step: float | None = None
     unit: str = ""
+    #: The name the page shows, in a performer's words (empty: the short name, spaced).
+    title: str = ""
+    #: The page's scale: "linear", or "log" for a range that spans decades (its stops are
+    #: spaced evenly in ratio, each a multiple of ``step``; see ``stops``).
+    scale: Literal["linear", "log"] = "linear"
+    #: The word the page shows for null, for a setting that may be unset (meter: "unknown");
+    #: the slider's bottom stop returns it to null.
+    none: str | None = None
     #: How a CC value 0..127 moves it; None: no CC does.
     cc: CcMapping | None = None
     #: The value a CC's 127 gives: a number, a ``controls:`` key or a live setting (see the
@@ -66,72 +75,108 @@ class Control:
     @property
     def label(self) -> str:
         """The name the page shows."""
-        return self.name.replace("_", " ")
+        return self.title or self.name.replace("_", " ")
 
 
 CONTROLS: tuple[Control, ...] = (
     Control("temperature", "answer.temperature", "setting",
-            "How adventurous the answers are: 0 plays the most likely curve every time.",
-            step=0.05, cc="scale", cc_top="controls.temperature_max", learn_all=True),
+            "How adventurous the answers are: 0 plays the likeliest line every time.",
+            step=0.05, title="adventure", cc="scale", cc_top="controls.temperature_max",
+            learn_all=True),
     Control("top_p", "answer.top_p", "setting",
-            "Keep only the likeliest curves whose probabilities add up to this.",
-            step=0.01, cc="scale"),
+            "How many of the possible next moves it weighs: low keeps to the likeliest few.",
+            step=0.01, title="variety", cc="scale"),
     Control("length", "answer.length", "setting",
-            "How long the answer is: as long as the call, or a number of beats.",
-            step=0.25, unit="beats", cc="beats", cc_top="answer.max_beats", learn_all=True),
+            "How long the answer is: as long as your phrase, or a number of beats.",
+            step=1, unit="beats", title="answer length", scale="log", cc="beats",
+            cc_top="answer.max_beats", learn_all=True),
     Control("start", "answer.start", "setting",
-            "Where the answer starts: on the bar line the call ends on (trading bars), or on "
-            "the first beat after a silence.", cc="choice"),
-    Control("min_beats", "answer.min_beats", "setting", "The shortest answer.",
-            step=0.25, unit="beats", cc="whole", cc_top=16),
+            "Where the answer starts: on the bar line your phrase ends on (trading bars), or "
+            "on the first beat after a silence.", title="answer starts", cc="choice"),
+    Control("min_beats", "answer.min_beats", "setting",
+            "The answer is never shorter than this, however short your phrase.",
+            step=1, unit="beats", title="shortest answer", scale="log", cc="whole", cc_top=16),
     Control("max_beats", "answer.max_beats", "setting",
-            "The longest answer, whatever the length says.",
-            step=0.25, unit="beats", cc="whole", cc_top=32),
+            "The answer is never longer than this, whatever the length says.",
+            step=1, unit="beats", title="longest answer", scale="log", cc="whole", cc_top=32),
     Control("articulation", "answer.articulation", "setting",
-            "How long each answer note sounds, as a share of the time to the next one.",
-            step=0.01, cc="scale"),
+            "How long each note sounds before the next: short and detached up to legato.",
+            step=0.01, title="legato", cc="scale"),
     Control("max_note_beats", "answer.max_note_beats", "setting",
-            "The longest an answer note sounds (a rest does not hold it).",
-            step=0.05, unit="beats", cc="scale", cc_top=8),
+            "No answer note rings longer than this, even before a rest.",
+            step=0.05, unit="beats", title="longest note", scale="log", cc="scale", cc_top=8),
     Control("range_widen", "answer.range_widen", "setting",
-            "How far the answer may go beyond the pitch range of the call.",
-            step=1, unit="semitones", cc="whole"),
+            "How far above and below your phrase's notes the answer may go.",
+            step=1, unit="semitones", title="reach", cc="whole"),
     Control("barge_in", "answer.barge_in", "setting",
-            "Playing during an answer: stop it at once, or keep it going.", cc="choice"),
+            "When you play over an answer: it stops at once, or keeps going.",
+            title="when you play over it", cc="choice"),
     Control("cadence", "answer.cadence", "setting",
-            "Share of the answers that end as a phrase ends (on a beat, on the key's tones).",
-            step=0.01, cc="scale"),
+            "How often an answer ends like a phrase: on a beat, on a tone of the key.",
+            step=0.01, title="phrase endings", cc="scale"),
     Control("register_pull", "answer.register_pull", "setting",
-            "How strongly answers stay in the register of the call.",
-            step=0.05, cc="scale"),
+            "How strongly the answer stays near the pitches you played.",
+            step=0.05, title="stay near your notes", cc="scale"),
     Control("style_weight", "style.weight", "setting",
             "How much the answers borrow the motifs you played this session.",
-            step=0.01, cc="scale", learn_all=True),
+            step=0.01, title="your motifs", cc="scale", learn_all=True),
     Control("max_repeat", "style.max_repeat", "setting",
-            "The same curve at most this many times in a row in one answer.",
-            step=1, unit="times", cc="whole"),
+            "The same step of melody at most this many times in a row.",
+            step=1, unit="times", title="repeats in a row", scale="log", cc="whole"),
     Control("key_strength", "key.strength", "setting",
-            "How strongly answers keep to the key's scale: 0 ignores the key, 1 only its tones.",
-            step=0.01, cc="scale", learn_all=True),
+            "How strictly answers keep to the key: 0 ignores it, 1 plays only its scale.",
+            step=0.01, title="stay in key", cc="scale", learn_all=True),
     Control("meter", "time.meter", "setting",
-            "Beats to a bar (none: the bar is not known).",
-            step=1, unit="beats", cc="beats"),
+            "Beats to a bar, so that answers end on a bar; unknown: any meter.",
+            step=1, unit="beats", title="beats per bar", none="unknown", cc="beats"),
     Control("held_limit", "listen.held_limit_beats", "setting",
-            "A key held this long stops holding the call open, as if its note-off had come.",
-            step=1, unit="beats", cc="whole", cc_top=32),
+            "A key held this long stops holding your phrase open, as if you had let it go.",
+            step=1, unit="beats", title="forget a held key after", scale="log", cc="whole",
+            cc_top=32),
     Control("mute", "mute", "switch",
             "Listen and learn without answering; the answer playing stops.",
             cc="switch", learn_all=True),
     Control("panic", "panic", "trigger", "Stop the answer: all notes off.",
             cc="trigger", learn_all=True),
     Control("reset_style", "reset_style", "trigger",
-            "Forget the style learnt from you so far.", cc="trigger", learn_all=True),
+            "Forget the motifs learnt from you so far.", title="forget my motifs",
+            cc="trigger", learn_all=True),
     Control("model", "model", "command",
             "Switch to another model package, by name, between answers."),
     Control("learn", "learn", "command",
             "MIDI learn: the next CC that moves becomes this control "
             "(all: the everyday ones in turn)."),
 )
+
+
+def stops(control: Control, check: dict) -> list:
+    """The values the page's slider for ``control`` stops at, bottom to top, for its config
+    ``check`` (``config.check_of``): every ``step`` from the bottom of the range on a linear
+    scale; on a log scale 1, 1.25, 1.5 and 1.75 times each power of two, each made a multiple
+    of ``step`` (whole beats: 1, 2, 3, ... 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... 256),
+    with the range's ends (a bottom of 0 too). Below them the range's word (length's "call")
+    or, for a setting with a ``none`` word, null."""
+    lo, hi = check["min"], check["max"]
+    step = control.step or 1
+
+    def snap(v: float) -> float:
+        v = round(v / step) * step
+        return int(round(v)) if float(step).is_integer() else round(v, 6)
+
+    if control.scale == "log":
+        first = max(lo, step)
+        out = [snap(lo), snap(hi)]
+        for k in range(math.floor(math.log2(first)), math.ceil(math.log2(hi)) + 1):
+            out += [snap(m * 2.0 ** k) for m in (1, 1.25, 1.5, 1.75) if m * 2.0 ** k >= first]
+    else:
+        out = [snap(lo + i * step) for i in range(round((hi - lo) / step) + 1)]
+    out = sorted({v for v in out if lo - 1e-9 <= v <= hi + 1e-9})
+    if "word" in check:
+        out.insert(0, check["word"])
+    elif control.none is not None:
+        out.insert(0, None)
+    return out
+
 
 #: Each control by its short name.
 BY_NAME = {c.name: c for c in CONTROLS}

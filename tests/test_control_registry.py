@@ -25,6 +25,7 @@ from companion.live_controls import (
     LIVE_SETTINGS,
     SHORT_NAMES,
     Control,
+    stops,
 )
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.controls import ON
@@ -258,7 +259,10 @@ def test_the_page_describes_every_control(rig):
         assert d["cc"] == MAPPED.get(c.name)
         if c.kind == "setting":
             assert d["value"] == lv.engine.setting(c.key)
-            assert (d["step"], d["unit"]) == (c.step, c.unit)
+            assert (d["step"], d["unit"], d["scale"], d["none"]) == (c.step, c.unit, c.scale,
+                                                                       c.none)
+            if d["kind"] == "range":
+                assert d["stops"] == stops(c, check_of(c.key))
             assert {k: d[k] for k in check_of(c.key)} == check_of(c.key)
         else:
             assert d["kind"] == ("switch" if c.kind == "switch" else "action")
@@ -278,3 +282,36 @@ def test_learn_option_names_every_cc_control(capsys, monkeypatch, model_pkg):
         if c.cc is None:
             assert main(["live", "--learn", c.name]) == 2
             assert f"--learn: expected one of {', '.join(CC_CONTROLS)}" in capsys.readouterr().err
+
+
+def test_the_page_sliders_stop_where_a_performer_wants():
+    """The page's stops (live_controls.stops): each one a value the config takes, in order;
+    whole beats for the answer's lengths (the shortest answer can be 2), a log scale where a
+    range spans decades (16 of the longest answer's 1..256 beats is not at 6% of the
+    slider), the meter back to unknown (null), the length to "call"."""
+    by_name = {c.name: c for c in CONTROLS}
+    for c in SETTINGS:
+        check = check_of(c.key)
+        if check["kind"] != "range":
+            continue
+        st = stops(c, check)
+        for v in st:  # each one a value the config takes
+            config_mod.override(config_mod.Config(), c.key, v)
+        numbers = [v for v in st if isinstance(v, int | float)]
+        assert numbers == sorted(set(numbers)) and numbers[0] >= check["min"], c.name
+        assert numbers[-1] == check["max"], c.name
+        assert all(abs(v / c.step - round(v / c.step)) < 1e-6 for v in numbers), c.name
+        if c.unit == "beats" and check["max"] / max(check["min"], c.step) >= 100:
+            assert c.scale == "log", c.name
+        assert len(st) <= 201, c.name  # a finger can reach each one
+    for name in ("length", "min_beats", "max_beats"):
+        c = by_name[name]
+        assert all(float(v).is_integer() for v in stops(c, check_of(c.key))
+                   if isinstance(v, int | float)), name
+    assert 2 in stops(by_name["min_beats"], check_of("answer.min_beats"))
+    st = stops(by_name["max_beats"], check_of("answer.max_beats"))
+    assert 0.3 < st.index(16) / (len(st) - 1) < 0.6
+    assert stops(by_name["meter"], check_of("time.meter"))[0] is None
+    assert stops(by_name["length"], check_of("answer.length"))[0] == "call"
+    for c in CONTROLS:  # a performer's label, not a config key
+        assert "_" not in c.label and "." not in c.label, c.name

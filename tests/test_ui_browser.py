@@ -114,7 +114,8 @@ def set_slider(page, name: str, value: float) -> None:
     page.evaluate("""([name, value]) => {
         const el = document.getElementById('ctl-' + name);
         el.dispatchEvent(new PointerEvent('pointerdown'));
-        el.value = value; el.dispatchEvent(new Event('input'));
+        el.value = companion.stopOf(companion.controls[name], value);  // the value's stop
+        el.dispatchEvent(new Event('input'));
         el.dispatchEvent(new Event('change'));
     }""", [name, value])
 

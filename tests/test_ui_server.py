@@ -24,8 +24,8 @@ from companion.config import ConfigError, UiConfig
 from companion.midi.loopback import LoopbackIn, LoopbackOut
 from companion.realtime.live import Live
 from companion.ui import guard as guard_mod
-from companion.ui.guard import Guard, RateLimit, parse_address
-from companion.ui.server import UiServer
+from companion.ui.guard import Guard, RateLimit, check_midi, parse_address
+from companion.ui.server import UiServer, midi_message
 from companion.ui.web import CONTROL_BURST
 
 
@@ -260,6 +260,41 @@ def test_a_mapped_cc_moves_the_control_on_the_page(model):
         r.close()
 
 
+BAD_MIDI = ([0xF8], [0xF0, 1, 0xF7], [0x90, 60], [0x90, 60, 200], [0xC0, 5, 1], "90 3c 40",
+            [0x90, 60, 64, 1], [True, 60, 64], [0x90, 60, 64.0], [], None, {"a": 1})
+
+
+def test_web_midi_is_one_whole_channel_message():
+    for bad in BAD_MIDI:
+        error = check_midi(bad)
+        assert isinstance(error, str) and error.startswith("midi: ") and "\n" not in error, bad
+        assert isinstance(midi_message(bad), str)
+    for good in ([0x90, 60, 64], [0x80, 60, 0], [0xB0, 64, 127], [0xC3, 5], [0xE0, 0, 64]):
+        assert check_midi(good) == good
+        assert midi_message(good).bytes() == good
+
+
+def test_web_midi_from_the_socket_is_checked_and_heard_as_the_input_port(rig):
+    """What is not one whole channel message never reaches the engine (said to the page in
+    one line, once a second at most); a note does, by Live.hear, the input port's path."""
+    async def script(ws, hello):
+        for bad in BAD_MIDI:
+            await ws.send_str(json.dumps({"id": 1, "type": "midi", "data": bad}))
+        await ws.send_str(json.dumps({"type": "midi", "data": [0x90, 60, 64]}))
+        await ws.send_str(json.dumps({"type": "midi", "data": [0x80, 60, 0]}))
+        first = await frames_until(ws, lambda m: m["type"] == "reply")
+        heard = await frames_until(ws, lambda m: m["type"] == "reply" or (
+            m["type"] == "frame" and any(e[0] == "heard" and e[2]["velocity"] == 0
+                                         for e in m["events"])))
+        return first, heard
+
+    first, heard = run(_session(rig, script))
+    assert first["error"].startswith("midi: ") and "\n" not in first["error"]
+    assert heard["type"] == "frame"  # no second error within the second
+    assert rig.live.notes_heard == 1 and rig.server.midi_heard == 2
+    assert rig.server.midi_refused == 0  # the web process let nothing bad through
+
+
 def test_a_flood_of_controls_is_rate_limited_and_the_engine_keeps_answering(rig):
     async def script(ws, hello):
         for i in range(400):
@@ -385,3 +420,10 @@ def test_the_bench_figure_takes_both_sides_in_one_run(model_pkg):
         assert set(v) == {"without", "with"} and all(x >= 0 for x in v.values()), res.notes
         frames = int(re.search(r"(\d+) frames read", res.notes[key]).group(1))
         assert frames > 0, res.notes[key]
+
+
+def test_a_pinned_token_is_one_a_url_carries_as_it_is():
+    assert make_config(None, ui={"token": "Stage-Left_2024"}).ui.token == "Stage-Left_2024"
+    for bad in ("short", "with space here", "a/b?c=d&e", "x" * 129, 12345678):
+        with pytest.raises(ConfigError, match="ui.token"):
+            make_config(None, ui={"token": bad})

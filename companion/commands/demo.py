@@ -149,6 +149,9 @@ def _run(cfg: Config, out: TextIO, calls: list[Phrase], stop: StopFlag,
 
                 server = UiServer(live, cfg.ui.host, cfg.ui.port, cfg.ui.token, recorder)
                 print(f"control surface: {server.start()}", file=out, flush=True)
+                if (qr := server.qr()) is not None:
+                    print(f"the control surface's URL, for a tablet's camera:\n{qr}", file=out,
+                          flush=True)
             rounds = itertools.count() if ui else range(1)
             plan = ((i, phrase) for _ in rounds for i, phrase in enumerate(calls))
             for i, phrase in plan:

@@ -171,6 +171,9 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
 
                 server = UiServer(live, cfg.ui.host, cfg.ui.port, cfg.ui.token, recorder, log)
                 log(f"control surface: {server.start()}")
+                if (qr := server.qr()) is not None:
+                    log("the control surface's URL, for a tablet's camera:")
+                    print(qr, file=out or sys.stdout, flush=True)
             if cfg.osc.enabled:
                 osc = _osc_server(live, cfg, log)
                 osc.start()

@@ -24,7 +24,7 @@ from companion import live_controls
 from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
-from companion.encoding.names import key_name, parse_key
+from companion.encoding.names import key_name, note_name, parse_key
 from companion.engine.grid import Grid
 from companion.engine.key import STABLE, KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
@@ -562,22 +562,34 @@ class Engine:
         return answer
 
     def waiting(self, t: float) -> str:
-        """What the companion waits for at ``t``, in a performer's words (the status). It
-        only reads: the bar plan as last made by the engine's own thread."""
+        """What the companion waits for at ``t``, in a performer's words (the status; the
+        page shows them). It only reads: the plans as last made by the engine's thread."""
         if self._muted:
             return "muted: listening, not answering"
         a = self.answer
-        if a is not None and a.start > t:
-            return "answering on the bar line" if a.bars is not None else "answering on the beat"
+        if a is not None and self.player.busy(a.id):
+            if a.start > t:
+                return ("answering on the bar line" if a.bars is not None
+                        else "answering on the next beat")
+            return ("answering to the end" if self._cfg.answer.barge_in == "keep"
+                    else "answering: play to take over")
         lst = self.listener
+        held = [note_name(n) for _, n in lst.held_keys()]
+        if held:
+            names = held[:4] + ([f"{len(held) - 4} more"] if len(held) > 4 else [])
+            said = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            return f"holding: {said} {'is' if len(held) == 1 else 'are'} down"
+        if lst.pedal and lst.sustained:
+            return "holding: the pedal is down"
         if not lst.notes:
-            return "waiting for your call"
-        if lst.held:
-            return "listening: a key is down"
+            return "listening: play a phrase"
         made = self._plan
         if made is not None and made[1] is not None and made[1].line > t:
-            return f"answering on the bar line unless you play on ({made[1].bars} bars)"
-        return "answering after a silence"
+            return "answering on the bar line unless you play on"
+        d = lst.deadline()
+        if d is not None and d > t:
+            return f"answering in {d - t:.1f} s"
+        return "answering now"
 
     def _ended_on(self, p: BarPlan) -> bool:
         """Whether the call has ended on the bar line of ``p`` (``Turn.ended``), from what is

@@ -15,8 +15,11 @@ CC, the web page or OSC; see ``apply``), "model" (``name``, ``path``: a model pa
 swapped in; see ``apply("model", NAME)``).
 
 Taps (``Live.tap``): the same events, plus "heard" (every note-on/off the performer plays:
-``pitch``, ``velocity``, 0 for a release), put in a bounded queue for a reader on a thread
-of its own (the web page's server): putting never waits, and a full tap drops the event.
+``pitch``, ``velocity``, 0 for a release) and "answer" (right after "phrase_end": ``answer``
+id, ``notes``, each ``[pitch, start, duration, velocity]``, start on the live clock: the
+whole answer as decided, before its notes sound), put in a bounded queue for a reader on a
+thread of its own (the web page's server): putting never waits, and a full tap drops the
+event.
 """
 
 from __future__ import annotations
@@ -227,6 +230,19 @@ class Live:
             self.dropped_queue_full += 1  # memory stays bounded whatever comes in
             return
         self.queue.put((self._arrival(msg, self.inport), msg))
+
+    def hear(self, msg: mido.Message) -> bool:
+        """A message from elsewhere than the input port (the page's Web MIDI input), from any
+        thread: into the input queue as the input port's are, stamped now, and so heard,
+        recorded and answered the same way. MIDI clock is not taken this way. False where
+        it was dropped (a clock message, or a full queue)."""
+        if getattr(msg, "type", None) in CLOCK_TYPES:
+            return False
+        if self.queue.qsize() >= MAX_QUEUED and not _ends_notes(msg):
+            self.dropped_queue_full += 1
+            return False
+        self.queue.put((self.clock.now(), msg))
+        return True
 
     def _on_clock(self, msg: mido.Message) -> None:
         """The dedicated clock port's callback: its clock messages only."""
@@ -601,6 +617,11 @@ class Live:
                 self.log(f"sustain pedal down {beats}: the keys it held ({names}) no longer "
                          f"count as held, nor any until it is let go")
         self._emit(kind, t, data)
+        if kind == "phrase_end" and self._taps:  # the answer ahead of its notes, for the page
+            a = self.engine.answer
+            notes = [[n.pitch, n.start, n.duration, n.velocity] for n in a.notes]
+            for tap in self._taps:
+                tap.put("answer", t, {"answer": a.id, "notes": notes})
 
     # -- start and stop ----------------------------------------------------------------------
 

@@ -7,6 +7,8 @@
   machine (DNS rebinding) sends its own name and is refused.
 - A WebSocket's Origin must be this server itself: a page on another origin that the
   performer happens to have open cannot open the socket (cross-site WebSocket hijacking).
+- MIDI from the page (its Web MIDI input) is one whole channel message at a time
+  (``check_midi``), checked by the web process and again by the companion.
 """
 
 from __future__ import annotations
@@ -107,6 +109,24 @@ class RateLimit:
             self.tokens -= 1
             return True
         return False
+
+
+def check_midi(data: object) -> list[int] | str:
+    """The bytes of one MIDI message from the page -> the same bytes, or why not (one line).
+    Taken: channel messages (note on/off, aftertouch, control change, program change, pitch
+    bend), each whole; not system messages (SysEx, clock, active sensing)."""
+    if not isinstance(data, list) or not 1 <= len(data) <= 3 or not all(
+            isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in data):
+        return f"midi: expected the 1 to 3 bytes of a MIDI message (0..255), got {data!r:.80}"
+    status = data[0]
+    if not 0x80 <= status <= 0xEF:
+        return (f"midi: only channel messages (status 0x80..0xEF) are taken, got "
+                f"0x{status:02X}")
+    want = 2 if 0xC0 <= status <= 0xDF else 3
+    if len(data) != want or any(b > 0x7F for b in data[1:]):
+        return (f"midi: status 0x{status:02X} takes {want - 1} data byte(s) 0..127, got "
+                f"{data[1:]!r:.40}")
+    return list(data)
 
 
 def parse_address(text: str, cfg: UiConfig) -> tuple[str, int]:

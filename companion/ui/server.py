@@ -4,11 +4,13 @@
 The music comes first. The bridge only reads the companion's events from a bounded tap
 (``Live.tap``: a full tap drops events, never MIDI), once a frame (FRAME_HZ) writes them as
 one line to the web process (never waiting: while the web process is behind, frames are
-dropped and counted), and hands the page's controls to ``Live.post``, the path the MIDI
+dropped and counted), hands the page's controls to ``Live.post``, the path the MIDI
 controls take (applied on the engine thread, checked as in config.yaml, answered with a
-reply). HTTP, WebSockets, JSON for each page and the socket sends are the web process's
-work: none of it holds this process's GIL, so a slow, frozen or vanished browser never
-delays a note. A web process that dies takes the page with it, never the music.
+reply), and the MIDI of a keyboard played into the page (Web MIDI) to ``Live.hear``, the
+input port's path, each message checked again here. HTTP, WebSockets, JSON for each page
+and the socket sends are the web process's work: none of it holds this process's GIL, so
+a slow, frozen or vanished browser never delays a note. A web process that dies takes the
+page with it, never the music.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import mido
+
 from companion.config import Config, ConfigError, check_of
 from companion.engine.key import SCALES
-from companion.live_controls import CONTROLS, LIVE_SETTINGS
+from companion.live_controls import CONTROLS, LIVE_SETTINGS, stops
 from companion.realtime.controls import ACTIONS
 from companion.realtime.live import PORT_CONTROLS, Live
-from companion.ui.guard import Guard, is_loopback
+from companion.ui.guard import Guard, check_midi, is_loopback
 
 #: Frames a second sent to the page (the roll is drawn at the browser's own rate).
 FRAME_HZ = 60
@@ -51,8 +55,9 @@ class UiError(ConfigError):
 
 def describe_settings(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of LIVE_SETTINGS with its value, its range or choices (config.yaml's checks), the
-    CC mapped to it and the registry's label, description, step and unit, then the actions,
-    for the page to draw its controls."""
+    CC mapped to it and the registry's label, description, step, unit and scale with the
+    slider's stops (``live_controls.stops``) and the word for null, then the actions, for the
+    page to draw its controls."""
     out = []
     for c in CONTROLS:
         if c.kind not in ("setting", "switch", "trigger"):
@@ -60,7 +65,11 @@ def describe_settings(cfg: Config, values: dict[str, Any]) -> list[dict[str, Any
         d: dict[str, Any] = {"name": c.key, "label": c.label, "description": c.description,
                              "cc": getattr(cfg.controls, c.name) if c.cc else None}
         if c.kind == "setting":
-            d |= {"value": values[c.key], **check_of(c.key), "step": c.step, "unit": c.unit}
+            check = check_of(c.key)
+            d |= {"value": values[c.key], **check, "step": c.step, "unit": c.unit,
+                  "scale": c.scale, "none": c.none}
+            if check["kind"] == "range":
+                d["stops"] = stops(c, check)
         else:
             d["kind"] = "switch" if c.kind == "switch" else "action"
         out.append(d)
@@ -76,9 +85,31 @@ def _lan_address() -> str:
 
 
 def _plain(data: dict) -> dict:
-    """An event's data as JSON takes it (numbers, text, true/false, null)."""
-    return {k: v if v is None or isinstance(v, bool | int | float | str) else str(v)
+    """An event's data as JSON takes it (numbers, text, true/false, null; an answer's notes,
+    lists of numbers, as they are)."""
+    return {k: v if v is None or isinstance(v, bool | int | float | str | list) else str(v)
             for k, v in data.items()}
+
+
+def midi_message(data: Any) -> mido.Message | str:
+    """One MIDI message from the page, checked (``guard.check_midi``) -> the message, or why
+    not (one line)."""
+    checked = check_midi(data)
+    return checked if isinstance(checked, str) else mido.Message.from_bytes(checked)
+
+
+def qr_text(text: str) -> str:
+    """``text`` as a QR code (segno, error correction M) in block characters, two rows of
+    modules a line, the light modules drawn (``█`` both, ``▀`` the upper, ``▄`` the lower)
+    with a quiet zone of 2 modules."""
+    import segno
+
+    rows = [list(r) for r in segno.make(text, error="m").matrix_iter(border=2)]
+    if len(rows) % 2:
+        rows.append([0] * len(rows[0]))
+    chars = {(0, 0): "█", (0, 1): "▀", (1, 0): "▄", (1, 1): " "}  # (upper, lower) dark
+    return "\n".join("".join(chars[(bool(a), bool(b))] for a, b in zip(up, low, strict=True))
+                     for up, low in zip(rows[::2], rows[1::2], strict=True))
 
 
 class UiServer:
@@ -90,9 +121,10 @@ class UiServer:
                  recorder: Any = None, log: Any = None):
         try:
             import aiohttp  # noqa: F401 - the web process's; said here, before it starts
+            import segno  # noqa: F401 - the QR codes of the URL
         except ModuleNotFoundError:
             raise UiError("--ui needs the web server of the `ui` extra: pip install "
-                          "'midi-companion[ui]' (aiohttp)") from None
+                          "'midi-companion[ui]' (aiohttp, segno)") from None
         self.live = live
         self.guard = Guard(host, port, token)
         self.recorder = recorder
@@ -104,6 +136,9 @@ class UiServer:
         self.pages = 0
         self.web_frames_dropped = 0
         self.frames_dropped = 0
+        #: MIDI messages from the pages' Web MIDI inputs: handed to ``Live.hear``, refused.
+        self.midi_heard = 0
+        self.midi_refused = 0
         self._replies: deque[tuple[int, str | None]] = deque()  # from the engine thread
         self._ports: tuple[float, dict[str, Any]] = (-1e9, {})
         self._out = b""  # bytes for the web process not yet written
@@ -137,9 +172,18 @@ class UiServer:
             _lan_address() if g.host in ("0.0.0.0", "::", "") else g.host)
         shown = f"[{shown}]" if ":" in shown else shown
         self.url = f"http://{shown}:{g.port}/" + (f"?token={g.token}" if g.token else "")
+        self._write_now({"op": "url", "url": self.url})  # for the page's QR code
         os.set_blocking(self._proc.stdin.fileno(), False)
         self._thread.start()
         return self.url
+
+    def qr(self) -> str | None:
+        """The URL as a QR code for a terminal (text, two rows of modules a line: light
+        modules drawn, so it reads on a dark background; phone cameras read either), for a
+        tablet to open; None where only this computer can open it (a loopback address)."""
+        if not self.url or is_loopback(self.guard.host):
+            return None
+        return qr_text(self.url)
 
     @property
     def web_pid(self) -> int | None:
@@ -257,6 +301,12 @@ class UiServer:
         elif op == "session":
             self._queue({"op": "reply", "id": ident, "error": None, "data": self._session()},
                         always=True)
+        elif op == "midi":  # checked by the web process, and again here: never trusted
+            msg = midi_message(msg.get("data"))
+            if isinstance(msg, str) or not self.live.hear(msg):
+                self.midi_refused += 1
+            else:
+                self.midi_heard += 1
         elif op == "control":
             error = self._check(msg.get("name"), msg.get("value"))
             if error is not None:

@@ -4,11 +4,13 @@ its work (HTTP, WebSocket frames, JSON, socket sends) holds the companion's GIL 
 threads.
 
 It talks to the companion over its stdin and stdout, one JSON object a line. In: first
-``{"op": "config", "host", "port", "token"}``, then frames for the pages (``{"type":
-"frame", ...}``, passed on as they are) and replies to its requests (``{"op": "reply",
-"id", "error", "data"}``). Out: ``{"op": "ready", "port"}`` or ``{"op": "error",
-"message"}``, then requests (``{"op": "control" | "state" | "session", "id", ...}``) and
-``{"op": "stats", "pages", "frames_dropped"}`` when they change. Its stdin closing ends it.
+``{"op": "config", "host", "port", "token"}``, then ``{"op": "url", "url"}`` (the page's
+URL, for its QR code), frames for the pages (``{"type": "frame", ...}``, passed on as they
+are) and replies to its requests (``{"op": "reply", "id", "error", "data"}``). Out:
+``{"op": "ready", "port"}`` or ``{"op": "error", "message"}``, then requests (``{"op":
+"control" | "state" | "session", "id", ...}``), MIDI from the pages' Web MIDI inputs
+(``{"op": "midi", "data": [BYTES]}``, checked, no reply) and ``{"op": "stats", "pages",
+"frames_dropped"}`` when they change. Its stdin closing ends it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from companion.ui.guard import Guard, RateLimit
+from companion.ui.guard import Guard, RateLimit, check_midi
 
 #: Frames waiting for one page beyond this are dropped for that page.
 CLIENT_QUEUE = 8
@@ -42,6 +44,12 @@ CONTROL_RATE = 20.0
 CONTROL_BURST = 40
 #: Controls sent to the companion and not yet answered, all pages together.
 MAX_IN_FLIGHT = 16
+#: MIDI messages from one page's Web MIDI input: this many a second on average, in bursts of
+#: up to MIDI_BURST (a keyboard played hard with a pedal and a bender stays well under it).
+MIDI_RATE = 1000.0
+MIDI_BURST = 2000
+#: A page's refused MIDI is said to it at most this often (one line each time).
+MIDI_ERROR_EVERY_S = 1.0
 #: The longest control message taken (bytes).
 MAX_MESSAGE = 4096
 #: How long a request to the companion may take.
@@ -55,6 +63,8 @@ class Page:
         self.ws = ws
         self.frames: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
         self.limit = RateLimit(CONTROL_RATE, CONTROL_BURST)
+        self.midi_limit = RateLimit(MIDI_RATE, MIDI_BURST)
+        self.midi_error_at = -1e9
 
 
 class Web:
@@ -69,6 +79,7 @@ class Web:
         self._waiting: dict[int, asyncio.Future] = {}
         self._next_id = 0
         self._stats: tuple[int, int] | None = None
+        self.url = ""  # the page's URL, as the companion prints it (for the QR code)
         self._static = resources.files("companion.ui") / "static"
 
     # -- the companion, over stdin/stdout ---------------------------------------------------
@@ -95,6 +106,9 @@ class Web:
     def heard(self, line: bytes) -> None:
         """A line from the companion: a frame for the pages, or a reply."""
         msg = json.loads(line)
+        if msg.get("op") == "url":
+            self.url = msg["url"]
+            return
         if msg.get("op") == "reply":
             fut = self._waiting.get(msg["id"])
             if fut is not None and not fut.done():
@@ -147,11 +161,25 @@ class Web:
             raise web.HTTPNotFound()
         return web.Response(body=f.read_bytes(), content_type=types[ext])
 
+    async def qr(self, request: web.Request) -> web.Response:
+        """The page's URL (with its token) as a QR code, an SVG made here (segno)."""
+        import io
+
+        import segno
+
+        if not self.url:
+            raise web.HTTPNotFound()
+        out = io.BytesIO()
+        segno.make(self.url, error="m").save(out, kind="svg", scale=6, border=4,
+                                              dark="#000", light="#fff", xmldecl=False)
+        return web.Response(body=out.getvalue(), content_type="image/svg+xml")
+
     async def get_state(self) -> dict:
         reply = await self.ask("state")
         state = reply.get("data") or {}
         if "status" in state:
             state["status"]["pages"] = len(self.pages)
+        state["url"] = self.url
         return state
 
     async def state(self, request: web.Request) -> web.Response:
@@ -208,7 +236,8 @@ class Web:
     async def control(self, page: Page, text: str) -> None:
         """``{"id": ANY, "name": NAME, "value": VALUE}`` -> to the companion, then a reply
         with the same id and ``error`` null or one line. Checked here: the shape, the rate;
-        the name and value by the companion."""
+        the name and value by the companion. ``{"type": "midi", "data": [BYTES]}``: see
+        ``midi``."""
         try:
             msg = json.loads(text)
         except ValueError:
@@ -217,6 +246,9 @@ class Web:
         ident = msg.get("id") if isinstance(msg, dict) else None
         if not isinstance(ident, int | str | None) or isinstance(ident, bool):
             ident = None
+        if isinstance(msg, dict) and msg.get("type") == "midi":
+            await self.midi(page, ident, msg.get("data"))
+            return
         if not isinstance(msg, dict) or not isinstance(msg.get("name"), str) \
                 or len(msg["name"]) > 100:
             await self.reply(page, ident, "expected an object with a \"name\"")
@@ -242,6 +274,23 @@ class Web:
             self.in_flight -= 1
         await self.reply(page, ident, answer.get("error"))
 
+    async def midi(self, page: Page, ident: Any, data: Any) -> None:
+        """One MIDI message from the page's Web MIDI input, to the companion's input queue
+        (``Live.hear``, the path of the input port's messages), no reply. A message that is
+        not one whole channel message, or beyond the page's MIDI rate, is dropped and said
+        to the page in one line, at most once every MIDI_ERROR_EVERY_S."""
+        checked = check_midi(data)
+        if not isinstance(checked, str) and not page.midi_limit.allow():
+            checked = (f"midi: rate limited (at most {MIDI_RATE:g} messages a second); "
+                       f"dropped")
+        if isinstance(checked, str):
+            now = asyncio.get_running_loop().time()
+            if now - page.midi_error_at >= MIDI_ERROR_EVERY_S:
+                page.midi_error_at = now
+                await self.reply(page, ident, checked)
+            return
+        self.say({"op": "midi", "data": checked})
+
 
 async def serve(guard: Guard, reader: asyncio.StreamReader) -> None:
     """Until stdin closes."""
@@ -251,6 +300,7 @@ async def serve(guard: Guard, reader: asyncio.StreamReader) -> None:
     app.router.add_get("/static/{name}", w.file)
     app.router.add_get("/api/state", w.state)
     app.router.add_get("/api/session.mid", w.session)
+    app.router.add_get("/api/qr.svg", w.qr)
     app.router.add_get("/ws", w.socket)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
