@@ -147,7 +147,8 @@ def test_each_control(rig):
     values = {"temperature": 0.8, "top_p": 0.5, "length": 3.0, "min_beats": 1.0,
               "max_beats": 8.0, "articulation": 0.5, "max_note_beats": 1.0, "range_widen": 7,
               "barge_in": "keep", "cadence": 0.5, "register_pull": 1.5, "style_weight": 0.25,
-              "max_repeat": 2, "key_strength": 0.1, "meter": 3, "held_limit": 12}
+              "max_repeat": 2, "key_strength": 0.1, "meter": 3, "held_limit": 12,
+                  "start": "beat"}
     assert set(values) | set(ACTIONS) | {"model", "learn"} == set(SHORT_NAMES)
     for short, v in values.items():
         client.send_message(f"/companion/{short}", v)
