@@ -178,15 +178,20 @@ def with_pause(call: Phrase) -> Phrase:
 
 
 def performance(call: Phrase, bpm: float, jitter_s: float, rng: np.random.Generator,
-                legato: float = LEGATO) -> tuple[list[tuple[float, mido.Message]], float]:
+                legato: float = LEGATO, at: float | None = None,
+                ) -> tuple[list[tuple[float, mido.Message]], float]:
     """The call as a performer plays it at ``bpm``: messages at times (seconds, in order)
     and the time of the last note-off. Onsets and releases move by up to ``jitter_s``; a
-    key is released before it is struck again."""
+    key is released before it is struck again. The call's first onset is at ``jitter_s``;
+    with ``at``, its beat 0 is at ``at`` seconds instead (every onset keeps its jitter)."""
     beat = 60.0 / bpm
     notes = sorted(call.notes, key=lambda n: n.start)
     ons = [n.start * beat + rng.uniform(-jitter_s, jitter_s) for n in notes]
-    t0 = min(ons)
-    ons = [t - t0 + jitter_s for t in ons]
+    if at is None:
+        t0 = min(ons)
+        ons = [t - t0 + jitter_s for t in ons]
+    else:
+        ons = [t + at for t in ons]
     events: list[tuple[float, int, mido.Message]] = []
     next_on: dict[int, float] = {}
     for i in range(len(notes) - 1, -1, -1):
