@@ -107,6 +107,22 @@ def test_a_note_before_the_bar_line_withdraws_the_answer_unheard(model, model_pk
     assert len(a.call) == 2 * len(TWO_BARS)
 
 
+def test_a_note_just_after_the_bar_line_continues_the_call(model, model_pkg):
+    """Playing on 20 ms after the bar line stops the answer after its first note; the call
+    goes on, and the turn's length is the whole call's."""
+    rig = rig_for(model, model_pkg)
+    rig.play(legato(TWO_BARS), 0.0)
+    rig.until(2 * BAR + 0.02)
+    assert len([m for _, m in rig.sent if m.type == "note_on"]) == 1
+    rig.play(legato(TWO_BARS), 2 * BAR + 0.02)
+    rig.until(4 * BAR + 0.12)
+    barge = [d for k, _, d in rig.events if k == "barge_in"]
+    assert barge == [{"answer": 1, "played": 1, "resumed": True}]
+    a = rig.engine.answer
+    assert a.id == 2 and a.start == pytest.approx(4 * BAR, abs=0.03) and a.beats == 16.0
+    assert rig.engine.turn.last_bars == 4
+
+
 def test_an_odd_call_with_an_open_end_waits_a_bar_of_silence(model, model_pkg):
     """Three bars ending on a short note off the key's stable degrees is not a turn's end
     at its bar line; silent for the bar after, it is, and the answer starts there."""

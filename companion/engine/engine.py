@@ -39,6 +39,7 @@ from companion.engine.turn import (
     DEFAULT_BAR_BEATS,
     LONG_NOTE_BEATS,
     REST_BEATS,
+    RESUME_BEATS,
     BarPlan,
     Turn,
     on_grid,
@@ -422,15 +423,15 @@ class Engine:
 
     def _call_starts(self, t: float) -> None:
         """The first note of a call: settle the previous answer, maybe start afresh. Trading
-        bars, a note before the bar line the answer was to start on withdraws the answer
-        unheard and the call goes on (``_resume``)."""
+        bars, a note before the bar line the answer starts on, or just after it, stops the
+        answer and the call goes on (``_resume``)."""
         self._call_tokens.clear()
         a = self.answer
         if a is not None:
             if self._cfg.answer.barge_in == "stop" and self.player.busy(a.id):
                 played = self.player.cancel(a.id)
-                if played == 0 and a.bars is not None and t < a.start:
-                    self._resume(a, t)
+                if a.bars is not None and t < a.start + RESUME_BEATS * self.beat_s:
+                    self._resume(a, played, t)
                     return
                 if self.on_event is not None:
                     self.on_event("barge_in", self.clock.now(), answer=a.id, played=played)
@@ -448,17 +449,19 @@ class Engine:
             if self.on_event is not None:
                 self.on_event("reset", self.clock.now())
 
-    def _resume(self, a: Answer, t: float) -> None:
-        """The answer ``a`` withdrawn before its first note: the call it answered goes on with
-        the note at ``t``, from the model state after it; its turn's length does not count."""
+    def _resume(self, a: Answer, played: int, t: float) -> None:
+        """The answer ``a`` stopped by a note at ``t`` that continues the call it answered
+        (``turn.RESUME_BEATS``): that call goes on, from the model state after what of the
+        answer sounded (``played`` notes); its turn's length does not count."""
         self.listener.resume(a.call)
         self._anchor = a.call[0].time
         self._learned = len(a.call)
         self.turn.withdrawn(self._previous_bars)
-        self._continue_after(a, 0, t)
+        self._continue_after(a, played, t)
         self.answer = None
         if self.on_event is not None:
-            self.on_event("barge_in", self.clock.now(), answer=a.id, played=0, resumed=True)
+            self.on_event("barge_in", self.clock.now(), answer=a.id, played=played,
+                          resumed=True)
 
     def _continue_after(self, a: Answer, played: int, t: float) -> None:
         """The model goes on from the last answer note that sounded (none: from the call)."""

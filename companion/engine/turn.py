@@ -17,6 +17,8 @@ call has ended there (``Turn.ended``) when nothing has started since and
   stable degree of the key, or a rest of a beat or more comes before the bar line;
 
 else the next bar line is the candidate, and a call silent for that whole bar has ended.
+A note before the bar line, or less than ``RESUME_BEATS`` after it, continues the call:
+the answer stops (unheard, or after its first note) and its length does not count.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ LAST_ONSET_BEATS = 0.5
 LONG_NOTE_BEATS = 1.0
 #: A rest of this many beats before the bar line ends a phrase.
 REST_BEATS = 1.0
+#: A note less than this many beats after the bar line an answer started on continues the
+#: call it answered: the answer stops and the call goes on (as a note before it does).
+RESUME_BEATS = 0.5
 #: Onsets within this many beats of a grid point are on it.
 GRID_TOL_BEATS = 0.07
 #: The share of a call's onsets on one grid (sixteenths, or eighth-note triplets) for its

@@ -600,8 +600,8 @@ class Live:
             )
         elif kind == "barge_in":
             self._set_turn(LISTENING)
-            self.log("performer plays on before the bar line: the call goes on, its answer "
-                     "withdrawn" if data.get("resumed") else
+            self.log(f"performer plays on at the bar line: the call goes on (its answer "
+                     f"stopped after {data['played']} notes)" if data.get("resumed") else
                      f"performer plays: answer stopped after {data['played']} notes")
         elif kind == "model":
             self.log(f"model {data['name']} in use from the next answer ({data['path']})")
