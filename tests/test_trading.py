@@ -86,7 +86,7 @@ def test_the_turns_length_holds_over_a_pause_inside_the_call(model, model_pkg):
         (p, s, d) for p, s, d in four if s >= 9]  # a rest from beat 6 to beat 9
     answer_after(rig, paused, t0, t0 + 4 * BAR + 0.1)
     ends = [d for k, _, d in rig.events if k == "phrase_end"]
-    assert len(ends) == 2  # not answered into the pause
+    assert len(ends) == 2  # not answered into the pause, nor on the bar line after it
     assert rig.engine.answer.start == pytest.approx(t0 + 4 * BAR)
 
 
@@ -176,11 +176,12 @@ def test_the_plan_and_the_rule():
     # a call that began in a bar's second half began with a pickup to the next bar line
     assert plan(10.0, 2.5, 0.75, 4, 1.0).bars == 2
     turn = Turn()
-    assert turn.ended(2, True, False, False, False)
-    assert not turn.ended(3, True, True, True, False)  # not a trading length
-    assert turn.ended(3, False, False, False, True)  # but silent a whole bar
+    assert turn.ended(2, True, False, False) and turn.ended(1, False, True, False)
+    assert not turn.ended(2, False, False, False)  # a short note off the key's chord
+    assert not turn.ended(3, True, True, False)  # not a trading length
+    assert turn.ended(3, False, False, True)  # but silent a whole bar
     turn.answered(4)
-    assert not turn.ended(2, True, True, True, False)  # shorter than the turn
-    assert turn.ended(4, False, False, False, False)  # the turn's length
+    assert not turn.ended(2, True, True, False)  # shorter than the turn
+    assert turn.ended(4, False, False, False)  # the turn's length
     assert on_grid([0, 1, 1.5, 2, 3.25]) and on_grid([0, 0.33, 0.67, 1, 2.02])
     assert not on_grid([0, 1.42, 2.58, 3.42])

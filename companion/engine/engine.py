@@ -37,8 +37,8 @@ from companion.engine.tempo import Pace
 from companion.engine.timekeeper import LinkSession, Timekeeper
 from companion.engine.turn import (
     DEFAULT_BAR_BEATS,
+    GRID_ONSETS,
     LONG_NOTE_BEATS,
-    REST_BEATS,
     RESUME_BEATS,
     BarPlan,
     Turn,
@@ -352,6 +352,8 @@ class Engine:
             return
         self._forget_stuck(t)
         code = self.listener.feed(msg, t)
+        if msg.type == "note_on" and msg.velocity > 0:
+            self._not_end = None  # a bar line judged not the end counts until played past
         if code == NOTHING:
             return
         note = self.listener.notes[-1]
@@ -376,7 +378,8 @@ class Engine:
     def bar_plan(self) -> BarPlan | None:
         """Where the call in progress may end when trading bars (companion.engine.turn):
         None with ``answer.start: beat``, before a call, after an explicit end, and while
-        no bar is in sight (free playing: the phrase-end silence decides)."""
+        no bar is in sight (free playing: the phrase-end silence decides). A call of too
+        few notes to judge is in time when the previous call was traded on bars."""
         lst = self.listener
         if self._cfg.answer.start != "bar" or not lst.notes or lst.ended_at is not None:
             return None
@@ -390,8 +393,10 @@ class Engine:
         p = None
         tk = self.timekeeper
         beat = self.beat_s
-        if tk.external(last) is not None or on_grid(
-                [(n.time - self._anchor) / beat for n in lst.notes]):
+        onsets = [(n.time - self._anchor) / beat for n in lst.notes]
+        # too few onsets to judge the grid: in time if the previous call was traded on bars
+        if tk.external(last) is not None or (on_grid(onsets) if len(onsets) >= GRID_ONSETS
+                                             else self.turn.last_bars is not None):
             beats_last, bar = tk.grid_at(last, self._call_beats(last))
             beats_first, _ = tk.grid_at(self._anchor, 0.0)
             bar = bar or DEFAULT_BAR_BEATS
@@ -606,8 +611,7 @@ class Engine:
             released is None or p.line - released <= 0.25 * beat)
         key = self.key
         stable = key is not None and (note.pitch - key[0]) % 12 in STABLE[key[1]]
-        rested = released is not None and p.line - released >= REST_BEATS * beat - 1e-9
-        return self.turn.ended(p.bars, long_end, stable, rested, self._not_end is not None)
+        return self.turn.ended(p.bars, long_end, stable, self._not_end is not None)
 
     def _learn(self, call: list[MelodyNote], call_end: float,
                accompaniment: list[MelodyNote], learned: int = 0) -> None:

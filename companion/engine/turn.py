@@ -4,8 +4,9 @@ decided a little before that bar line, so that the answer starts on it with no a
 The call's bar lines are those of the grid followed (a MIDI clock's, a Link session's, else
 the call's own from its first onset, taken as a downbeat), bars of ``time.meter`` beats
 (Link: its quantum; unknown: ``DEFAULT_BAR_BEATS``). A bar is in sight when an external time
-leads, or when the call's onsets lie on its beat grid (``on_grid``); otherwise the playing
-is free and the phrase end waits for a silence as with ``answer.start: beat``.
+leads, or when the call's onsets lie on its beat grid (``on_grid``; a call of too few
+onsets to tell, when the previous call was traded on bars); otherwise the playing is free
+and the phrase end waits for a silence as with ``answer.start: beat``.
 
 The candidate end is the first bar line at least ``LAST_ONSET_BEATS`` after the call's last
 onset (a note later than that leads into the next bar). ``DECIDE_AHEAD_S`` before it, the
@@ -14,7 +15,7 @@ call has ended there (``Turn.ended``) when nothing has started since and
 - it filled as many bars as the performer's previous call (the turn's length holds), or
 - it is no shorter than that and a trading length (1, 2, 4, 8 bars), and its end sounds
   like one: its last note is long (sounding ``LONG_NOTE_BEATS`` or to the bar line) or on a
-  stable degree of the key, or a rest of a beat or more comes before the bar line;
+  stable degree of the key (a rest alone is no end: phrases rest inside too);
 
 else the next bar line is the candidate, and a call silent for that whole bar has ended.
 A note before the bar line, or less than ``RESUME_BEATS`` after it, continues the call:
@@ -37,8 +38,6 @@ DECIDE_AHEAD_S = 0.03
 LAST_ONSET_BEATS = 0.5
 #: A last note sounding this many beats (or to the bar line) ends a phrase like a cadence.
 LONG_NOTE_BEATS = 1.0
-#: A rest of this many beats before the bar line ends a phrase.
-REST_BEATS = 1.0
 #: A note less than this many beats after the bar line an answer started on continues the
 #: call it answered: the answer stops and the call goes on (as a note before it does).
 RESUME_BEATS = 0.5
@@ -99,12 +98,10 @@ class Turn:
     def __init__(self) -> None:
         self.last_bars: int | None = None  # the previous answered call's length in bars
 
-    def ended(self, bars: int, long_end: bool, stable: bool, rested: bool,
-              second_line: bool) -> bool:
+    def ended(self, bars: int, long_end: bool, stable: bool, second_line: bool) -> bool:
         """The call of ``bars`` bars has ended at its candidate bar line: ``long_end``, its
-        last note sounds long; ``stable``, on a stable degree; ``rested``, a rest of a beat
-        or more before the line; ``second_line``, a bar line before this one was judged not
-        the end and nothing was played since."""
+        last note sounds long; ``stable``, on a stable degree; ``second_line``, a bar line
+        before this one was judged not the end and nothing was played since."""
         if second_line:
             return True
         last = self.last_bars
@@ -113,7 +110,7 @@ class Turn:
                 return True
             if bars < last:
                 return False
-        return bars in TRADING_BARS and (long_end or stable or rested)
+        return bars in TRADING_BARS and (long_end or stable)
 
     def answered(self, bars: int) -> None:
         """A call of ``bars`` bars was answered."""
