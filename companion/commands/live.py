@@ -149,7 +149,8 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             if cfg.time.clock_port is not None and cfg.time.clock in ("follow", "auto"):
                 from companion.midi.ports import open_clock_port
 
-                clockport = open_clock_port(ports.backend, cfg.time.clock_port)
+                clockport = open_clock_port(ports.backend, cfg.time.clock_port,
+                                            cfg.midi.client_name)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
                         recorder=recorder, log=log, clockport=clockport, ports=ports)
             running.append(live)
