@@ -9,10 +9,17 @@ import subprocess
 import time
 
 import pytest
-from support import ANSWER_BEATS, PHRASE_END_BEATS, Companion, Performer, jack_env, jackd_log
+from support import (
+    ANSWER_BEATS,
+    PHRASE_END_BEATS,
+    Companion,
+    Performer,
+    jack_config,
+    jack_env,
+    jackd_log,
+)
 from support import JACK_BEAT as BEAT
 from support import JACK_CALL as CALL
-from test_live_jack import live_config  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.jack
 
@@ -34,11 +41,11 @@ def connections(env: dict) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_port_names_as_documented_and_a_feedback_loop_not_answered(
-        jack_server, monkeypatch, live_config):  # noqa: F811
+        jack_server, monkeypatch, tmp_path, model_pkg):
     if shutil.which("jack_connect") is None or shutil.which("jack_lsp") is None:
         pytest.skip("jack_connect / jack_lsp not installed (Debian: jackd2)")
     jack_env(jack_server, monkeypatch)
-    comp = Companion(jack_server, "--config", str(live_config))
+    comp = Companion(jack_server, "--config", str(jack_config(tmp_path, model_pkg)))
     performer = None
     try:
         comp.wait_ready()
