@@ -85,8 +85,10 @@ def _osc_server(live: Live, cfg: Config, log: Callable[[str], None]) -> Any:
     except ModuleNotFoundError as e:
         if e.name is None or not e.name.startswith("pythonosc"):
             raise
-        raise ConfigError("osc.enabled: OSC needs python-osc (pip install "
-                          "'midi-companion[osc]')") from None
+        from companion.extras import install_hint
+
+        raise ConfigError(f"osc.enabled: OSC needs python-osc, the `osc` extra: "
+                          f"{install_hint('osc')}") from None
     return OscServer(live, cfg.osc, log)
 
 

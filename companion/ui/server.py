@@ -91,8 +91,10 @@ class UiServer:
         try:
             import aiohttp  # noqa: F401 - the web process's; said here, before it starts
         except ModuleNotFoundError:
-            raise UiError("--ui needs the web server of the `ui` extra: pip install "
-                          "'midi-companion[ui]' (aiohttp)") from None
+            from companion.extras import install_hint
+
+            raise UiError(f"--ui needs the web server of the `ui` extra (aiohttp): "
+                          f"{install_hint('ui')}") from None
         self.live = live
         self.guard = Guard(host, port, token)
         self.recorder = recorder
