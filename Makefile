@@ -9,6 +9,7 @@ EXTRAS ?= ui,osc
 UI ?= --ui
 comma := ,
 RUN_STAMP := $(VENV)/.run-$(subst $(comma),+,$(EXTRAS))
+INSTALL_FAILED := echo "make: the install failed (above). On Python 3.13 and newer pip builds python-rtmidi, which needs a C++ compiler and the ALSA and JACK headers (README, Set up)"; exit 1
 CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
@@ -31,14 +32,14 @@ endif
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])'
+	$(PY) -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])' || { $(INSTALL_FAILED); }
 	touch $@
 
 # everything: training and tests too
 $(VENV)/.all: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,test,plot,osc,link,ui]'
+	$(PY) -m pip install -q -e '.[train,test,plot,osc,link,ui]' || { $(INSTALL_FAILED); }
 	touch $@ $(RUN_STAMP)
 
 # the companion on virtual ports, with the page (UI=--ui); the command stays in .venv/bin
