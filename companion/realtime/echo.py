@@ -26,9 +26,9 @@ from collections import deque
 ECHO_WINDOW_S = 0.25
 #: Its arrival stamp may read this much earlier than the send's (two clocks' readings).
 ECHO_EARLY_S = 0.005
-#: This many echoes in a row are a loop; this many notes sent in a row that did not come
-#: back within the window end it.
-LOOP_NOTES = 3
+#: This many echoes in a row are a loop (an answer of two notes, a short call's, says it);
+#: this many notes sent in a row that did not come back within the window end it.
+LOOP_NOTES = 2
 
 
 def _note_on(msg) -> bool:
