@@ -11,8 +11,9 @@ are a loop (``loop``: said once by the caller, shown on the page); ``LOOP_NOTES`
 in a row that do not come back end it.
 
 A performer's note is taken for an echo only when it has the pitch and the velocity of a
-note the companion sent just before it: unison with the answer to the velocity step, within
-the window.
+note the companion sent at most ``ECHO_WINDOW_S`` before it: unison with the answer, or
+the same pitch sooner than a player reacts to it (answers take their velocities from the
+call, so with a keyboard of fixed velocity, pitch and time alone tell).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import threading
 from collections import deque
 
 #: A note-on that comes in at most this long after the companion sent a note-on of the same
-#: pitch and velocity is that note come back: two JACK periods of 4096 frames at 48 kHz (MIDI
-#: moves once a period), with a DAW's own buffer on top.
-ECHO_WINDOW_S = 0.25
+#: pitch and velocity is that note come back. Over JACK MIDI moves once a period: back in 16
+#: to 21 ms at 1024 frames (tests/test_names_jack.py), two periods at most, so up to 2048
+#: frames at 48 kHz with a DAW's own buffer on top; shorter than a player's reaction to a
+#: note heard (over 0.1 s), so a performer echoing the answer is heard.
+ECHO_WINDOW_S = 0.1
 #: Its arrival stamp may read this much earlier than the send's (two clocks' readings).
 ECHO_EARLY_S = 0.005
 #: This many echoes in a row are a loop (an answer of two notes, a short call's, says it);
