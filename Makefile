@@ -1,33 +1,60 @@
-# Two set-up commands (README): `make run` and `make test`. Both create .venv on first use.
+# Set-up commands (README): `make run`, `make dev` and `make test`. Each creates .venv on first
+# use, with $(PYTHON): 3.10 or newer (pyproject.toml's requires-python), checked first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the extras `make run` installs: the control surface in the browser, OSC (add link for
+# Ableton Link: make run EXTRAS=ui,osc,link); and what it runs
+EXTRAS ?= ui,osc
+UI ?= --ui
+comma := ,
+RUN_STAMP := $(VENV)/.run-$(subst $(comma),+,$(EXTRAS))
+INSTALL_FAILED := echo "make: the install failed (above). On Python 3.13 and newer pip builds python-rtmidi, which needs a C++ compiler and the ALSA and JACK headers (README, Set up)"; exit 1
 CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run test check lint lab lab-jack-loop train train-chorales evaluate bench demo clean
+.PHONY: run dev test check lint lab lab-jack-loop train train-chorales evaluate bench demo clean
 
-# runtime only: what `companion` needs
-$(VENV)/.runtime: pyproject.toml
+# Before a venv is made: one line, and nothing done, where $(PYTHON) is missing or too old.
+ifeq ($(wildcard $(PY)),)
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),default)),)
+PYTHON_OK := $(shell $(PYTHON) -c 'import sys; print("ok" if sys.version_info >= (3, 10) else "%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PYTHON_OK),)
+$(error the companion needs Python 3.10 or newer and there is no $(PYTHON) here: name one, e.g. make run PYTHON=python3.12)
+else ifneq ($(PYTHON_OK),ok)
+$(error the companion needs Python 3.10 or newer, $(PYTHON) is $(PYTHON_OK): install a newer one and name it, e.g. make run PYTHON=python3.12)
+endif
+endif
+endif
+
+# what `companion` needs, with the extras of EXTRAS
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])' || { $(INSTALL_FAILED); }
 	touch $@
 
 # everything: training and tests too
 $(VENV)/.all: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,test,plot,osc,link,ui]'
-	touch $@ $(VENV)/.runtime
+	$(PY) -m pip install -q -e '.[train,test,plot,osc,link,ui]' || { $(INSTALL_FAILED); }
+	touch $@ $(RUN_STAMP)
 
-run: $(VENV)/.runtime
-	@$(VENV)/bin/companion live $(ARGS); rc=$$?; \
+# the companion on virtual ports, with the page (UI=--ui); the command stays in .venv/bin
+run: $(RUN_STAMP)
+	@echo "make run: $(VENV)/bin/companion live $(UI) $(ARGS)"
+	@$(VENV)/bin/companion live $(UI) $(ARGS); rc=$$?; \
 	if [ $$rc -eq 2 ] && ! $(PY) -c 'import sys; from companion.midi.ports import midi_system_problem as p; sys.exit(1 if p() else 0)'; then \
-	  echo "make run: no MIDI system on this machine, so here is 'companion demo' instead"; \
-	  $(VENV)/bin/companion demo; \
+	  echo "make run: no MIDI system on this machine, so here is 'companion demo $(UI)' instead"; \
+	  $(VENV)/bin/companion demo $(UI); \
 	else exit $$rc; fi
+
+# the environment for training, the tests and the benchmarks (every extra, TensorFlow too),
+# built and nothing run
+dev: $(VENV)/.all
+	@echo "make dev: $(VENV) holds every extra: $(PY) -m train --help, $(PY) -m pytest, $(VENV)/bin/companion"
 
 # the tests that need the machine to themselves run first, one at a time; then the JACK tests,
 # which mostly wait on the music, on two workers (the clock tests on one), the rest shared by all
@@ -86,7 +113,7 @@ evaluate: $(VENV)/.all
 bench: $(VENV)/.all
 	$(VENV)/bin/companion bench --train
 
-demo: $(VENV)/.runtime
+demo: $(RUN_STAMP)
 	$(VENV)/bin/companion demo
 
 clean:

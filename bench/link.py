@@ -54,7 +54,9 @@ def isolation_problem() -> str | None:
     try:
         import aalink  # noqa: F401
     except ImportError:
-        return "the aalink binding is not installed (pip install 'midi-companion[link]')"
+        from companion.extras import install_hint
+
+        return f"the aalink binding is not installed ({install_hint('link')})"
     return None
 
 

@@ -166,12 +166,16 @@ def play_calls(model_dir: Path, plan: Plan, quiet: bool, attach: Attach | None =
         live.start()
         try:
             pitch = 64
-            for _ in range(plan.answers):
+            for k in range(plan.answers):
                 probe.first_sent.clear()
                 held = None
+                # each call barges into the answer before, whose velocities are its call's:
+                # a note of that pitch and velocity that soon is the companion's own coming
+                # back (companion.realtime.echo), so each call plays at another velocity
+                velocity = 90 + k % 2
                 for _ in range(notes_per_call):
                     pitch = next_pitch(pitch, rng)
-                    inport.deliver(mido.Message("note_on", note=pitch, velocity=90))
+                    inport.deliver(mido.Message("note_on", note=pitch, velocity=velocity))
                     if held is not None:  # legato: the previous key is released after this one
                         time.sleep(0.004)
                         inport.deliver(mido.Message("note_off", note=held, velocity=0))

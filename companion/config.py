@@ -441,10 +441,43 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
     return cfg
 
 
+#: The config file read when none is named (``--config F``): this one in the working folder.
+DEFAULT_PATH = Path("config.yaml")
+
+
+def shipped_config() -> Path:
+    """The shipped config.yaml, every key with its default and documented: the package's
+    own copy in an installed companion (setup.py puts it there), else the clone's, beside
+    companion/. ConfigError where neither is there."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "config.yaml", here.parent / "config.yaml"):
+        if path.is_file():
+            return path
+    raise ConfigError(f"the shipped config.yaml is missing from this installation ({here})")
+
+
+def init_config(path: str | Path | None = None) -> Path:
+    """Write a copy of the shipped config.yaml to ``path`` (default ./config.yaml), to edit;
+    a file already there is never overwritten: ConfigError, and nothing written."""
+    path = Path(path) if path is not None else DEFAULT_PATH
+    text = shipped_config().read_text()
+    if path.is_dir():
+        path = path / DEFAULT_PATH.name
+    try:
+        with open(path, "x") as f:  # "x": fails if it exists, atomically
+            f.write(text)
+    except FileExistsError:
+        raise ConfigError(f"{path}: already there, not overwritten (edit it, or remove it "
+                          f"first)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from e
+    return path
+
+
 def load(path: str | Path | None = None) -> Config:
     """Read a config file; with no path, ``config.yaml`` in the working folder if present."""
     if path is None:
-        default = Path("config.yaml")
+        default = DEFAULT_PATH
         if not default.exists():
             return from_dict({})
         path = default

@@ -11,6 +11,7 @@ import yaml
 from support import ROOT
 
 from companion import config
+from companion.commands.cli import main
 
 
 def test_config_yaml_holds_every_key_documented_with_its_default():
@@ -75,3 +76,48 @@ def test_a_number_that_is_not_finite_is_a_one_line_error_naming_the_key(key, tmp
         assert str(e.value).startswith(f"{path}: {key}: expected ") and "\n" not in str(e.value)
         with pytest.raises(config.ConfigError, match=f"^{key}: expected "):
             config.override(config.Config(), key, float(text.replace(".", "")))
+
+
+# -- companion config: where it is read from, and a copy to start from ----------------------
+
+
+def test_config_init_writes_the_shipped_file_and_never_overwrites(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"config file: none (config.yaml is not in {tmp_path})")
+    assert f"shipped config: {config.shipped_config()}" in out
+    assert main(["config", "--init"]) == 0
+    assert (tmp_path / "config.yaml").read_text() == (ROOT / "config.yaml").read_text()
+    assert capsys.readouterr().out.startswith("wrote config.yaml: ")
+    (tmp_path / "config.yaml").write_text("answer:\n  temperature: 1.5\n")
+    assert main(["config", "--init"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: config.yaml: already there, not overwritten (edit it, or remove it " \
+                  "first)\n"
+    assert (tmp_path / "config.yaml").read_text() == "answer:\n  temperature: 1.5\n"
+    assert main(["config"]) == 0
+    assert capsys.readouterr().out.startswith(f"config file: {tmp_path / 'config.yaml'}\n")
+    # another path, or a folder
+    (tmp_path / "d").mkdir()
+    assert main(["config", "--init", "d"]) == 0 and (tmp_path / "d" / "config.yaml").is_file()
+    assert main(["config", "--init", "mine.yaml"]) == 0
+    assert (tmp_path / "mine.yaml").read_text() == (ROOT / "config.yaml").read_text()
+
+
+def test_config_names_a_bad_file_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("answer:\n  temperature: 9\n")
+    assert main(["config"]) == 2
+    assert capsys.readouterr().err == ("error: config.yaml: answer.temperature: expected a "
+                                       "number in 0..5, got 9\n")
+
+
+def test_the_copy_is_the_defaults_from_any_folder(tmp_path, monkeypatch):
+    """The copy, written elsewhere, reads as the defaults: its model (models/default) is the
+    installed default package, its paths relative to its own folder."""
+    monkeypatch.chdir(tmp_path)
+    path = config.init_config(tmp_path / "config.yaml")
+    cfg = config.load(path)
+    assert cfg.model_dir() == config.Config().model_dir()
+    assert cfg.session_dir() == tmp_path / "sessions"

@@ -193,6 +193,8 @@ def test_the_wheel_holds_the_model_the_calls_and_the_license(wheel):
         for f in SHIPPED:
             assert z.read(f"companion/models/default/{f}") == \
                 (ROOT / "models" / "default" / f).read_bytes()
+        # the shipped settings, for `companion config --init` (setup.py)
+        assert z.read("companion/config.yaml") == (ROOT / "config.yaml").read_bytes()
 
 
 @pytest.mark.slow
@@ -206,6 +208,20 @@ def test_the_installed_companion_is_the_venvs_own(venv, tmp_path):
     assert Path(companion_file) == site / "companion" / "__init__.py"
     assert Path(models) == site / "companion" / "models"
     assert Path(mido_file).is_relative_to(sysconfig.get_paths()["purelib"])  # this venv's
+
+
+@pytest.mark.slow
+def test_installed_config_init_writes_the_shipped_config_in_a_fresh_folder(venv, tmp_path):
+    bin_dir, site = venv
+    r = check([bin_dir / "companion", "config"], cwd=tmp_path)
+    assert r.stdout.splitlines() == [
+        f"config file: none (config.yaml is not in {tmp_path}): every setting at its default",
+        f"shipped config: {site / 'companion' / 'config.yaml'} (`companion config --init` "
+        f"copies it into the working folder, to edit)"]
+    check([bin_dir / "companion", "config", "--init"], cwd=tmp_path)
+    assert (tmp_path / "config.yaml").read_bytes() == (ROOT / "config.yaml").read_bytes()
+    r = check([bin_dir / "companion", "models"], cwd=tmp_path)  # it reads it: the default
+    assert "* default " in r.stdout
 
 
 @pytest.mark.slow

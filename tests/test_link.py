@@ -115,5 +115,5 @@ def test_without_the_binding_link_is_a_clear_error_and_auto_follows_midi_clock(m
     assert proc.returncode == 0, proc.stderr
     link, auto = proc.stdout.strip().splitlines()
     assert link.startswith("link error time.clock: Ableton Link needs the aalink binding")
-    assert "midi-companion[link]" in link
+    assert "the `link` extra: " in link and "-m pip install -e " in link and "[link]" in link
     assert auto.startswith("auto ok True True time.clock auto: following a MIDI clock only")

@@ -78,6 +78,9 @@ def test_own_port_names_follow_jack_renaming():
     names = ["companion:in", "companion-01:out", "other:out"]
     assert ports._own(names, "companion", "out") == "companion-01:out"
     assert ports._own(["companion:in 128:0"], "companion", "in") == "companion:in 128:0"
+    # a second companion's output client, companion-01 taken: JACK2 appends -01 again
+    names = ["companion-01:out", "companion-01-01:out"]
+    assert ports._own(names, "companion-01", "out") == "companion-01-01:out"
 
 
 # -- midi.backend: auto -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `companion` command: live, ports, respond, demo, bench (docs/interface.md).
+"""The `companion` command: live, ports, models, respond, demo, config, bench
+(docs/interface.md).
 
 Every failure the user can fix (usage, config, model, port, no MIDI system) is one line
 ``error: ...`` and exit 2; anything else is exit 1. Heavy modules are imported by the
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--seed", type=int, metavar="N", help="random seed")
     demo.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
+
+    cfgp = sub.add_parser("config", help="where the config file is read from; --init writes "
+                          "a copy of the shipped one, every setting documented, to edit")
+    cfgp.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
+    cfgp.add_argument("--init", nargs="?", const="config.yaml", metavar="PATH",
+                      help="write the shipped config.yaml to PATH (default: ./config.yaml; "
+                      "never over a file already there)")
 
     # `companion bench ...` is parsed by bench.cli itself (see main); listed for --help
     sub.add_parser("bench", help="performance figures (`companion bench --help`)")
@@ -186,7 +194,29 @@ def _bench(argv: list[str]) -> int:
     return int(bench_cli.main(bench_cli.parser().parse_args(argv)) or 0)
 
 
+def _config(args: argparse.Namespace) -> int:
+    """`companion config`: with --init, a copy of the shipped config.yaml written to edit;
+    else the file the other commands read (checked) and where the shipped one is."""
+    if args.init is not None:
+        path = config_mod.init_config(args.init)
+        print(f"wrote {path}: every setting, documented, with its default; the companion "
+              f"reads ./config.yaml in the folder it runs in, or the file --config names")
+        return 0
+    path = Path(args.config) if args.config else config_mod.DEFAULT_PATH
+    if args.config or path.exists():
+        config_mod.load(path)  # a bad one is exit 2 with its line
+        print(f"config file: {path.resolve()}")
+    else:
+        print(f"config file: none ({path} is not in {Path.cwd()}): every setting at its "
+              f"default")
+    print(f"shipped config: {config_mod.shipped_config()} (`companion config --init` "
+          f"copies it into the working folder, to edit)")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        return _config(args)
     cfg = load_config(args)
     if args.command == "live":
         from companion.commands.live import run
@@ -212,7 +242,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from companion.commands.demo import run
 
         return run(cfg, ui=args.ui is not None)
-    raise UsageError("expected a command: live, ports, respond, demo or bench "
+    raise UsageError("expected a command: live, ports, models, respond, demo, config or bench "
                      "(see `companion --help`)")
 
 

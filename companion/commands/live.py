@@ -85,8 +85,10 @@ def _osc_server(live: Live, cfg: Config, log: Callable[[str], None]) -> Any:
     except ModuleNotFoundError as e:
         if e.name is None or not e.name.startswith("pythonosc"):
             raise
-        raise ConfigError("osc.enabled: OSC needs python-osc (pip install "
-                          "'midi-companion[osc]')") from None
+        from companion.extras import install_hint
+
+        raise ConfigError(f"osc.enabled: OSC needs python-osc, the `osc` extra: "
+                          f"{install_hint('osc')}") from None
     return OscServer(live, cfg.osc, log)
 
 
@@ -149,7 +151,8 @@ def run(cfg: Config, out: TextIO | None = None, ui: bool = False,
             if cfg.time.clock_port is not None and cfg.time.clock in ("follow", "auto"):
                 from companion.midi.ports import open_clock_port
 
-                clockport = open_clock_port(ports.backend, cfg.time.clock_port)
+                clockport = open_clock_port(ports.backend, cfg.time.clock_port,
+                                            cfg.midi.client_name)
             live = Live(cfg, model, ports.inport, ports.outport, clock, cfg.answer.seed,
                         recorder=recorder, log=log, clockport=clockport, ports=ports)
             running.append(live)

@@ -29,7 +29,10 @@ def piano_roll(
     try:
         import matplotlib
     except ModuleNotFoundError as e:
-        raise RuntimeError("--plot needs matplotlib (pip install matplotlib)") from e
+        from companion.extras import install_hint
+
+        raise RuntimeError(f"--plot needs matplotlib, the `plot` extra: "
+                           f"{install_hint('plot')}") from e
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch, Rectangle

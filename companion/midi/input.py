@@ -39,6 +39,7 @@ from companion.midi.jacklib import (
     SYSEX_END_S,
     load_rtmidi,
     make_client,
+    sysex_end_client,
 )
 
 #: Seconds between two looks at the queue while messages come: the most one waits to be
@@ -339,8 +340,8 @@ def open_input(
     sysex_end = None
     try:
         if api == "UNIX_JACK":
-            sysex_end = make_client(lambda: rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK,
-                                                           name=client_name), api)
+            sysex_end = make_client(lambda: rtmidi.MidiOut(
+                rtapi=rtmidi.API_UNIX_JACK, name=sysex_end_client(client_name)), api)
             before = set(port_names(sysex_end.get_ports))
         if virtual:
             if name is None:

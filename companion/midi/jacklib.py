@@ -43,8 +43,22 @@ SYSEX_END_S = 0.05
 #: (RtMidi's JACK output would fill its buffer, then spin holding the interpreter).
 SILENT_S = 3.0
 #: The name of the output port (a JACK client of its own) that sends them, connected only to
-#: its input's own port.
+#: its input's own port; its client is named after the input's client: ``NAME-sysex-end``
+#: (`sysex_end_client`), so that it never takes the ``NAME-01`` the output's client is named.
 SYSEX_END_PORT = "sysex-end"
+
+
+def sysex_end_client(client_name: str | None) -> str:
+    """The JACK client name of the sysex-end port of an input whose client is
+    ``client_name`` (None: RtMidi's default client name)."""
+    return f"{client_name or 'RtMidi'}-{SYSEX_END_PORT}"
+
+
+def output_client(client_name: str) -> str:
+    """The JACK client name of the companion's output: each RtMidi port is a JACK client of
+    its own and JACK names must differ, so the output's is ``NAME-01`` beside the input's
+    ``NAME`` (what JACK would rename a second ``NAME`` to), whatever was opened first."""
+    return f"{client_name}-01"
 
 _system: ctypes.CDLL | None = None
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from companion.midi.input import open_input, port_names
-from companion.midi.jacklib import SETTLE_S, close_in_turn, load_rtmidi, make_client
+from companion.midi.jacklib import (
+    SETTLE_S,
+    close_in_turn,
+    load_rtmidi,
+    make_client,
+    output_client,
+)
 
 BACKENDS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
@@ -309,41 +315,53 @@ def open_port(backend_name: str, kind: str, query: str | None, client_name: str,
     match), or our own virtual port ``client_name:own_name`` for None."""
     backend = get_backend(backend_name)
     api = BACKENDS[backend_name]
+    jack = backend_name == "jack"
+    # Over JACK each port is a client of its own, named for what it is whichever opens
+    # first: the input ``NAME`` (its port ``in`` when it listens to a port named too), our
+    # virtual output ``NAME-01``, the input's sysex-end ``NAME-sysex-end`` (jacklib).
+    client = output_client(client_name) if jack and kind == "output" else client_name
     with quiet_stderr():
         if query is not None:
             ins, outs = list_ports(backend)
             name = match_port(query, ins if kind == "input" else outs, kind,
                               LABELS[backend_name])
             if kind == "input":
+                if jack:
+                    return open_input(api, name, client_name=client, port_name=own_name), name
                 return open_input(api, name), name
+            # (mido opens a named output under RtMidi's client name: "RtMidiOut Client")
             return make_client(lambda: backend.open_output(name), api), name
         if kind == "input":
-            port = open_input(api, own_name, virtual=True,
-                              client_name=client_name)
+            port = open_input(api, own_name, virtual=True, client_name=client)
         else:
             port = make_client(lambda: backend.open_output(own_name, virtual=True,
-                                                    client_name=client_name), api)
+                                                           client_name=client), api)
     ins, outs = list_ports(backend)
     # our input is an output port to the others, and the other way round
-    return port, _own(outs if kind == "input" else ins, client_name, own_name)
+    return port, _own(outs if kind == "input" else ins, client, own_name)
 
 
 def _own(names: list[str], client: str, port: str) -> str:
-    """The name others see for our virtual port (JACK renames a second client ``NAME-01``)."""
-    pat = re.compile(rf"^{re.escape(client)}(-\d+)?:{re.escape(port)}\b", re.IGNORECASE)
+    """The name others see for our virtual port: JACK renames a client whose name is taken
+    (by another companion, or a killed one's not yet dropped) ``NAME-01``, ``NAME-02`` ...,
+    the last one listed is the newest."""
+    pat = re.compile(rf"^{re.escape(client)}(-\d+)*:{re.escape(port)}\b", re.IGNORECASE)
     mine = [n for n in names if pat.match(n)]
     return mine[-1] if mine else f"{client}:{port}"
 
 
-def open_clock_port(backend_name: str, query: str):
+def open_clock_port(backend_name: str, query: str, client_name: str = "companion"):
     """The input port a MIDI clock comes from (config time.clock_port), matched like
-    --input: a case-insensitive substring of an existing port's name."""
+    --input: a case-insensitive substring of an existing port's name. Over JACK its client
+    is ``NAME-clock`` and its port ``clock`` (open_port says why)."""
     backend = get_backend(backend_name)
     label = LABELS[backend_name]
     ins, _ = list_ports(backend)
     name = match_port(query, ins, "input", label)
+    own = ({"client_name": f"{client_name}-clock", "port_name": "clock"}
+           if backend_name == "jack" else {})
     try:
         with quiet_stderr():
-            return open_input(BACKENDS[backend_name], name)
+            return open_input(BACKENDS[backend_name], name, **own)
     except (OSError, SystemError) as e:
         raise PortError(f"{label}: cannot open the clock port {name!r} ({e})") from e

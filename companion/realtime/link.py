@@ -34,7 +34,6 @@ from companion.config import ConfigError, TimeConfig
 READINGS = 3
 #: Link's tempo range (Ableton's own: 20..999 BPM).
 MIN_BPM, MAX_BPM = 20.0, 999.0
-INSTALL_HINT = "pip install 'midi-companion[link]' (the aalink package)"
 
 
 def binding() -> Any:
@@ -42,8 +41,10 @@ def binding() -> Any:
     try:
         import aalink
     except ImportError as e:
-        raise ConfigError(f"time.clock: Ableton Link needs the aalink binding: {INSTALL_HINT} "
-                          f"({e})") from e
+        from companion.extras import install_hint
+
+        raise ConfigError(f"time.clock: Ableton Link needs the aalink binding, the `link` "
+                          f"extra: {install_hint('link')} ({e})") from e
     return aalink
 
 

@@ -12,7 +12,8 @@ Timing hooks for measurements (``on_event(kind, t, **data)``, t on the live cloc
 0 is the first note of an answer), "barge_in", "reset", "stuck" (keys no longer counted as
 held: each logged), "control" (``name``, ``value``: a setting changed or an action done, by a
 CC, the web page or OSC; see ``apply``), "model" (``name``, ``path``: a model package
-swapped in; see ``apply("model", NAME)``).
+swapped in; see ``apply("model", NAME)``), "feedback_loop" (``loop``: the companion's own
+notes come back on its input, or no longer; companion.realtime.echo).
 
 Taps (``Live.tap``): the same events, plus "heard" (every note-on/off the performer plays:
 ``pitch``, ``velocity``, 0 for a release) and "answer" (right after "phrase_end": ``answer``
@@ -47,6 +48,7 @@ from companion.midi.session import SessionRecorder
 from companion.packages import find_package, list_packages, package_folders
 from companion.realtime.clock import RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
+from companion.realtime.echo import EchoGuard
 from companion.realtime.learn import Learner
 from companion.realtime.link import open_link
 from companion.realtime.metronome import ClickThread, Metronome
@@ -189,6 +191,9 @@ class Live:
                                   self.scheduler.lock)
         self._key_logged: str | None = None
         self._echoed: set[int] = set()  # passthrough notes sounding on our output
+        #: Our own notes coming back on the input (a feedback loop): ignored, a loop said once.
+        self.echo = EchoGuard()
+        self._loop_said = False
         self._stop = StopFlag()
         self._send_failed = False
         self._thread = threading.Thread(target=self._run, name="companion-engine", daemon=True)
@@ -265,6 +270,7 @@ class Live:
     def _send(self, msg: mido.Message) -> None:
         """Called under the scheduler's lock. A failing port is reported once, never raised:
         the companion goes on listening (and stops cleanly when told to)."""
+        self.echo.sent(msg, self.clock.now())  # before: a loopback hands it back at once
         try:
             self.outport.send(msg)
         except Exception as e:  # noqa: BLE001 - a dead port must not kill the scheduler
@@ -336,6 +342,10 @@ class Live:
                     continue  # a message heard before the deadline counts before deciding
             if self._flood and now() - self._last_drop > FLOOD_QUIET_S:
                 self._flood_over()
+            if self._loop_said and not self.echo.looping(now()):
+                self._loop_said = False
+                self.log("feedback loop gone: the answers no longer come back on the input")
+                self._emit("feedback_loop", now(), {"loop": False})
             try:
                 self.engine.poll(now())
             except Exception as e:  # noqa: BLE001 - keep listening whatever happens
@@ -359,6 +369,16 @@ class Live:
             self._loaded(msg)
             return
         try:
+            if self.echo.heard(msg, t):
+                if self.echo.loop and not self._loop_said:
+                    self._loop_said = True
+                    self.log(f"feedback loop: what the companion plays on {self.output_label} "
+                             f"comes back on {self.input_label} "
+                             f"{max(0.0, self.echo.delay_s or 0.0) * 1000:.0f} ms later (a "
+                             f"DAW's MIDI thru, or a patch from its output to its input?); its "
+                             f"own notes are ignored, not answered")
+                    self._emit("feedback_loop", t, {"loop": True})
+                return
             if self.recorder is not None:
                 self.recorder.heard(t, msg)
             kind = msg.type
@@ -555,6 +575,7 @@ class Live:
             "held": [note_name(n) for _, n in engine.listener.held_keys()],
             "notes_heard": self.notes_heard, "answers": self.answers,
             "dropped": self.dropped + self._flood + self.dropped_queue_full,
+            "feedback_loop": self.echo.looping(now),
             "now": now,
         }
 

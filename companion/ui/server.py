@@ -123,8 +123,10 @@ class UiServer:
             import aiohttp  # noqa: F401 - the web process's; said here, before it starts
             import segno  # noqa: F401 - the QR codes of the URL
         except ModuleNotFoundError:
-            raise UiError("--ui needs the web server of the `ui` extra: pip install "
-                          "'midi-companion[ui]' (aiohttp, segno)") from None
+            from companion.extras import install_hint
+
+            raise UiError(f"--ui needs the web server of the `ui` extra (aiohttp, segno): "
+                          f"{install_hint('ui')}") from None
         self.live = live
         self.guard = Guard(host, port, token)
         self.recorder = recorder
