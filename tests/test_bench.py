@@ -108,8 +108,9 @@ def test_a_failing_part_leaves_its_figures_null_with_the_reason(model_pkg, monke
     def broken(*_a, **_k):
         raise RuntimeError("no luck")
 
-    for name in ("measure_listen_answer", "measure_schedule", "measure_process",
-                 "measure_steps", "measure_link", "measure_ui", "measure_jitter"):
+    for name in ("measure_listen_answer", "measure_schedule", "measure_turn",
+                 "measure_process", "measure_steps", "measure_link", "measure_ui",
+                 "measure_jitter"):
         monkeypatch.setattr(bench, name, broken)
     res = bench.run(model_pkg, Plan.quick(), quiet=True)
     assert set(res.figures) == set(bench.KEYS)
