@@ -170,10 +170,11 @@ class EngineRig:
         return self.engine.poll(t)
 
     def play(self, notes: Iterable[tuple[int, float, float]], t0: float = 0.0,
-             velocity: int | Callable[[int], int] = 80) -> float:
+             velocity: int | Callable[[int], int] = 80, live: bool = False) -> float:
         """Play ``notes`` (pitch, start_beats, duration_beats: beats of the config's tempo)
         from ``t0`` seconds, events in time order (at one time note-offs first); the velocity
-        is fixed or a function of the pitch. Returns the time of the last release."""
+        is fixed or a function of the pitch; ``live``: every deadline on the way is polled,
+        as the live loop does (``feed``). Returns the time of the last release."""
         beat = self.beat
         events = []
         for p, s, d in notes:
@@ -182,7 +183,10 @@ class EngineRig:
             events.append((t0 + (s + d) * beat, 0, mido.Message("note_off", note=p)))
         events.sort(key=lambda e: (e[0], e[1]))
         for t, _, m in events:
-            self.at(t, m)
+            if live:
+                self.feed(t, m)
+            else:
+                self.at(t, m)
         return events[-1][0]
 
     def until(self, t: float) -> None:
@@ -405,13 +409,14 @@ class Performer(Heard):
         assert len(mine) == 1, names
         return mine[0]
 
-    def play(self, notes: list[tuple[int, float, float]], beat: float = JACK_BEAT) -> float:
-        """(pitch, start_beats, duration_beats) in real time, ``beat`` seconds a beat; returns
-        the time just before the last release was sent: the companion cannot have heard it
-        earlier."""
+    def play(self, notes: list[tuple[int, float, float]], beat: float = JACK_BEAT,
+             velocity: Callable[[int], int] = lambda i: 90) -> float:
+        """(pitch, start_beats, duration_beats) in real time, ``beat`` seconds a beat, the
+        ``i``-th note at ``velocity(i)``; returns the time just before the last release was
+        sent: the companion cannot have heard it earlier."""
         events = []
-        for p, s, d in notes:
-            events.append((s, 1, mido.Message("note_on", note=p, velocity=90)))
+        for i, (p, s, d) in enumerate(notes):
+            events.append((s, 1, mido.Message("note_on", note=p, velocity=velocity(i))))
             events.append((s + d, 0, mido.Message("note_off", note=p)))
         t0 = self.started = time.monotonic() + 0.05  # when its beat 0 was due
         last = t0

@@ -168,7 +168,9 @@ TRADE_CALL = [(62, 0, 0.95), (66, 1, 0.45), (69, 1.5, 0.45), (71, 2, 0.95), (69,
 def test_trading_two_bars_over_jack(jack_server, monkeypatch, tmp_path, model_pkg):
     """Trading bars (answer.start: bar) with real ports: each two-bar call is answered on
     the bar line it ends on (within 1/16 beat and a period each way), for two bars, over
-    before the next call begins on the bar line after them."""
+    before the next call begins on the bar line after them. The first call's first bar may
+    pass for a call of one bar (nothing says otherwise yet): one note at most, then the call
+    goes on."""
     jack_env(jack_server, monkeypatch)
     cfg = write_config(tmp_path / "config.yaml", model_pkg,
                        listen={"tempo_bpm": 60 / TRADE_BEAT},
@@ -180,20 +182,26 @@ def test_trading_two_bars_over_jack(jack_server, monkeypatch, tmp_path, model_pk
         comp.wait_ready()
         performer = Performer()
         slack = TRADE_BEAT / 16 + 2 * 1024 / 48000
-        for _ in range(2):
+        for turn in range(2):
             heard = len(performer.received())
-            performer.play(TRADE_CALL, TRADE_BEAT)
+            # a performer's touch (a fixed velocity playing the answer's first note in unison
+            # on the bar line reads as the companion's own note coming back: realtime.echo)
+            performer.play(TRADE_CALL, TRADE_BEAT, lambda i: 70 + 9 * (i % 4))
             line = performer.started + 8 * TRADE_BEAT
             next_call = line + 8 * TRADE_BEAT
             time.sleep(max(0.0, next_call - time.monotonic()))
             got = performer.received()[heard:]
-            ons = note_ons(got)
-            assert ons, "no answer:\n" + "\n".join(comp.lines)
-            assert abs(ons[0][0] - line) <= slack, (ons[0][0] - line, comp.lines[-5:])
+            ons = [t for t, _ in note_ons(got)]
+            answer = [t for t in ons if t > line - slack]
+            assert answer, "no answer:\n" + "\n".join(comp.lines)
+            assert abs(answer[0] - line) <= slack, (answer[0] - line, "\n".join(comp.lines))
+            # the first call's first bar may pass for a call of one bar: one note at most
+            # before the call goes on; the second call is known to be two bars long
+            assert len(ons) - len(answer) <= (1 if turn == 0 else 0), "\n".join(comp.lines)
             assert all(t < next_call for t, _ in got), "the answer runs into the next call"
             assert_matched(got)
         log = "\n".join(comp.lines)
-        assert "answer stopped" not in log and log.count("8 beats") == 2, log
+        assert log.count("8 beats, from +0.030 s") == 2, log
     finally:
         if performer is not None:
             performer.close()

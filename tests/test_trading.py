@@ -34,16 +34,23 @@ def rig_for(model, model_pkg, **time) -> EngineRig:
 
 
 def answer_after(rig: EngineRig, notes, t0: float, until: float):
-    """Play ``notes`` from ``t0``, then every deadline up to ``until``: the answers' events."""
-    rig.play(notes, t0)
+    """Play ``notes`` from ``t0`` as live (every deadline polled on the way), then every
+    deadline up to ``until``: the answers kept (those not stopped as the call went on)."""
+    rig.play(notes, t0, live=True)
     rig.until(until)
-    return [d for k, _, d in rig.events if k == "phrase_end"]
+    resumed = {d["answer"] for k, _, d in rig.events if k == "barge_in" and d.get("resumed")}
+    return [d for k, _, d in rig.events if k == "phrase_end" and d["answer"] not in resumed]
+
+
+def stray_notes(rig: EngineRig) -> int:
+    """Notes of answers stopped as their call went on (a first call's bar taken for its end)."""
+    return sum(d["played"] for k, _, d in rig.events if k == "barge_in" and d.get("resumed"))
 
 
 def test_a_two_bar_call_is_answered_on_the_bar_line_for_two_bars(model, model_pkg):
     rig = rig_for(model, model_pkg)
     ends = answer_after(rig, legato(TWO_BARS), 0.0, 2 * BAR + 0.5)
-    assert len(ends) == 1
+    assert len(ends) == 1 and stray_notes(rig) <= 1  # the first bar may pass for a call
     a = rig.engine.answer
     assert a.start == pytest.approx(2 * BAR)  # on the bar line, no added wait
     assert a.decided == pytest.approx(2 * BAR - DECIDE_AHEAD_S)  # decided before it
@@ -84,9 +91,11 @@ def test_the_turns_length_holds_over_a_pause_inside_the_call(model, model_pkg):
     t0 = 8 * BAR  # the next call, after the answer's four bars
     paused = [(p, s, d) for p, s, d in four if s < 6] + [
         (p, s, d) for p, s, d in four if s >= 9]  # a rest from beat 6 to beat 9
-    answer_after(rig, paused, t0, t0 + 4 * BAR + 0.1)
-    ends = [d for k, _, d in rig.events if k == "phrase_end"]
+    decided = sum(1 for k, _, _ in rig.events if k == "phrase_end")
+    ends = answer_after(rig, paused, t0, t0 + 4 * BAR + 0.1)
     assert len(ends) == 2  # not answered into the pause, nor on the bar line after it
+    # known to be four bars: no answer even decided inside it
+    assert sum(1 for k, _, _ in rig.events if k == "phrase_end") == decided + 1
     assert rig.engine.answer.start == pytest.approx(t0 + 4 * BAR)
 
 
