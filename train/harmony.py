@@ -400,7 +400,9 @@ def summary(fig: dict) -> str:
             f"free-running greedy: note-in-chord {g['note_in_chord']:.1%} (strong "
             f"{g['note_in_chord_strong']:.1%}) vs the tunes' own {own['note_in_chord']:.1%} "
             f"({own['note_in_chord_strong']:.1%}); agreement {g['agreement_strong']:.1%}; "
-            f"changes/bar {g['changes_per_bar']:.2f} vs {own['changes_per_bar']:.2f}")
+            f"changes/bar {g['changes_per_bar']:.2f} vs {own['changes_per_bar']:.2f}; the "
+            f"whole-bar rule: note-in-chord {fr['rule_whole_bar']['note_in_chord']:.1%}, "
+            f"agreement {fr['rule_whole_bar']['agreement_strong']:.1%}")
 
 
 def _plot(history, path: Path) -> None:

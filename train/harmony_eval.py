@@ -13,7 +13,9 @@ Two ways of running the model over a tune's steps (companion.encoding.harmony):
   sounding, and of the notes sounding on strong beats (a bar's first beat, the middle of a
   bar of 4 quarters); agreement, the share of strong beats whose chord has the tune's
   chord's triad; harmonic rhythm, chord changes per bar; distinct chords per tune. The
-  same figures of the tune's own chords stand beside them.
+  same figures of the tune's own chords stand beside them, and those of a rule that sees
+  the whole bar (``rule_chords``: per bar, the diatonic triad among I, IV, V, vi, ii of the
+  key estimated from the whole melody that covers most of the bar's melody).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.harmony import NO_PITCH, Slots, StepVocab, TuneSteps
 from companion.encoding.melody import Melody
+from companion.encoding.names import MAJOR, MINOR
+from companion.engine.key import KeyEstimator
 
 
 @dataclass
@@ -176,6 +180,40 @@ def music_figures(chords: ChordVocabulary, tunes: Sequence[EvalTune],
     }
 
 
+#: The rule baseline's triads, in order of preference on a tie: (semitones above the tonic,
+#: quality) of I, V, IV, vi, ii in major, and i, V, iv, VI, III in minor.
+RULE_TRIADS = {MAJOR: ((0, "maj"), (7, "maj"), (5, "maj"), (9, "min"), (2, "min")),
+               MINOR: ((0, "min"), (7, "maj"), (5, "min"), (8, "maj"), (3, "maj"))}
+
+
+def rule_chords(chords: ChordVocabulary, t: EvalTune) -> np.ndarray:
+    """A chord token per slot of ``t``: per bar (from a slot on a bar's first beat to the
+    next; every 4 slots where the bar is unknown), the triad of RULE_TRIADS in the key of the
+    whole melody (companion.engine.key, not faded) whose notes cover most of the bar's
+    melody time."""
+    m, sl = t.melody, t.slots
+    key = KeyEstimator(half_life_beats=0)
+    for p, on, d in zip(m.pitches, m.onsets, m.durations, strict=True):
+        key.add(int(p), float(on), float(d))
+    tonic, mode = key.estimate() or (int(m.pitches[0]) % 12, MAJOR)
+    triads = [Chord((tonic + r) % 12, q) for r, q in RULE_TRIADS[mode]]
+    q = sl.positions // 12
+    starts = [i for i in range(len(sl)) if i == 0 or (q[i] == 0 if q[i] < 8 else i % 4 == 0)]
+    on = np.asarray(m.onsets, np.float64)
+    off = on + np.asarray(m.durations, np.float64)
+    end = float(off.max())
+    out = np.zeros(len(sl), np.int64)
+    for k, a in enumerate(starts):
+        b = starts[k + 1] if k + 1 < len(starts) else len(sl)
+        t0, t1 = sl.times[a], sl.times[b] if b < len(sl) else max(end, sl.times[-1])
+        over = np.clip(np.minimum(off, t1) - np.maximum(on, t0), 0, None)
+        cover = [sum(o for o, p in zip(over, m.pitches, strict=True)
+                     if int(p) % 12 in c.pitch_classes()) for c in triads]
+        best = triads[int(np.argmax(cover))]
+        out[a:b] = chords.token(best, t.steps.ref)
+    return out
+
+
 def figures(model, tunes: Sequence[EvalTune], seed: int = 0) -> dict:
     """Every figure of the module docstring over ``tunes``."""
     chords = model.vocab.chords
@@ -189,6 +227,8 @@ def figures(model, tunes: Sequence[EvalTune], seed: int = 0) -> dict:
             "greedy": music_figures(chords, tunes, [c for _, c in greedy]),
             "sampled_t1": music_figures(chords, tunes, [c for _, c in sampled]),
             "tunes_own_chords": music_figures(chords, tunes, None),
+            "rule_whole_bar": music_figures(chords, tunes,
+                                            [rule_chords(chords, t) for t in tunes]),
         },
     }
 
