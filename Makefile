@@ -85,7 +85,7 @@ train-chorales: $(VENV)/.all
 # Nottingham tunes with their chord symbols, read from beside the repository (GPL-3: never
 # copied into it); its test split's figures go into its card
 NOTTINGHAM_CHORDS ?= ../shared/data/nottingham-chords
-HARMONY ?= --epochs 30 --quiet
+HARMONY ?= --quiet
 train-harmony: $(VENV)/.all
 	$(PY) -m train.harmony --corpus $(NOTTINGHAM_CHORDS) --chords symbols \
 	  --out models/harmony_nottingham $(HARMONY) \

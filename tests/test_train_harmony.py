@@ -11,6 +11,7 @@ import pytest
 from support import ROOT
 
 from companion.engine.harmony import Harmonizer, HarmonyModel
+from train.harmony import WRONG_CHORD
 
 #: Diatonic degrees 0.. of two keys as ABC writes them (K:G makes every f an F sharp).
 SCALES = {"C": "C D E F G A B c d e f g".split(), "G": "G A B c d e f g a b".split()}
@@ -87,7 +88,7 @@ def test_the_package_and_its_card(trained, abc):
     own = fig["free_running"]["tunes_own_chords"]
     assert own["agreement_strong"] == 1.0  # the tune's chords agree with themselves
     assert own["changes_per_bar"] == pytest.approx(1.0, abs=0.2)  # a chord a bar
-    assert card["training"]["wrong_chord"] == 0.25
+    assert card["training"]["wrong_chord"] == WRONG_CHORD
     # the rule, seeing whole bars of a tune with a chord a bar from I IV V vi, gets most
     assert fig["free_running"]["rule_whole_bar"]["agreement_strong"] > 0.5
     assert "note-in-chord" in r.stdout

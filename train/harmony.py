@@ -41,7 +41,7 @@ PROCEDURE = 2  # 2: slots fed a wrong chord
 #: The share of training windows whose bar is hidden (meter.hide_bar), drawn each epoch.
 BAR_HIDDEN = 0.3
 #: The share of training slots fed a wrong chord (``tf_dataset``), drawn each epoch.
-WRONG_CHORD = 0.25
+WRONG_CHORD = 0.75
 
 
 def parse_args(argv):
@@ -55,7 +55,7 @@ def parse_args(argv):
                         "symbols where a tune has any, else its voices")
     p.add_argument("--idiom", help="the music, in a few words (the card's \"idiom\")")
     p.add_argument("--work", help="checkpoints and logs (default: runs/<package name>)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--window", type=int, default=192, help="training window, steps")
