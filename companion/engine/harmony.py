@@ -1,31 +1,38 @@
 """The harmony model: chords under a melody as it is heard, one ONNX step at a time.
 
-A harmony package (``kind: "harmony"``, docs/interface.md) holds an LSTM step whose state is
-explicit, like the melody model's; its steps are those of companion.encoding.harmony: a
-*note step* for each melody note as it starts, and a *slot step* at each slot (one a
-quarter note, on the beat grid the engine follows), which gives the chord of that slot
-from the melody heard before it. The live engine drives it through ``Harmonizer``::
+A harmony package (``kind: "harmony"``, docs/interface.md, docs/harmony.md) holds an LSTM
+step whose state is explicit, like the melody model's; its steps are those of
+companion.encoding.harmony: a *note step* for each melody note as it starts, and a *slot
+step* at each slot, every quarter note of the beat grid the engine follows (the clock's,
+Link's or the call's own beats), which gives the chord of that slot from the melody heard
+before it. The live engine drives it through ``Harmonizer``::
 
-    model = HarmonyModel("models/harmony-nottingham")
-    h = Harmonizer(model)
-    # for each melody note as it starts: MIDI pitch, onset in beats (any time line, the
-    # same for every call), metrical position of the onset (meter.position; None: unknown)
+    from companion.encoding.chords import chord_pitches
+    from companion.engine.harmony import HarmonyModel, Harmonizer
+
+    h = Harmonizer(HarmonyModel("models/harmony_nottingham"))
+    # each melody note as it starts: MIDI pitch, onset in beats (any time line, the same for
+    # every call), the onset's metrical position (meter.position; None: bar unknown)
     h.note(pitch, onset_beats, position)
-    # before each slot (at most a beat ahead), with the slot's metrical position:
+    # before each beat (at most a beat ahead), with the beat's position (meter.position of
+    # the beat from its bar's first beat: 0, 12, 24, ... in a known bar):
     token, chord = h.decide(position, temperature=0.0, rng=None)  # decided and committed
-    chord.name, chord.pitch_classes(), chord.bass_pc()   # chord is None: no chord (N)
+    chord.name, chord.pitch_classes(), chord.bass_pc()   # chord None: no chord (N)
     chord_pitches(chord, below=melody_pitch)            # a plain voicing, under the melody
 
 or step by step: ``logits = h.query(position)`` (the slot's chord scores; the state moves
 on), then ``h.commit(token)`` with the chord that will sound (the engine may choose another
-than the model's best: the one it commits is what the next slot step is fed). Slots must
-come in time order with the notes: a note that starts on or after a slot's beat is fed
-after that slot's ``decide``. Before the first note there is nothing to harmonise:
-``decide`` gives ``N`` without a step. ``reset()`` starts a fresh melody (a new reference
-pitch class: chords are relative to the first note heard).
+than the model's best, or hold the last: the one committed is what the next slot step is
+fed, and the model was trained to follow the melody whatever chord it is told sounded).
+Slots and notes come in time order: a note heard before the slot is decided is fed before
+it, one that starts on or after the slot's beat after it (training puts a slot before the
+notes on its beat). Slots are every quarter note from the first after the first note;
+before the first note there is nothing to harmonise: ``decide`` gives ``N`` without a
+step. ``reset()`` starts a fresh melody (a new reference pitch class: chords are relative
+to the first note heard, so the model needs no key estimate).
 
 ``HarmonyModel.step(token, pitch, position, state)`` is the raw step (inputs as
-companion.encoding.harmony lays them out). A step of the shipped model costs tens of
+companion.encoding.harmony lays them out). A step of the shipped model costs about 40
 microseconds (onnxruntime, one thread). The companion never imports TensorFlow here.
 """
 
