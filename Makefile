@@ -14,7 +14,8 @@ CORPUS ?= music21:oneills1850 music21:ryansMammoth
 # the held-out Nottingham melodies: bench/data.py's one setting ($NOTTINGHAM_DIR, else its default)
 NOTTINGHAM ?= $(shell $(PYTHON) -m bench.data)
 
-.PHONY: run dev test check lint lab lab-jack-loop train train-chorales evaluate bench demo clean
+.PHONY: run dev test check lint lab lab-jack-loop train train-chorales train-harmony \
+	train-harmony-chorales evaluate bench demo clean
 
 # Before a venv is made: one line, and nothing done, where $(PYTHON) is missing or too old.
 ifeq ($(wildcard $(PY)),)
@@ -106,6 +107,22 @@ train-chorales: $(VENV)/.all
 	  --batch 32 --window 64 --epochs 60 --dropout 0.3 --quiet \
 	  --idiom "Bach chorale melodies (soprano lines)"
 	$(PY) -m train.musicality --model models/chorales $(MUSICALITY)
+
+# the harmony model (chords under a melody as it is heard: docs/harmony.md), trained on the
+# Nottingham tunes with their chord symbols, read from beside the repository (GPL-3: never
+# copied into it); its test split's figures go into its card
+NOTTINGHAM_CHORDS ?= ../shared/data/nottingham-chords
+HARMONY ?= --quiet
+train-harmony: $(VENV)/.all
+	$(PY) -m train.harmony --corpus $(NOTTINGHAM_CHORDS) --chords symbols \
+	  --out models/harmony_nottingham $(HARMONY) \
+	  --idiom "British and American folk tunes with their chord symbols (Nottingham)"
+
+# a second idiom: the Bach chorales' harmony, read from their four voices at each change
+train-harmony-chorales: $(VENV)/.all
+	$(PY) -m train.harmony --corpus $(CHORALES) --chords voices \
+	  --out models/harmony_chorales $(HARMONY) \
+	  --idiom "Bach chorales: the harmony of the four voices under the soprano"
 
 evaluate: $(VENV)/.all
 	$(PY) -m train.evaluate --model models/default --corpus $(NOTTINGHAM)

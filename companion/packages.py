@@ -16,7 +16,10 @@ class ModelError(ValueError):
     """A missing or broken model package (exit 2)."""
 
 
-INSTALLED = "companion.models"  # the package the shipped model packages are installed as
+INSTALLED = "companion.models"
+#: card.json's ``"kind"`` of a melody model package (also what a card without one is);
+#: a harmony package says ``"harmony"`` (companion.engine.harmony).
+MELODY = "melody"  # the package the shipped model packages are installed as
 
 
 def locate(model: str | Path, base_dir: Path) -> Path:
@@ -85,9 +88,10 @@ def package_folders(configured: Path | None) -> list[Path]:
 
 
 def list_packages(folders: list[Path]) -> list[PackageInfo]:
-    """Every model package (a folder with model.onnx and a valid name) in ``folders``, by
-    name; a name found twice is the first folder's. A card that is missing or unreadable
-    lists no corpora."""
+    """Every melody model package (a folder with model.onnx and a valid name whose card.json
+    says no other ``"kind"`` than ``"melody"``: a harmony package is not one to answer
+    with) in ``folders``, by name; a name found twice is the first folder's. A card that is
+    missing or unreadable lists no corpora."""
     found: dict[str, PackageInfo] = {}
     for folder in folders:
         try:
@@ -103,6 +107,8 @@ def list_packages(folders: list[Path]) -> list[PackageInfo]:
             except (OSError, ValueError):
                 card = {}
             card = card if isinstance(card, dict) else {}
+            if card.get("kind", MELODY) != MELODY:
+                continue
             idiom = card.get("idiom")
             corpora = card.get("corpora")
             found[d.name] = PackageInfo(

@@ -40,7 +40,7 @@ def _watchdog():
 REALTIME_MODULES = frozenset({
     "test_cli", "test_controls", "test_demo", "test_learn", "test_live", "test_midi_in",
     "test_models", "test_osc", "test_reliability_midi", "test_respond", "test_resume",
-    "test_scheduler", "test_sysex", "test_train", "test_ui_server",
+    "test_scheduler", "test_sysex", "test_train", "test_train_harmony", "test_ui_server",
 })
 
 

@@ -130,26 +130,42 @@ def read_step(path: str | Path) -> StepWeights:
 
 def build_step(w: StepWeights):
     """The ONNX ModelProto of one step."""
+    inputs = [("token", w.embedding)]
+    if w.position_embedding is not None:
+        inputs.append(("position", w.position_embedding))
+    return build_lstm_step(inputs, w.lstm, w.dense_kernel, w.dense_bias)
+
+
+def build_lstm_step(inputs: list[tuple[str, np.ndarray]],
+                    lstm: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    dense_kernel: np.ndarray, dense_bias: np.ndarray, name: str = "lstm_step"):
+    """One step of Embeddings -> LSTM x L -> Dense as an ONNX ModelProto: each of ``inputs``
+    (an int64 ``[B]`` input's name and its embedding table, in the order the LSTM's input
+    concatenates them; the first is named ``token`` and comes first, then ``position``...)
+    gathered and concatenated, then ``h``, ``c`` in, ``logits``, ``h_out``, ``c_out`` out.
+    Keras gate order i, f, c, o; one MatMul per layer over [x, h]."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    V, _ = w.embedding.shape
-    L, H = len(w.lstm), w.units
+    V = dense_kernel.shape[1]
+    L, H = len(lstm), lstm[0][1].shape[0]
     inits = [
-        numpy_helper.from_array(w.embedding, "embedding"),
         numpy_helper.from_array(np.array([H, H, H, H], np.int64), "gate_split"),
-        numpy_helper.from_array(w.dense_kernel, "dense_kernel"),
-        numpy_helper.from_array(w.dense_bias, "dense_bias"),
+        numpy_helper.from_array(dense_kernel, "dense_kernel"),
+        numpy_helper.from_array(dense_bias, "dense_bias"),
         numpy_helper.from_array(np.array([0], np.int64), "axis0"),
     ]
-    nodes = [helper.make_node("Gather", ["embedding", "token"], ["x0"], axis=0)]
-    if w.position_embedding is not None:
-        inits.append(numpy_helper.from_array(w.position_embedding, "position_embedding"))
-        nodes = [
-            helper.make_node("Gather", ["embedding", "token"], ["x_token"], axis=0),
-            helper.make_node("Gather", ["position_embedding", "position"], ["x_position"], axis=0),
-            helper.make_node("Concat", ["x_token", "x_position"], ["x0"], axis=1),
-        ]
+    if len(inputs) == 1:
+        inits.insert(0, numpy_helper.from_array(inputs[0][1], "embedding"))
+        nodes = [helper.make_node("Gather", ["embedding", inputs[0][0]], ["x0"], axis=0)]
+    else:
+        nodes = []
+        for k, (inp, table) in enumerate(inputs):
+            init = "embedding" if k == 0 else f"{inp}_embedding"
+            inits.insert(k, numpy_helper.from_array(table, init))
+            nodes.append(helper.make_node("Gather", [init, inp], [f"x_{inp}"], axis=0))
+        nodes.append(helper.make_node("Concat", [f"x_{inp}" for inp, _ in inputs], ["x0"],
+                                      axis=1))
     h_parts = [f"h{i}" for i in range(L)]
     c_parts = [f"c{i}" for i in range(L)]
     nodes += [
@@ -159,7 +175,7 @@ def build_step(w: StepWeights):
     inits.append(numpy_helper.from_array(np.ones(L, np.int64), "layer_split"))
     x = "x0"
     h_new, c_new = [], []
-    for i, (kernel, recurrent, bias) in enumerate(w.lstm):
+    for i, (kernel, recurrent, bias) in enumerate(lstm):
         inits += [
             numpy_helper.from_array(np.concatenate([kernel, recurrent], 0), f"W{i}"),
             numpy_helper.from_array(bias, f"b{i}"),
@@ -196,11 +212,9 @@ def build_step(w: StepWeights):
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     graph = helper.make_graph(
         nodes,
-        "lstm_step",
+        name,
         inputs=[
-            helper.make_tensor_value_info("token", i64, ["B"]),
-            *([helper.make_tensor_value_info("position", i64, ["B"])]
-              if w.position_embedding is not None else []),
+            *[helper.make_tensor_value_info(inp, i64, ["B"]) for inp, _ in inputs],
             helper.make_tensor_value_info("h", f32, [L, "B", H]),
             helper.make_tensor_value_info("c", f32, [L, "B", H]),
         ],
