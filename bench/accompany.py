@@ -241,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: the config's accompany.lookahead_ms")
     p.add_argument("--change-bias", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--fit-weight", type=float, default=None)
+    p.add_argument("--fit-beats", type=float, default=None)
+    p.add_argument("--key-weight", type=float, default=None)
+    p.add_argument("--train-tunes", type=int, default=None, metavar="N",
+                   help="measure on N tunes the package trained on instead (to choose "
+                        "settings without looking at the held-out tunes)")
     p.add_argument("--limit", type=int, default=None, help="the first N held-out tunes only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -252,17 +258,33 @@ def main(argv: list[str] | None = None) -> int:
         settings.change_bias = a.change_bias
     if a.temperature is not None:
         settings.temperature = a.temperature
+    if a.fit_weight is not None:
+        settings.fit_weight = a.fit_weight
+    if a.key_weight is not None:
+        settings.key_weight = a.key_weight
+    if a.fit_beats is not None:
+        settings.fit_beats = a.fit_beats
     look = cfg.accompany.lookahead_ms if a.lookahead_ms is None else a.lookahead_ms
+    names = None
+    if a.train_tunes:
+        from train.harmony_corpus import load_tunes
+
+        test = set(held_out(Path(a.harmony)))
+        names = [t.melody.name for t in load_tunes([a.corpus], "symbols", workers=1).tunes
+                 if t.melody.name not in test][::7][:a.train_tunes]
     r = run(Path(a.harmony), Path(a.corpus), a.tempo, a.jitter_ms, look, settings, a.limit,
-            a.seed)
+            a.seed, names)
     r["change_bias"], r["temperature"] = settings.change_bias, settings.temperature
+    r["fit_weight"], r["fit_beats"] = settings.fit_weight, settings.fit_beats
+    r["key_weight"] = settings.key_weight
     if a.json:
         print(json.dumps(r, indent=1))
     else:
         print(f"{r['tunes']} held-out tunes of {r['package']} ({r['missing']} not found), "
               f"{r['tempo_bpm']:g} BPM, human timing ±{r['jitter_ms']:g} ms, chords decided "
               f"{r['lookahead_ms']:g} ms ahead, change bias {r['change_bias']:g}, "
-              f"temperature {r['temperature']:g}\n")
+              f"temperature {r['temperature']:g}, fit {r['fit_weight']:g} over "
+              f"{r['fit_beats']:g} beats, key {r['key_weight']:g}\n")
         print(table(r))
     return 0
 

@@ -13,9 +13,13 @@ after it, in the order the model was trained on.
   sounds), but a new chord is taken only where the music changes harmony: a bar's first
   beat, and the middle of a bar of four quarters (every two beats where the bar is
   unknown). Elsewhere the chord sounding goes on (and is what the model is fed).
-- **Which chord.** The model's best (``temperature`` 0), else a draw at that temperature;
-  with ``change_bias`` (log-probability added to every chord but the one sounding at a
-  change point) the companion is bolder than the model's habit of holding a chord.
+- **Which chord.** The model's best (``temperature`` 0), else a draw at that temperature,
+  after three nudges to its log-probabilities (chosen on tunes the model trained on, with
+  bench.accompany's ``--train-tunes``): ``change_bias`` added to every chord but the one
+  sounding (the model alone holds a chord far longer than the tunes do);
+  ``key_weight`` added to the chords whose triad lies in the key heard so far
+  (companion.engine.key); ``fit_weight`` times the share of the melody of the last
+  ``fit_beats`` beats that lies on the chord's notes.
 - **Voicing.** The chord's notes once each, in close position, the highest under the lowest
   melody note heard in the last ``MELODY_MEMORY_BEATS`` beats (and never above ``highest``),
   and of the inversions that fit, the one that moves least from the chord before (the sum
@@ -36,11 +40,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.engine.harmony import Harmonizer, HarmonyModel
+from companion.engine.key import SCALES, KeyEstimator
 
 #: The melody notes of the last this-many beats set the ceiling of the chords' register.
 MELODY_MEMORY_BEATS = 8.0
@@ -85,7 +91,10 @@ class AccompanySettings:
     channel: int = 2  # 1..16
     bass_channel: int = 3  # 1..16
     temperature: float = 0.0
-    change_bias: float = 0.0
+    change_bias: float = 1.0
+    fit_weight: float = 2.0
+    fit_beats: float = 4.0
+    key_weight: float = 3.0
     level: float = 0.7
     lowest: int = 48
     highest: int = 72
@@ -169,6 +178,9 @@ class Accompanist:
         self.decisions: list[Decision] = []
         self.slots = 0
         self.melody_now: tuple[float, int] | None = None
+        self._masks: np.ndarray | None = None  # [chords, 12] pitch classes under this ref
+        self.key = KeyEstimator(half_life_beats=32.0)
+        self._last: tuple[float, int] | None = None  # the last note heard, for its length
 
     # -- hearing ---------------------------------------------------------------------
 
@@ -177,6 +189,10 @@ class Accompanist:
         unknown). Returns the chord notes it cut short: those sounding at or above it,
         now ending at ``beat`` (so the chords never cross the melody)."""
         self.harmonizer.note(int(pitch), float(beat), position)
+        if self._last is not None:
+            b0, p0 = self._last
+            self.key.add(p0, b0, min(beat - b0, 4.0))
+        self._last = (float(beat), int(pitch))
         self.recent.append((float(beat), int(pitch), int(velocity)))
         while self.recent and self.recent[0][0] < beat - MELODY_MEMORY_BEATS:
             self.recent.popleft()
@@ -222,6 +238,10 @@ class Accompanist:
         if may:
             z = np.asarray(logits, np.float64).copy()
             z[ChordVocabulary.NONE] = -np.inf  # under a melody that sounds, always a chord
+            if s.fit_weight:
+                z += s.fit_weight * self._fit(now)
+            if s.key_weight:
+                z += s.key_weight * self._in_key()
             if s.change_bias and held != ChordVocabulary.NONE:
                 keep = z[held]
                 z += s.change_bias
@@ -242,6 +262,43 @@ class Accompanist:
             d.notes = self._notes(chord, beat, span, changed, may, next_change)
         self.decisions.append(d)
         return d
+
+    def _in_key(self) -> np.ndarray:
+        """Per chord token, 1 where the chord's triad lies in the key heard so far (its
+        scale; minor with its raised seventh), else 0 (all 1 before any key is heard)."""
+        self._chord_masks()
+        k = self.key.estimate() if self._last is not None else None
+        if k is None:
+            return np.ones(len(self._masks))
+        tonic, mode = k
+        scale = np.array([(d - tonic) % 12 in SCALES[mode] for d in range(12)], np.float64)
+        outside = self._triads @ (1.0 - scale)
+        return (outside == 0).astype(np.float64)
+
+    def _chord_masks(self) -> None:
+        if self._masks is not None:
+            return
+        h, v = self.harmonizer, self.model.chords
+        self._masks = np.zeros((v.size, 12))
+        self._triads = np.zeros((v.size, 12))
+        for k in range(1, v.size):
+            c = v.chord(k, h.ref)
+            self._masks[k, list(c.pitch_classes())] = 1.0
+            self._triads[k, list(c.triad())] = 1.0
+
+    def _fit(self, now: float) -> np.ndarray:
+        """Per chord token, the share of the melody heard in the last ``fit_beats`` (each
+        note for as long as it has sounded, until the next onset) on the chord's notes."""
+        self._chord_masks()
+        hist = np.zeros(12)
+        notes = list(self.recent)
+        for k, (b, p, _) in enumerate(notes):
+            stop = notes[k + 1][0] if k + 1 < len(notes) else now
+            a = max(b, now - self.settings.fit_beats)
+            if stop > a:
+                hist[p % 12] += min(stop, now) - a
+        total = hist.sum()
+        return self._masks @ hist / total if total > 0 else np.zeros(len(self._masks))
 
     def _notes(self, chord: Chord, beat: float, span: float, changed: bool, may: bool,
                next_change: float | None) -> list[AccNote]:
@@ -286,7 +343,8 @@ def settings_from(cfg) -> AccompanySettings:
     a = cfg.accompany
     return AccompanySettings(
         mode=a.mode, style=a.style, channel=a.channel, bass_channel=a.bass_channel,
-        temperature=a.temperature, change_bias=a.change_bias, level=a.level,
+        temperature=a.temperature, change_bias=a.change_bias, fit_weight=a.fit_weight,
+        fit_beats=a.fit_beats, key_weight=a.key_weight, level=a.level,
         lowest=a.lowest, highest=a.highest, bass_low=a.bass_low)
 
 
