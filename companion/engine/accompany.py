@@ -80,6 +80,7 @@ class Decision:
     chord: Chord | None
     changed: bool
     notes: list[AccNote] = field(default_factory=list)
+    voicing: list[int] = field(default_factory=list)  # the chord's notes (no bass)
 
 
 @dataclass
@@ -260,6 +261,8 @@ class Accompanist:
         d = Decision(beat, now, chord, changed)
         if chord is not None and s.mode != "off":
             d.notes = self._notes(chord, beat, span, changed, may, next_change)
+            if s.mode in ("chords", "chords_bass"):
+                d.voicing = list(self.voicing)
         self.decisions.append(d)
         return d
 
