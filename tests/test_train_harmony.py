@@ -78,7 +78,8 @@ def test_the_package_and_its_card(trained, abc):
     tf = fig["teacher_forced"]
     assert tf["slots"] > 0 and np.isfinite(tf["nll"]) and 0 <= tf["top1"] <= tf["top1_triad"] <= 1
     assert 0 <= tf["hold_previous"]["top1"] <= 1
-    for run in ("greedy", "sampled_t1", "tunes_own_chords", "rule_whole_bar"):
+    for run in ("greedy", "sampled_t1", "sampled_t05", "tunes_own_chords",
+                "tunes_own_chords_a_beat_late", "rule_whole_bar"):
         f = fig["free_running"][run]
         for k in ("note_in_chord", "note_in_chord_strong", "agreement_strong"):
             assert 0 <= f[k] <= 1, (run, k)
@@ -86,6 +87,7 @@ def test_the_package_and_its_card(trained, abc):
     own = fig["free_running"]["tunes_own_chords"]
     assert own["agreement_strong"] == 1.0  # the tune's chords agree with themselves
     assert own["changes_per_bar"] == pytest.approx(1.0, abs=0.2)  # a chord a bar
+    assert card["training"]["wrong_chord"] == 0.25
     # the rule, seeing whole bars of a tune with a chord a bar from I IV V vi, gets most
     assert fig["free_running"]["rule_whole_bar"]["agreement_strong"] > 0.5
     assert "note-in-chord" in r.stdout

@@ -37,9 +37,11 @@ log = logging.getLogger("train.harmony")
 
 PARITY_TOL = 1e-4
 #: Bumped when training changes what it does with the same settings.
-PROCEDURE = 1
+PROCEDURE = 2  # 2: slots fed a wrong chord
 #: The share of training windows whose bar is hidden (meter.hide_bar), drawn each epoch.
 BAR_HIDDEN = 0.3
+#: The share of training slots fed a wrong chord (``tf_dataset``), drawn each epoch.
+WRONG_CHORD = 0.25
 
 
 def parse_args(argv):
@@ -64,6 +66,9 @@ def parse_args(argv):
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--wrong-chord", type=float, default=WRONG_CHORD,
+                   help="the share of training slots fed a wrong previous chord (the target "
+                        "kept), drawn each epoch")
     p.add_argument("--min-chord-count", type=int, default=5,
                    help="a chord shape (quality and bass) seen fewer times in the training "
                         "tunes takes its nearest plainer shape")
@@ -114,42 +119,73 @@ def build_steps(tunes, vocab: StepVocab) -> list[EvalTune]:
     return out
 
 
-def windows(steps, length: int):
-    """(tokens, pitches, positions, targets, weights), each ``[N, length]``: consecutive
-    windows of each tune's steps, padded; weights 1 at slot steps, 0 elsewhere."""
-    cols = [[], [], [], [], []]
+def wrong_chords(s, vocab: StepVocab, rng: np.random.Generator) -> np.ndarray:
+    """For each step of ``s``, the input token of its slot fed a wrong chord (a note step's
+    own token): half the time the chord before the last change (a change the model missed),
+    else another chord of the same tune."""
+    alt = s.tokens.copy()
+    y = s.targets[s.is_slot]
+    where = np.flatnonzero(s.is_slot)
+    before = ChordVocabulary.NONE  # the chord before the last change, at each slot
+    held = ChordVocabulary.NONE  # the chord fed (the previous slot's)
+    for j, k in enumerate(where):
+        if j and y[j - 1] != held:
+            before, held = held, int(y[j - 1])
+        other = int(y[rng.integers(len(y))])
+        pick = before if rng.random() < 0.5 else other
+        if pick == held:
+            pick = other if other != held else (held + 1 + rng.integers(vocab.chords.size - 1)) \
+                % vocab.chords.size
+        alt[k] = vocab.slot_token(int(pick))
+    return alt
+
+
+def windows(steps, length: int, vocab: StepVocab | None = None, seed: int = 0):
+    """(tokens, pitches, positions, targets, weights, wrong), each ``[N, length]``:
+    consecutive windows of each tune's steps, padded; weights 1 at slot steps, 0 elsewhere;
+    ``wrong`` the tokens with each slot fed a wrong chord (``wrong_chords``; with no
+    ``vocab``, the tokens)."""
+    rng = np.random.default_rng(seed)
+    cols = [[], [], [], [], [], []]
     for s in steps:
+        alt = s.tokens if vocab is None else wrong_chords(s, vocab, rng)
         for a in range(0, len(s), length):
             n = min(length, len(s) - a)
             pad = length - n
             y = s.targets[a:a + n]
             for col, arr in zip(cols, (s.tokens[a:a + n], s.pitches[a:a + n],
                                        s.positions[a:a + n], np.maximum(y, 0),
-                                       (y >= 0).astype(np.float32)), strict=True):
+                                       (y >= 0).astype(np.float32), alt[a:a + n]), strict=True):
                 col.append(np.pad(arr, (0, pad)))
     return tuple(np.array(c, np.float32 if i == 4 else np.int32) for i, c in enumerate(cols))
 
 
-def tf_dataset(w, batch: int, shuffle: bool, seed: int, bar_hidden: float = 0.0):
+def tf_dataset(w, batch: int, shuffle: bool, seed: int, bar_hidden: float = 0.0,
+               wrong: float = 0.0):
     """Batches ``({"tokens", "pitches", "positions"}, targets, weights)``; the weights of a
-    batch scaled so that its loss is the mean over its slots; each window's bar hidden with
-    probability ``bar_hidden``, drawn afresh each epoch."""
+    batch scaled so that its loss is the mean over its slots. Drawn afresh each epoch: each
+    window's bar hidden with probability ``bar_hidden``, and each slot step fed a wrong
+    chord (``windows``' last array) with probability ``wrong``, its target kept: the model
+    learns to leave a chord the melody no longer fits, as it must when it runs on its own
+    chords (live), not only on a tune's."""
     import tensorflow as tf
 
-    tok, pit, pos, y, wt = w
-    ds = tf.data.Dataset.from_tensor_slices((tok, pit, pos, y, wt))
+    tok, pit, pos, y, wt, alt = w
+    ds = tf.data.Dataset.from_tensor_slices((tok, pit, pos, y, wt, alt))
     if shuffle:
         ds = ds.shuffle(len(tok), seed=seed, reshuffle_each_iteration=True)
-    if bar_hidden > 0:
-        draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
-        below = int(bar_hidden * 2**31)
+    draws = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+    below = int(bar_hidden * 2**31)
 
-        def hide(window, r):
-            t, pi, p, y, w = window
-            hidden = meter.UNKNOWN_BAR * meter.PHASES + p % meter.PHASES
-            return t, pi, tf.where(r % 2**31 < below, hidden, p), y, w
+    def noise(window, r):
+        t, pi, p, y, w, a = window
+        hidden = meter.UNKNOWN_BAR * meter.PHASES + p % meter.PHASES
+        p = tf.where(r % 2**31 < below, hidden, p)
+        u = tf.random.stateless_uniform(tf.shape(t), seed=tf.stack([r, r // 7 + 1]))
+        t = tf.where((u < wrong) & (w > 0), a, t)
+        return t, pi, p, y, w
 
-        ds = tf.data.Dataset.zip((ds, draws)).map(hide)
+    ds = tf.data.Dataset.zip((ds, draws)).map(noise)
     ds = ds.batch(batch)
     ds = ds.map(lambda t, pi, p, y, w: (
         {"tokens": t, "pitches": pi, "positions": p}, y,
@@ -298,14 +334,15 @@ def run(args) -> int:
     key = json.dumps({k: getattr(args, k) for k in (
         "corpus", "chords", "batch", "window", "embed", "pitch_embed", "position_embed", "units",
         "layers", "dropout", "lr", "seed", "val_frac", "test_frac", "epochs", "patience",
-        "min_chord_count")} | {"procedure": PROCEDURE}) + json.dumps(vocab_json(vocab))
+        "min_chord_count", "wrong_chord")} | {"procedure": PROCEDURE})
+    key += json.dumps(vocab_json(vocab))
     _prepare_work(work, hashlib.sha1(key.encode()).hexdigest())
-    wtr = windows([s.steps for s in tr], args.window)
+    wtr = windows([s.steps for s in tr], args.window, vocab, args.seed)
     wva = windows([s.steps for s in va or tr[:4]], args.window)
     steps_per_epoch = -(-len(wtr[0]) // args.batch)
     model = build_model(vocab, args)
     compile_model(model, schedule(args.lr, steps_per_epoch, args.epochs))
-    ds_tr = tf_dataset(wtr, args.batch, True, args.seed, BAR_HIDDEN).repeat()
+    ds_tr = tf_dataset(wtr, args.batch, True, args.seed, BAR_HIDDEN, args.wrong_chord).repeat()
     ds_va = tf_dataset(wva, args.batch, False, args.seed)
     log_csv = work / "history.csv"
     if (work / "fit_done").exists():
@@ -369,7 +406,8 @@ def run(args) -> int:
                   "layers": args.layers, "dropout": args.dropout},
         "training": {"epochs_run": len(history), "best_epoch": _best_epoch(history),
                      "best_val_nll": min((h["val_nll"] for h in history), default=None),
-                     "bar_hidden": BAR_HIDDEN, "batch": args.batch, "window": args.window,
+                     "bar_hidden": BAR_HIDDEN, "wrong_chord": args.wrong_chord,
+                     "batch": args.batch, "window": args.window,
                      "learning_rate": args.lr, "patience": args.patience,
                      "max_epochs": args.epochs, "seed": args.seed,
                      "seconds": round(train_s, 1),

@@ -8,14 +8,15 @@ Two ways of running the model over a tune's steps (companion.encoding.harmony):
   only matches ``N``), overall and at the slots where the tune's chord changes, beside the
   baseline that holds the previous chord;
 - **free-running**: the model's own chord fed back at each slot, as live (its best chord,
-  ``greedy``, or a draw at temperature 1, ``sampled``): note-in-chord, the share of the
-  melody's time (from the first slot) during which its note is a note of the chord
-  sounding, and of the notes sounding on strong beats (a bar's first beat, the middle of a
-  bar of 4 quarters); agreement, the share of strong beats whose chord has the tune's
-  chord's triad; harmonic rhythm, chord changes per bar; distinct chords per tune. The
-  same figures of the tune's own chords stand beside them, and those of a rule that sees
-  the whole bar (``rule_chords``: per bar, the diatonic triad among I, IV, V, vi, ii of the
-  key estimated from the whole melody that covers most of the bar's melody).
+  ``greedy``, or a draw at temperature 1 and 0.5, ``sampled_t1``, ``sampled_t05``):
+  note-in-chord, the share of the melody's time (from the first slot) during which its
+  note is a note of the chord sounding, and of the notes sounding on strong beats (a bar's
+  first beat, the middle of a bar of 4 quarters); agreement, the share of strong beats
+  whose chord has the tune's chord's triad; harmonic rhythm, chord changes per bar;
+  distinct chords per tune. The same figures of the tune's own chords stand beside them,
+  of the same one slot late (what following the chords heard would give), and of a rule
+  that sees the whole bar (``rule_chords``: per bar, the diatonic triad among I, IV, V,
+  vi, ii of the key estimated from the whole melody that covers most of the bar's melody).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ class EvalTune:
 
 
 def run(model, tunes: Sequence[EvalTune], mode: str = "teacher", seed: int = 0,
-        batch: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+        batch: int = 64, temperature: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each tune, (log-probabilities ``[slots, C]``, chosen tokens ``[slots]``) of its
     slot steps. ``mode``: ``teacher`` (the tune's previous chord fed; chosen = best),
-    ``greedy`` or ``sampled`` (the chosen chord fed back)."""
+    ``greedy`` or ``sampled`` (at ``temperature``; the chosen chord fed back)."""
     vocab: StepVocab = model.vocab
     rng = np.random.default_rng(seed)
     out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(tunes)  # type: ignore[list-item]
@@ -76,7 +77,8 @@ def run(model, tunes: Sequence[EvalTune], mode: str = "teacher", seed: int = 0,
                 lp = z - z.max()
                 lp -= np.log(np.exp(lp).sum())
                 if mode == "sampled":
-                    k = int(rng.choice(len(lp), p=np.exp(lp)))
+                    q = np.exp((lp - lp.max()) / temperature)
+                    k = int(rng.choice(len(q), p=q / q.sum()))
                 else:
                     k = int(np.argmax(lp))
                 logp[b].append(lp)
@@ -220,13 +222,18 @@ def figures(model, tunes: Sequence[EvalTune], seed: int = 0) -> dict:
     teacher = run(model, tunes, "teacher")
     greedy = run(model, tunes, "greedy")
     sampled = run(model, tunes, "sampled", seed=seed)
+    half = run(model, tunes, "sampled", seed=seed, temperature=0.5)
     return {
         "tunes": len(tunes),
         "teacher_forced": teacher_figures(chords, tunes, teacher),
         "free_running": {
             "greedy": music_figures(chords, tunes, [c for _, c in greedy]),
             "sampled_t1": music_figures(chords, tunes, [c for _, c in sampled]),
+            "sampled_t05": music_figures(chords, tunes, [c for _, c in half]),
             "tunes_own_chords": music_figures(chords, tunes, None),
+            "tunes_own_chords_a_beat_late": music_figures(chords, tunes, [
+                np.concatenate([[ChordVocabulary.NONE], t.steps.targets[t.steps.is_slot][:-1]])
+                for t in tunes]),
             "rule_whole_bar": music_figures(chords, tunes,
                                             [rule_chords(chords, t) for t in tunes]),
         },
