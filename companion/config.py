@@ -254,6 +254,32 @@ class OscConfig:
 
 
 @dataclass
+class AccompanyConfig:
+    """Playing along (companion/engine/accompany.py): chords and a bass under the melody."""
+
+    mode: str = _choice("off", "off", "chords", "chords_bass", "bass")
+    style: str = _choice("block", "block", "bar", "broken")
+    model: str = _text("models/harmony_nottingham")
+    channel: int = _num(1, 16, 2)
+    bass_channel: int = _num(1, 16, 3)
+    temperature: float = _num(0, 5, 0.0)
+    change_bias: float = _num(0, 10, 1.0)
+    fit_weight: float = _num(0, 20, 2.0)
+    fit_beats: float = _num(0.25, 16, 4.0)
+    key_weight: float = _num(0, 20, 3.0)
+    level: float = _num(0, 1, 0.7)
+    lookahead_ms: float = _num(0, 2000, 50.0)
+    lowest: int = _num(0, 127, 48)
+    highest: int = _num(0, 127, 72)
+    bass_low: int = _num(0, 115, 36)
+
+    def __post_init__(self) -> None:
+        if self.lowest > self.highest:
+            raise ConfigError(f"accompany.highest: expected at least accompany.lowest "
+                              f"({self.lowest}), got {self.highest}")
+
+
+@dataclass
 class Config:
     model: str = _text("models/default")
     midi: MidiConfig = field(default_factory=MidiConfig)
@@ -269,6 +295,7 @@ class Config:
     #: Program change -> model package: {program 1..128 (the number keyboards show): name}.
     models: dict[int, str] = field(default_factory=dict, metadata={"programs": True})
     ui: UiConfig = field(default_factory=UiConfig)
+    accompany: AccompanyConfig = field(default_factory=AccompanyConfig)
     #: Folder the config was read from: relative paths in it are relative to this.
     base_dir: Path = field(default_factory=Path.cwd, metadata={"internal": True})
 

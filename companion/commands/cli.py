@@ -80,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     respond.add_argument("--plot", metavar="OUT.png",
                          help="draw the call and its answer as a piano roll (needs matplotlib)")
 
+    acc = sub.add_parser("accompany", help="chords (and a bass) under a melody read from a "
+                         "file, offline, as the live accompanist plays them")
+    acc.add_argument("melody", metavar="MELODY", help="MIDI, MusicXML, ABC... file")
+    acc.add_argument("-o", dest="out", metavar="OUT.mid",
+                     help="melody + chords (+ bass) as a MIDI file (default: "
+                     "MELODY-accompanied.mid)")
+    acc.add_argument("--config", metavar="F", help="config file (default: ./config.yaml)")
+    acc.add_argument("--harmony", metavar="DIR",
+                     help="harmony package (config key: accompany.model)")
+    acc.add_argument("--mode", choices=("chords", "chords_bass", "bass"),
+                     help="what to play (config key: accompany.mode; off there: chords_bass)")
+    acc.add_argument("--style", choices=("block", "bar", "broken"),
+                     help="how the chords are played (config key: accompany.style)")
+    acc.add_argument("--seed", type=int, metavar="N", help="random seed (with a temperature)")
+    acc.add_argument("--tempo", type=float, metavar="BPM", help="tempo of the melody")
+    acc.add_argument("--json", action="store_true",
+                     help="print the chords and the accompaniment's notes as JSON")
+
     demo = sub.add_parser("demo", help="a call-and-response session in real time, no MIDI needed")
     common(demo)
     demo.add_argument("--seed", type=int, metavar="N", help="random seed")
@@ -121,6 +139,10 @@ def load_config(args: argparse.Namespace) -> Config:
         _set(cfg, "answer.seed", args.seed, "--seed")
     if getattr(args, "tempo", None) is not None:
         _set(cfg, "listen.tempo_bpm", args.tempo, "--tempo")
+    for opt, key in (("harmony", "accompany.model"), ("mode", "accompany.mode"),
+                     ("style", "accompany.style")):
+        if getattr(args, opt, None) is not None:
+            _set(cfg, key, getattr(args, opt), f"--{opt}")
     if getattr(args, "ui", None):
         from companion.ui.guard import parse_address
 
@@ -238,11 +260,16 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return run(cfg, args.call, args.out, cfg.answer.seed, args.json,
                    plot=getattr(args, "plot", None), beats=getattr(args, "beats", None))
+    if args.command == "accompany":
+        from companion.commands.accompany import run
+
+        return run(cfg, args.melody, args.out, cfg.answer.seed, args.json)
     if args.command == "demo":
         from companion.commands.demo import run
 
         return run(cfg, ui=args.ui is not None)
-    raise UsageError("expected a command: live, ports, models, respond, demo, config or bench "
+    raise UsageError("expected a command: live, ports, models, respond, accompany, demo, "
+                     "config or bench "
                      "(see `companion --help`)")
 
 

@@ -1,0 +1,355 @@
+"""Playing along: chords and a bass under the performer's melody as it is played, free of I/O.
+
+The ``Accompanist`` hears the melody notes the engine hears (``MelodyNote``: pitch, time,
+velocity) with their metrical positions (companion.encoding.meter), on whatever time line
+the caller keeps, counted in beats, and decides the chord of each slot (a quarter note of
+the beat grid: companion.encoding.harmony's slots) through the harmony model
+(companion.engine.harmony.Harmonizer) *before* the slot's beat: the caller asks for slot
+``beat`` at most ``lookahead`` beats ahead of it (a committed lookahead; what is decided is
+never taken back), and the notes of the melody that start on or after that point are fed
+after it, in the order the model was trained on.
+
+- **Where chords change.** The model is asked at every slot (its state hears the chord that
+  sounds), but a new chord is taken only where the music changes harmony: a bar's first
+  beat, and the middle of a bar of four quarters (every two beats where the bar is
+  unknown). Elsewhere the chord sounding goes on (and is what the model is fed).
+- **Which chord.** The model's best (``temperature`` 0), else a draw at that temperature,
+  after three nudges to its log-probabilities (chosen on tunes the model trained on, with
+  bench.accompany's ``--train-tunes``): ``change_bias`` added to every chord but the one
+  sounding (the model alone holds a chord far longer than the tunes do);
+  ``key_weight`` added to the chords whose triad lies in the key heard so far
+  (companion.engine.key); ``fit_weight`` times the share of the melody of the last
+  ``fit_beats`` beats that lies on the chord's notes.
+- **Voicing.** The chord's notes once each, in close position, the highest under the lowest
+  melody note heard in the last ``MELODY_MEMORY_BEATS`` beats (and never above ``highest``),
+  and of the inversions that fit, the one that moves least from the chord before (the sum
+  of the voices' steps). A melody note heard under a chord note that sounds stops that chord
+  note there (``hear`` returns them): the chord never crosses the melody. The bass plays
+  the chord's bass note (its root, or the bass it names) in the octave from ``bass_low``.
+- **Style.** ``block``: the chord on every beat; ``bar``: the chord once where it may change
+  (a bar, a half bar), held; ``broken``: its notes one by one in eighths, up and down.
+  ``mode`` picks chords, chords and bass, or bass only.
+- **Velocities** are the performer's recent mean times ``level`` (the bass a little more,
+  still under the performer's).
+
+Notes come out as ``AccNote`` (beats, a part and a MIDI channel 0..15); the caller plays
+them on its clock (companion.commands.accompany on a virtual one).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from companion.encoding import meter
+from companion.encoding.chords import Chord, ChordVocabulary
+from companion.engine.harmony import Harmonizer, HarmonyModel
+from companion.engine.key import SCALES, KeyEstimator
+
+#: The melody notes of the last this-many beats set the ceiling of the chords' register.
+MELODY_MEMORY_BEATS = 8.0
+#: Durations are this share of the time to the next attack (a note-off before the next on).
+LEGATO = 0.95
+MODES = ("off", "chords", "chords_bass", "bass")
+STYLES = ("block", "bar", "broken")
+
+
+@dataclass(slots=True)
+class AccNote:
+    pitch: int
+    start: float  # beats
+    duration: float  # beats
+    velocity: int
+    channel: int  # 0..15
+    part: str  # "chord" or "bass"
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass
+class Decision:
+    """One slot: its beat, when it was decided (beats, same time line), the chord that
+    sounds from it (None: none yet), whether it is a new chord, and its notes."""
+
+    beat: float
+    decided: float
+    chord: Chord | None
+    changed: bool
+    notes: list[AccNote] = field(default_factory=list)
+    voicing: list[int] = field(default_factory=list)  # the chord's notes (no bass)
+
+
+@dataclass
+class AccompanySettings:
+    """What config.yaml's ``accompany:`` holds that the engine reads (config.AccompanyConfig)."""
+
+    mode: str = "chords_bass"
+    style: str = "block"
+    channel: int = 2  # 1..16
+    bass_channel: int = 3  # 1..16
+    temperature: float = 0.0
+    change_bias: float = 1.0
+    fit_weight: float = 2.0
+    fit_beats: float = 4.0
+    key_weight: float = 3.0
+    level: float = 0.7
+    lowest: int = 48
+    highest: int = 72
+    bass_low: int = 36
+
+
+def can_change(position: int | None, bar_beats: float | None, index: int) -> bool:
+    """Whether a chord may change on a slot: at ``position`` (meter.position) in a bar of
+    ``bar_beats`` quarters; ``index`` counts the slots from the first (the bar unknown:
+    every two)."""
+    if position is None or bar_beats is None or not bar_beats > 0 \
+            or position // meter.PHASES >= meter.UNKNOWN_BAR:
+        return index % 2 == 0
+    q = position // meter.PHASES
+    return q == 0 or (q == 2 and abs(bar_beats - 4) < 1e-6)
+
+
+def voicings(pcs: tuple[int, ...], low: int, top: int) -> list[list[int]]:
+    """Every close-position voicing of pitch classes ``pcs`` (each once, within an octave
+    and a fifth) whose notes lie in ``low..top``, sorted low to high."""
+    out = []
+    for bottom in range(low, top + 1):
+        if bottom % 12 not in pcs:
+            continue
+        notes = [bottom]
+        for pc in pcs:
+            if pc == bottom % 12:
+                continue
+            notes.append(bottom + (pc - bottom) % 12)
+        notes.sort()
+        if notes[-1] <= top:
+            out.append(notes)
+    return out
+
+
+def motion(a: list[int], b: list[int]) -> int:
+    """How far voicing ``b`` moves from ``a``: each voice of the larger to its nearest in the
+    other (the sum of the steps; equal sizes pair voices in order)."""
+    if not a or not b:
+        return 0
+    if len(a) == len(b):
+        return sum(abs(x - y) for x, y in zip(a, b, strict=True))
+    big, small = (a, b) if len(a) > len(b) else (b, a)
+    return sum(min(abs(x - y) for y in small) for x in big)
+
+
+def voice(chord: Chord, previous: list[int], top: int, low: int) -> list[int]:
+    """The voicing of ``chord`` under ``top`` (inclusive) from ``low`` that moves least
+    from ``previous`` (none: the highest that fits); where none fits, the one nearest under
+    ``top``, its notes above ``top`` left out."""
+    pcs = chord.pitch_classes()
+    cands = voicings(pcs, low, top)
+    if not cands:
+        cands = voicings(pcs, max(0, top - 12), top + 12)
+        cands = [[p for p in v if p <= top] for v in cands]
+        cands = [v for v in cands if v] or [[top - (top - pcs[0]) % 12]]
+    if not previous:
+        return max(cands, key=lambda v: (v[-1], v[0]))
+    return min(cands, key=lambda v: (motion(previous, v), -v[-1]))
+
+
+class Accompanist:
+    """Chords and a bass under one melody (module docstring). ``hear`` each melody note as
+    it starts; ``slot`` before each slot's beat. Times are beats on the caller's grid."""
+
+    def __init__(self, model: HarmonyModel, settings: AccompanySettings | None = None,
+                 seed: int | None = None):
+        self.model = model
+        self.settings = settings or AccompanySettings()
+        self.harmonizer = Harmonizer(model)
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh melody: no note heard, no chord, no voicing."""
+        self.harmonizer.reset()
+        self.recent: deque[tuple[float, int, int]] = deque()  # (beat, pitch, velocity)
+        self.chord: Chord | None = None
+        self.voicing: list[int] = []
+        self.sounding: list[AccNote] = []  # chord notes that may still sound
+        self.decisions: list[Decision] = []
+        self.slots = 0
+        self.melody_now: tuple[float, int] | None = None
+        self._masks: np.ndarray | None = None  # [chords, 12] pitch classes under this ref
+        self.key = KeyEstimator(half_life_beats=32.0)
+        self._last: tuple[float, int] | None = None  # the last note heard, for its length
+
+    # -- hearing ---------------------------------------------------------------------
+
+    def hear(self, pitch: int, velocity: int, beat: float, position: int | None) -> list[AccNote]:
+        """A melody note starting at ``beat`` (its metrical position ``position``; None:
+        unknown). Returns the chord notes it cut short: those sounding at or above it,
+        now ending at ``beat`` (so the chords never cross the melody)."""
+        self.harmonizer.note(int(pitch), float(beat), position)
+        if self._last is not None:
+            b0, p0 = self._last
+            self.key.add(p0, b0, min(beat - b0, 4.0))
+        self._last = (float(beat), int(pitch))
+        self.recent.append((float(beat), int(pitch), int(velocity)))
+        while self.recent and self.recent[0][0] < beat - MELODY_MEMORY_BEATS:
+            self.recent.popleft()
+        self.melody_now = (float(beat), int(pitch))
+        cut = []
+        for n in self.sounding:
+            if n.start < beat + 1e-9 < n.end and n.pitch >= pitch:
+                n.duration = max(0.0, beat - n.start)
+                cut.append(n)
+        self.sounding = [n for n in self.sounding if n.end > beat]
+        return cut
+
+    def _ceiling(self) -> int:
+        s = self.settings
+        low = min((p for _, p, _ in self.recent), default=s.highest + 1)
+        return min(s.highest, low - 1)
+
+    def _velocity(self, part: str) -> int:
+        vel = [v for _, _, v in self.recent] or [80]
+        mean = float(np.mean(vel[-8:]))
+        level = self.settings.level * (1.1 if part == "bass" else 1.0)
+        return int(np.clip(round(mean * min(level, 0.95)), 1, 127))
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def slot(self, beat: float, position: int | None, bar_beats: float | None,
+             now: float, span: float = 1.0, next_change: float | None = None) -> Decision:
+        """Decide the slot at ``beat`` (metrical ``position``, bar of ``bar_beats``; None:
+        unknown) at ``now`` (beats, before ``beat``): its chord, committed, and its notes
+        over ``span`` beats (to the next slot); ``next_change`` is the beat of the next slot
+        where the chord may change (the ``bar`` style holds a chord until then)."""
+        s = self.settings
+        h = self.harmonizer
+        index = self.slots
+        self.slots += 1
+        logits = h.query(position)
+        held = h.chord
+        if logits is None:  # before the first note: nothing to harmonise
+            d = Decision(beat, now, None, False)
+            self.decisions.append(d)
+            return d
+        may = can_change(position, bar_beats, index) or held == ChordVocabulary.NONE
+        if may:
+            z = np.asarray(logits, np.float64).copy()
+            z[ChordVocabulary.NONE] = -np.inf  # under a melody that sounds, always a chord
+            if s.fit_weight:
+                z += s.fit_weight * self._fit(now)
+            if s.key_weight:
+                z += s.key_weight * self._in_key()
+            if s.change_bias and held != ChordVocabulary.NONE:
+                keep = z[held]
+                z += s.change_bias
+                z[held] = keep
+            if s.temperature > 0:
+                z = z / s.temperature
+                p = np.exp(z - z.max())
+                token = int(self.rng.choice(len(p), p=p / p.sum()))
+            else:
+                token = int(np.argmax(z))
+        else:
+            token = held
+        chord = h.commit(token)
+        changed = chord != self.chord
+        self.chord = chord
+        d = Decision(beat, now, chord, changed)
+        if chord is not None and s.mode != "off":
+            d.notes = self._notes(chord, beat, span, changed, may, next_change)
+            if s.mode in ("chords", "chords_bass"):
+                d.voicing = list(self.voicing)
+        self.decisions.append(d)
+        return d
+
+    def _in_key(self) -> np.ndarray:
+        """Per chord token, 1 where the chord's triad lies in the key heard so far (its
+        scale; minor with its raised seventh), else 0 (all 1 before any key is heard)."""
+        self._chord_masks()
+        k = self.key.estimate() if self._last is not None else None
+        if k is None:
+            return np.ones(len(self._masks))
+        tonic, mode = k
+        scale = np.array([(d - tonic) % 12 in SCALES[mode] for d in range(12)], np.float64)
+        outside = self._triads @ (1.0 - scale)
+        return (outside == 0).astype(np.float64)
+
+    def _chord_masks(self) -> None:
+        if self._masks is not None:
+            return
+        h, v = self.harmonizer, self.model.chords
+        self._masks = np.zeros((v.size, 12))
+        self._triads = np.zeros((v.size, 12))
+        for k in range(1, v.size):
+            c = v.chord(k, h.ref)
+            self._masks[k, list(c.pitch_classes())] = 1.0
+            self._triads[k, list(c.triad())] = 1.0
+
+    def _fit(self, now: float) -> np.ndarray:
+        """Per chord token, the share of the melody heard in the last ``fit_beats`` (each
+        note for as long as it has sounded, until the next onset) on the chord's notes."""
+        self._chord_masks()
+        hist = np.zeros(12)
+        notes = list(self.recent)
+        for k, (b, p, _) in enumerate(notes):
+            stop = notes[k + 1][0] if k + 1 < len(notes) else now
+            a = max(b, now - self.settings.fit_beats)
+            if stop > a:
+                hist[p % 12] += min(stop, now) - a
+        total = hist.sum()
+        return self._masks @ hist / total if total > 0 else np.zeros(len(self._masks))
+
+    def _notes(self, chord: Chord, beat: float, span: float, changed: bool, may: bool,
+               next_change: float | None) -> list[AccNote]:
+        s = self.settings
+        out: list[AccNote] = []
+        hold = max(span, (next_change - beat) if next_change is not None else span)
+        if s.mode in ("chords", "chords_bass"):
+            top = self._ceiling()
+            low = min(s.lowest, top - 11)
+            if changed or not self.voicing or max(self.voicing) > top:
+                self.voicing = voice(chord, self.voicing, top, low)
+            vel = self._velocity("chord")
+            ch = s.channel - 1
+            if s.style == "block":
+                out += [AccNote(p, beat, span * LEGATO, vel, ch, "chord") for p in self.voicing]
+            elif s.style == "bar":
+                if changed or may:
+                    out += [AccNote(p, beat, hold * LEGATO, vel, ch, "chord")
+                            for p in self.voicing]
+            else:  # broken: up and down the voicing in eighths
+                order = self.voicing + self.voicing[-2:0:-1]
+                steps = max(1, round(span * 2))
+                k0 = round(beat * 2)
+                for k in range(steps):
+                    p = order[(k0 + k) % len(order)]
+                    out.append(AccNote(p, beat + k * span / steps, span / steps * LEGATO,
+                                       max(1, vel - 6 * ((k0 + k) % 2)), ch, "chord"))
+            self.sounding += out
+        if s.mode in ("chords_bass", "bass") and (changed or may):
+            b = s.bass_low + (chord.bass_pc() - s.bass_low) % 12
+            out.append(AccNote(b, beat, hold * LEGATO, self._velocity("bass"),
+                               s.bass_channel - 1, "bass"))
+        return out
+
+    def chord_name(self) -> str:
+        """The chord sounding now as a symbol (``-`` before the first)."""
+        return "-" if self.chord is None else self.chord.name
+
+
+def settings_from(cfg) -> AccompanySettings:
+    """The accompanist's settings from a Config's ``accompany`` section."""
+    a = cfg.accompany
+    return AccompanySettings(
+        mode=a.mode, style=a.style, channel=a.channel, bass_channel=a.bass_channel,
+        temperature=a.temperature, change_bias=a.change_bias, fit_weight=a.fit_weight,
+        fit_beats=a.fit_beats, key_weight=a.key_weight, level=a.level,
+        lowest=a.lowest, highest=a.highest, bass_low=a.bass_low)
+
+
+__all__ = ["AccNote", "Accompanist", "AccompanySettings", "Decision", "MODES", "STYLES",
+           "can_change", "motion", "settings_from", "voice", "voicings"]
