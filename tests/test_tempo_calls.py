@@ -1,12 +1,15 @@
 """The call's tempo as the engine hears it without a clock (``time.tempo: auto``, the shipped
 default), on the virtual clock: calls of quarters in their tempo, the performer's tempo held
-from call to call, a real change followed."""
+from call to call, a real change followed; and the measurement (`python -m bench.tempo`)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from support import EngineRig, make_config
 
+from bench import tempo as bench_tempo
 from companion.config import TimeConfig
 from companion.engine.listener import MelodyNote
 from companion.engine.timekeeper import Timekeeper
@@ -76,3 +79,34 @@ def test_only_a_phrase_end_sets_the_tempo_held():
     assert tk.held_beat == pytest.approx(0.5, rel=0.01)
     fixed = Timekeeper(TimeConfig(tempo="fixed"), 110.0)
     assert fixed.tempo(3.0, call, lead=True) is None and fixed.held_beat is None
+
+
+def test_the_measurement_runs_every_kind_of_call(model_pkg, tmp_path, capsys):
+    """`python -m bench.tempo` on one tune of four phrases of eighths and quarters."""
+    tune = tmp_path / "tune.json"
+    notes = [[p, s + 8 * k, d, 80] for k in range(4) for p, s, d in PHRASE]
+    tune.write_text(json.dumps({"name": "a tune", "notes": notes}))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {model_pkg}\n")
+    argv = ["--config", str(config), "--source", str(tune), "--tempi", "60", "120", "--json"]
+    assert bench_tempo.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tunes"] == 1
+    rows = {(r["kind"], r["bpm"]): r for r in out["rows"]}
+    assert set(rows) == {(k, b) for k in bench_tempo.KINDS for b in (60.0, 120.0)}
+    for (kind, bpm), r in rows.items():
+        assert r["calls"] == {"sequence": 3, "change": 2}.get(kind, 1)
+        # a run of eighths alone at 60 is read as quarters at 120: the documented ambiguity
+        assert r["in_tempo"] == (0.0 if (kind, bpm) == ("eighths", 60.0) else 1.0), kind
+        assert r["heard"] == 1.0 and r["short"] == (1.0 if kind in ("eighths", "held") else 0)
+    assert rows["eighths", 60.0]["octave"] == 1.0
+
+
+def test_a_phrase_is_cut_from_the_tune_on_its_own_beats():
+    tune = bench_tempo.Phrase("t", [bench_tempo.PhraseNote(60 + k, 3 + k * 0.5, 0.5, 80)
+                                    for k in range(36)])
+    ps = bench_tempo.phrases(tune)
+    assert len(ps) == 2  # 18 beats: two phrases of 8, then too few notes
+    assert [n.start for n in ps[1].notes][:2] == [0.0, 0.5]
+    assert bench_tempo.short(ps[0])  # eighths: no interval as long as a beat
+    assert not bench_tempo.short(bench_tempo.run(tune, 8, 1.0))
