@@ -69,7 +69,7 @@ def test_options_override_the_config(tmp_path, capsys, model_pkg, call_file):
     start = notes[0]["start_beats"]
     assert all(n["start_beats"] - start < 4 for n in notes)
     again = run_json(capsys, str(call_file), "-o", str(tmp_path / "y.mid"), "--config",
-                     str(cfg), "--seed", "99")
+                     str(cfg), "--tempo", "90", "--seed", "99")
     assert [n["pitch"] for n in again] == [n["pitch"] for n in notes]  # temperature 0
 
 

@@ -60,6 +60,7 @@ class Timekeeper:
         self._link_was_stopped = False
         self._on_clock_tempo = False  # the beat is an external time's (and goes when it goes)
         self._downbeat = 0.0  # a MIDI clock's beat a bar starts on, for a clock with no Start
+        self.held_beat: float | None = None  # the beat of the performer's last call (auto)
 
     def use_link(self, link: LinkSession | None) -> None:
         """Follow a Link session (companion.realtime.link.LinkFollower) while it has peers,
@@ -125,15 +126,19 @@ class Timekeeper:
         """The beat (seconds) to follow at ``t``: the MIDI clock's while one ticks, else the
         Link session's while it has peers, else (``tempo: auto``) the estimate from the call
         when it has enough notes, else the internal tempo when an external time has just
-        gone; None: the beat stays as it is. With ``lead`` (a phrase end) and
-        ``time.link_lead``, the companion's own tempo (the MIDI clock's, the call's
-        estimate, or a fixed tempo) is first proposed to the Link session."""
+        gone; None: the beat stays as it is. The estimate holds the performer's tempo: its
+        prior is centred on the estimate at the last phrase end (``held_beat``), which
+        each phrase end (``lead``) sets. With ``lead`` and ``time.link_lead``, the
+        companion's own tempo (the MIDI clock's, the call's estimate, or a fixed tempo) is
+        first proposed to the Link session."""
         tc = self.time_cfg
         clock_beat = self.midiclock.beat_s(t) if self.midiclock is not None else None
         own = clock_beat
         if own is None and tc.tempo == "auto":
             own = estimate_beat([n.time for n in call[-TEMPO_ONSETS:]], tc.auto_min_bpm,
-                                tc.auto_max_bpm, self.tempo_bpm)
+                                tc.auto_max_bpm, self.tempo_bpm, self.held_beat)
+            if lead and own is not None:
+                self.held_beat = own
         link = self.link
         if lead and link is not None and tc.link_lead:
             lead_beat = own if own is not None or tc.tempo == "auto" else 60.0 / self.tempo_bpm
