@@ -44,14 +44,23 @@ def deliver(engine: Engine, player: VirtualScheduler, clock: VirtualClock, t: fl
     engine.on_message(msg, t)
 
 
+#: Deadlines polled after the call at most (trading bars, a bar line judged not the call's
+#: end is followed by the next: the second always ends it).
+MAX_POLLS = 8
+
+
 def answer_phrase_end(engine: Engine, clock: VirtualClock) -> Answer | None:
-    """Move the virtual clock to the call's phrase end and answer there (CallError if a key
-    is still held, so the call never ends)."""
-    deadline = engine.next_deadline()
-    if deadline is None:
-        raise CallError("the call never ends: a note is still held")
-    clock.set(deadline)
-    return engine.poll(deadline)
+    """Move the virtual clock from deadline to deadline after the call until it is answered
+    (CallError if there is none: nothing was played)."""
+    for _ in range(MAX_POLLS):
+        deadline = engine.next_deadline()
+        if deadline is None:
+            raise CallError("the call never ends: nothing to answer")
+        clock.set(deadline)
+        answer = engine.poll(deadline)
+        if answer is not None or engine.muted:
+            return answer
+    return None
 
 
 def respond(cfg: Config, model: StepModel, call: Phrase, seed: int) -> Response:
