@@ -177,10 +177,11 @@ def test_on_a_midi_clock_the_answer_starts_on_its_bar_line(model, model_pkg):
 
 
 def test_the_plan_and_the_rule():
-    # a last onset a quarter before a bar line: that bar line; a sixteenth: the next
+    # a last onset a quarter or a sixteenth before a bar line: that bar line; closer: the next
     p = plan(3.0, 0.75, 0.0, 4, 1.0)
     assert p.line == pytest.approx(4.0) and p.bars == 1
-    p = plan(3.75, 0.9375, 0.0, 4, 1.0)
+    assert plan(3.75, 0.9375, 0.0, 4, 1.0).line == pytest.approx(4.0)
+    p = plan(3.875, 0.96875, 0.0, 4, 1.0)
     assert p.line == pytest.approx(8.0) and p.bars == 2
     # a call that began in a bar's second half began with a pickup to the next bar line
     assert plan(10.0, 2.5, 0.75, 4, 1.0).bars == 2

@@ -13,6 +13,7 @@ timestamps from the monotonic clock, `companion respond` and the tests a virtual
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ class Engine:
         self.turn = Turn()  # the performer's turns: where a call ends when trading bars
         self._plan: tuple[tuple, BarPlan | None] | None = None  # (what it was made from, it)
         self._not_end: float | None = None  # a bar line judged not the call's end
+        self._not_end_bars = 0  # the call's bars up to that line: its length if it ends after
         self._learned = 0  # notes of the call in progress already learnt (a resumed call)
         self._previous_bars: int | None = None  # the turn's length before the last answer
         self.state = model.zero_state()
@@ -536,8 +538,10 @@ class Engine:
             if t < p.decide:
                 return None
             if not self._ended_on(p):
-                self._not_end = p.line
+                self._not_end, self._not_end_bars = p.line, p.bars
                 return None
+            if self._not_end is not None:  # silent since the line before: it ended there
+                p = dataclasses.replace(p, bars=self._not_end_bars)
             deadline = p.decide
             call_end = lst.silence_since if lst.silence_since is not None else p.line
         elif not lst.phrase_ended(t):

@@ -17,7 +17,8 @@ call has ended there (``Turn.ended``) when nothing has started since and
   like one: its last note is long (sounding ``LONG_NOTE_BEATS`` or to the bar line) or on a
   stable degree of the key (a rest alone is no end: phrases rest inside too);
 
-else the next bar line is the candidate, and a call silent for that whole bar has ended.
+else the next bar line is the candidate, and a call silent for that whole bar has ended
+(its length the bars to the line before: the answer comes a bar late, as long as the call).
 A note before the bar line, or less than ``RESUME_BEATS`` after it, continues the call:
 the answer stops (unheard, or after its first note) and its length does not count.
 """
@@ -35,7 +36,7 @@ TRADING_BARS = (1, 2, 4, 8)
 #: The decision comes this long before the bar line: time to sample the answer's first notes.
 DECIDE_AHEAD_S = 0.03
 #: A note starting less than this many beats before a bar line leads into the next bar.
-LAST_ONSET_BEATS = 0.5
+LAST_ONSET_BEATS = 0.25
 #: A last note sounding this many beats (or to the bar line) ends a phrase like a cadence.
 LONG_NOTE_BEATS = 1.0
 #: A note less than this many beats after the bar line an answer started on continues the
