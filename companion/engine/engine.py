@@ -39,11 +39,13 @@ from companion.engine.timekeeper import LinkSession, Timekeeper
 from companion.engine.turn import (
     DEFAULT_BAR_BEATS,
     GRID_ONSETS,
+    GRID_TOL_BEATS,
+    GRID_TOL_S,
     LONG_NOTE_BEATS,
     RESUME_BEATS,
     BarPlan,
     Turn,
-    on_grid,
+    grid_shift,
     plan,
 )
 
@@ -396,11 +398,13 @@ class Engine:
         tk = self.timekeeper
         beat = self.beat_s
         onsets = [(n.time - self._anchor) / beat for n in lst.notes]
+        tol = max(GRID_TOL_BEATS, GRID_TOL_S / beat)
+        shift = grid_shift(onsets, tol) if len(onsets) >= GRID_ONSETS else None
         # too few onsets to judge the grid: in time if the previous call was traded on bars
-        if tk.external(last) is not None or (on_grid(onsets) if len(onsets) >= GRID_ONSETS
-                                             else self.turn.last_bars is not None):
-            beats_last, bar = tk.grid_at(last, self._call_beats(last))
-            beats_first, _ = tk.grid_at(self._anchor, 0.0)
+        if (tk.external(last) is not None or shift is not None
+                or (len(onsets) < GRID_ONSETS and self.turn.last_bars is not None)):
+            beats_last, bar = tk.grid_at(last, self._call_beats(last) - (shift or 0.0))
+            beats_first, _ = tk.grid_at(self._anchor, -(shift or 0.0))
             bar = bar or DEFAULT_BAR_BEATS
             p = plan(last, beats_last / bar, beats_first / bar, bar, beat, self._not_end)
         self._plan = (made_of, p)

@@ -42,8 +42,10 @@ LONG_NOTE_BEATS = 1.0
 #: A note less than this many beats after the bar line an answer started on continues the
 #: call it answered: the answer stops and the call goes on (as a note before it does).
 RESUME_BEATS = 0.5
-#: Onsets within this many beats of a grid point are on it.
+#: Onsets within this many beats of a grid point are on it, or within ``GRID_TOL_S``
+#: (human timing is a larger share of a fast beat).
 GRID_TOL_BEATS = 0.07
+GRID_TOL_S = 0.025
 #: The share of a call's onsets on one grid (sixteenths, or eighth-note triplets) for its
 #: bars to be in sight.
 GRID_SHARE = 0.85
@@ -51,17 +53,26 @@ GRID_SHARE = 0.85
 GRID_ONSETS = 3
 
 
-def on_grid(beats: Sequence[float]) -> bool:
-    """Whether onsets (in beats from the call's first) lie on one beat grid: at least
-    ``GRID_SHARE`` of them within ``GRID_TOL_BEATS`` of a sixteenth, or of a triplet
-    eighth."""
+def grid_shift(beats: Sequence[float], tol_beats: float = GRID_TOL_BEATS) -> float | None:
+    """Where onsets (in beats from the call's first) put the beat grid: None when they lie on
+    none; else how many beats the grid lies after the first onset (their median offset
+    from it, the first onset's own timing), at least ``GRID_SHARE`` of them within
+    ``tol_beats`` of its sixteenths, or of its triplet eighths, once moved by it."""
     if len(beats) < GRID_ONSETS:
-        return False
+        return None
     for division in (4, 3):
-        near = sum(1 for b in beats if abs(b - round(b * division) / division) <= GRID_TOL_BEATS)
+        off = sorted(b - round(b * division) / division for b in beats)
+        shift = off[len(off) // 2]
+        near = sum(1 for b in beats
+                   if abs(b - shift - round((b - shift) * division) / division) <= tol_beats)
         if near >= GRID_SHARE * len(beats):
-            return True
-    return False
+            return shift
+    return None
+
+
+def on_grid(beats: Sequence[float], tol_beats: float = GRID_TOL_BEATS) -> bool:
+    """Whether onsets (in beats from the call's first) lie on one beat grid (``grid_shift``)."""
+    return grid_shift(beats, tol_beats) is not None
 
 
 @dataclass(frozen=True)
