@@ -44,6 +44,7 @@ from companion import config as config_mod
 from companion.commands.respond import answer_phrase_end, deliver
 from companion.config import Config
 from companion.encoding.phrases import Phrase, PhraseNote
+from companion.engine import tempo
 from companion.engine.engine import Engine
 from companion.engine.model import StepModel
 from companion.realtime.clock import VirtualClock
@@ -175,12 +176,12 @@ def measure(model: StepModel, cfg: Config, tunes: list[Phrase],
                 events, _ = bd.performance(call, bpm, jitter_s, rng)
                 count(kind, call, Performer(model, cfg, seed + i).call(events, 0.0), bpm)
             other = bpm * CHANGE if bpm * CHANGE <= hi_bpm else bpm / CHANGE
-            for kind, calls, tempo in (
+            for kind, calls, played in (
                     ("sequence", ps, [bpm] * PHRASES),
                     ("held", ps[:2] + [eighths], [bpm] * 3),
                     ("change", ps, [other, other] + [bpm] * (PHRASES - 2))):
                 perf = Performer(model, cfg, seed + i)
-                for k, (call, b) in enumerate(zip(calls, tempo, strict=True)):
+                for k, (call, b) in enumerate(zip(calls, played, strict=True)):
                     events, _ = bd.performance(call, b, jitter_s, rng)
                     answered = perf.call(events, 60.0 / b)
                     if k > (1 if kind == "held" else 0) and b == bpm:
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tempi", type=float, nargs="+", default=list(bd.TEMPI), metavar="BPM")
     p.add_argument("--jitter-ms", type=float, default=bd.JITTER_MS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prior-octaves", type=float, metavar="W",
+                   help="width of the estimator's prior around listen.tempo_bpm, in octaves "
+                        f"(default: tempo.PRIOR_OCTAVES, {tempo.PRIOR_OCTAVES:g})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     try:
@@ -233,14 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     if not tunes:
         print(f"error: no tune of {PHRASES} phrases in the sources", file=sys.stderr)
         return 2
-    rows = measure(model, cfg, tunes, args.tempi, args.jitter_ms, args.seed,
-                   cfg.time.auto_max_bpm)
+    shipped = tempo.PRIOR_OCTAVES
+    width = shipped if args.prior_octaves is None else args.prior_octaves
+    tempo.PRIOR_OCTAVES = width
+    try:
+        rows = measure(model, cfg, tunes, args.tempi, args.jitter_ms, args.seed,
+                       cfg.time.auto_max_bpm)
+    finally:
+        tempo.PRIOR_OCTAVES = shipped
     if args.json:
-        print(json.dumps({"tunes": len(tunes), "sources": sources,
-                          "jitter_ms": args.jitter_ms, "rows": [r.__dict__ for r in rows]}))
+        print(json.dumps({"tunes": len(tunes), "sources": sources, "jitter_ms": args.jitter_ms,
+                          "prior_octaves": width,
+                          "rows": [r.__dict__ for r in rows]}))
     else:
         print(f"{len(tunes)} tunes from {', '.join(sources)}; phrases of {CALL_BEATS:g} "
-              f"beats; jitter +-{args.jitter_ms:g} ms, legato {bd.LEGATO:g}")
+              f"beats; jitter +-{args.jitter_ms:g} ms, legato {bd.LEGATO:g}; prior "
+              f"{width:g} octaves wide")
         print("\nIn tempo (at double or half) per kind of call:\n")
         print(table(rows))
         print("\nIn tempo as heard: in tempo, or a call with no interval as long as a beat at "

@@ -11,6 +11,7 @@ from support import EngineRig, make_config
 
 from bench import tempo as bench_tempo
 from companion.config import TimeConfig
+from companion.engine import tempo
 from companion.engine.listener import MelodyNote
 from companion.engine.timekeeper import Timekeeper
 
@@ -100,6 +101,12 @@ def test_the_measurement_runs_every_kind_of_call(model_pkg, tmp_path, capsys):
         assert r["in_tempo"] == (0.0 if (kind, bpm) == ("eighths", 60.0) else 1.0), kind
         assert r["heard"] == 1.0 and r["short"] == (1.0 if kind in ("eighths", "held") else 0)
     assert rows["eighths", 60.0]["octave"] == 1.0
+    # the estimator's prior, narrowed for one run and restored after it
+    shipped = tempo.PRIOR_OCTAVES
+    assert bench_tempo.main(argv[:-1] + ["--prior-octaves", "0.3"]) == 0
+    assert tempo.PRIOR_OCTAVES == shipped
+    out = capsys.readouterr().out
+    assert "prior 0.3 octaves wide" in out and "| 60 |" in out
 
 
 def test_a_phrase_is_cut_from_the_tune_on_its_own_beats():

@@ -100,8 +100,9 @@ def readings(onsets: Sequence[float], lo_bpm: float,
     run = np.log(fit[:, :, _BEAT] + RUN_FLOOR).mean(axis=1) + math.log(RUN_GAIN)
     e = np.maximum(melody, run)  # the evidence
     is_run = run > melody
-    peaks = np.flatnonzero(np.r_[e[0] >= e[1], (e[1:-1] >= e[:-2]) & (e[1:-1] >= e[2:]),
-                                 e[-1] >= e[-2]])
+    # local maxima (a plateau's first period)
+    peaks = np.flatnonzero(np.r_[e[0] >= e[1], (e[1:-1] > e[:-2]) & (e[1:-1] >= e[2:]),
+                                 e[-1] > e[-2]])
     out = []
     for c in peaks:
         f = fit[c] if is_run[c] else weighted[c]
