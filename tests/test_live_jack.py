@@ -194,6 +194,8 @@ def test_trading_two_bars_over_jack(jack_server, monkeypatch, tmp_path, model_pk
             ons = [t for t, _ in note_ons(got)]
             answer = [t for t in ons if t > line - slack]
             assert answer, "no answer:\n" + "\n".join(comp.lines)
+            print(f"call {turn + 1}: answer's first note {1000 * (answer[0] - line):+.1f} ms "
+                  f"from the bar line ({len(ons) - len(answer)} notes before it)")
             assert abs(answer[0] - line) <= slack, (answer[0] - line, "\n".join(comp.lines))
             # the first call's first bar may pass for a call of one bar: one note at most
             # before the call goes on; the second call is known to be two bars long
