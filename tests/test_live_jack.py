@@ -158,19 +158,19 @@ def test_ports_lists_the_companion(jack_server, live_config):
     assert os.path.isdir(Path(live_config).parent)
 
 
-#: Two bars of quarters and eighths at 120 BPM, the last note held to the bar line.
-TRADE_BEAT = 0.5
+#: Two bars of quarters and eighths at 160 BPM, the last note held to the bar line.
+TRADE_BEAT = 0.375
 TRADE_CALL = [(62, 0, 0.95), (66, 1, 0.45), (69, 1.5, 0.45), (71, 2, 0.95), (69, 3, 0.95),
               (67, 4, 0.45), (66, 4.5, 0.45), (64, 5, 0.95), (62, 6, 1.95)]
 
 
 @pytest.mark.parametrize("jack_server", [1024], indirect=True)
 def test_trading_two_bars_over_jack(jack_server, monkeypatch, tmp_path, model_pkg):
-    """Trading bars (answer.start: bar) with real ports: each two-bar call is answered on
-    the bar line it ends on (within 1/16 beat and a period each way), for two bars, over
-    before the next call begins on the bar line after them. The first call's first bar may
-    pass for a call of one bar (nothing says otherwise yet): one note at most, then the call
-    goes on."""
+    """Trading bars (answer.start: bar) with real ports, at 160 BPM: each two-bar call is
+    answered on the bar line it ends on (within 1/16 beat and a period each way), for two
+    bars, over before the next call begins on the bar line after them. The first call's
+    first bar may pass for a call of one bar (nothing says otherwise yet): one note at most,
+    then the call goes on."""
     jack_env(jack_server, monkeypatch)
     cfg = write_config(tmp_path / "config.yaml", model_pkg,
                        listen={"tempo_bpm": 60 / TRADE_BEAT},
