@@ -22,6 +22,23 @@ INSTALLED = "companion.models"
 MELODY = "melody"  # the package the shipped model packages are installed as
 
 
+def read_card(folder: Path, kind: str | None = None) -> dict:
+    """A package's card.json ({} where there is none); ModelError when it is not a JSON
+    object, or, with ``kind``, names another kind (a card without one is taken as it)."""
+    p = folder / "card.json"
+    if not p.exists():
+        return {}
+    try:
+        card = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(card, dict):
+        raise ModelError(f"{p}: expected a JSON object, got {type(card).__name__}")
+    if kind is not None and card.get("kind", kind) != kind:
+        raise ModelError(f"{p}: expected a card with \"kind\": \"{kind}\"")
+    return card
+
+
 def locate(model: str | Path, base_dir: Path) -> Path:
     """The folder of the model package ``model`` (config key ``model``, ``--model``).
 

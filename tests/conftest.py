@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,24 @@ def _tensorflow_only_where_marked(request):
             and request.node.get_closest_marker("tensorflow") is None:
         pytest.fail("this test imported TensorFlow into the test process: mark it "
                     "@pytest.mark.tensorflow (such tests run last)")
+
+
+#: The browser of the page's tests (Debian's chromium, through Playwright).
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium; without it the test skips (CI, where .ci/run installs it: fails)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if BROWSER is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: the browser tests cannot run")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

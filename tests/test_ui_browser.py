@@ -41,22 +41,6 @@ pytestmark = pytest.mark.slow
 TEMPO = 240.0
 BEAT = 60.0 / TEMPO
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium; without it the test skips (CI, where .ci/run installs it: fails)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if BROWSER is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: the browser tests cannot run")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
-        yield b
-        b.close()
-
 
 def shot(page, name: str, tmp_path: Path) -> None:
     folder = os.environ.get("UI_SCREENSHOTS")

@@ -10,7 +10,6 @@ terminal's text)."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import mido
@@ -24,21 +23,6 @@ from companion.live_controls import CONTROLS, stops
 from companion.ui.server import qr_text
 
 pytestmark = pytest.mark.slow
-
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium; without it the test skips (CI, where .ci/run installs it: fails)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if BROWSER is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: the browser tests cannot run")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

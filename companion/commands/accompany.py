@@ -23,7 +23,7 @@ from companion.config import Config
 from companion.encoding import meter
 from companion.encoding.harmony import slots as melody_slots
 from companion.encoding.melody import Melody
-from companion.encoding.phrases import CallError
+from companion.encoding.phrases import read_melody
 from companion.engine.accompany import AccNote, Accompanist, Decision, can_change, settings_from
 from companion.engine.harmony import HarmonyModel
 
@@ -113,23 +113,6 @@ def as_json(a: Accompaniment) -> dict:
                    "duration_beats": round(n.duration, 6), "velocity": n.velocity,
                    "channel": n.channel + 1, "part": n.part} for n in a.notes],
     }
-
-
-def read_melody(path: str | Path) -> Melody:
-    """The first melody of a file music21 reads (MIDI, ABC, MusicXML...)."""
-    from companion.encoding.melody import read_melodies
-
-    path = Path(path)
-    if not path.is_file():
-        raise CallError(f"{path}: no such file")
-    try:
-        melodies = read_melodies(path)
-    except Exception as e:  # noqa: BLE001 - music21 raises many kinds
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CallError(f"{path}: cannot read a melody from it ({first[:160]})") from e
-    if not melodies:
-        raise CallError(f"{path}: no melody of two notes or more in it")
-    return melodies[0]
 
 
 def harmony_dir(cfg: Config) -> Path:

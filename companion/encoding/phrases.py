@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mido
+
+if TYPE_CHECKING:
+    from companion.encoding.melody import Melody
 
 CALLS_DIR = Path(__file__).resolve().parents[1] / "calls"
 
@@ -70,15 +74,14 @@ def builtin() -> list[Phrase]:
     return [read_json(p) for p in sorted(CALLS_DIR.glob("*.json"))]
 
 
-def read_call(path: str | Path) -> Phrase:
-    """A call from a file: our JSON, or anything music21 reads (its first tune)."""
+def read_melody(path: str | Path) -> Melody:
+    """The first melody of a file music21 reads (MIDI, ABC, MusicXML...); CallError naming
+    the file otherwise."""
+    from companion.encoding.melody import read_melodies
+
     path = Path(path)
     if not path.is_file():
         raise CallError(f"{path}: no such file")
-    if path.suffix.lower() == ".json":
-        return read_json(path)
-    from companion.encoding.melody import read_melodies
-
     try:
         melodies = read_melodies(path)
     except Exception as e:  # noqa: BLE001 - music21 raises many kinds
@@ -86,7 +89,15 @@ def read_call(path: str | Path) -> Phrase:
         raise CallError(f"{path}: cannot read a melody from it ({first[:160]})") from e
     if not melodies:
         raise CallError(f"{path}: no melody of two notes or more in it")
-    m = melodies[0]
+    return melodies[0]
+
+
+def read_call(path: str | Path) -> Phrase:
+    """A call from a file: our JSON, or anything music21 reads (its first tune)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".json":
+        return read_json(path)
+    m = read_melody(path)
     notes = [
         PhraseNote(int(p), float(s), float(d), int(v))
         for p, s, d, v in zip(m.pitches, m.onsets, m.durations, m.velocities, strict=True)

@@ -49,7 +49,7 @@ from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.curves import Vocabulary, curve
 from companion.encoding.harmony import NO_PITCH, PITCHES, SLOT, StepVocab
 from companion.engine.model import DEFAULT_POSITION, State
-from companion.packages import ModelError
+from companion.packages import ModelError, read_card
 
 KIND = "harmony"
 FORMAT = 1
@@ -101,7 +101,7 @@ class HarmonyModel:
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path}: missing (expected a harmony package's ONNX step)")
         self.vocab, self.spec = read_vocab(self.dir / "harmony.json")
-        self.card = self._read_card()
+        self.card = read_card(self.dir, KIND)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -129,18 +129,6 @@ class HarmonyModel:
                       "h": np.zeros((self.layers, 1, self.units), np.float32),
                       "c": np.zeros((self.layers, 1, self.units), np.float32)}
         self._lock = threading.Lock()
-
-    def _read_card(self) -> dict:
-        p = self.dir / "card.json"
-        if not p.exists():
-            return {}
-        try:
-            card = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{p}: not valid JSON ({e})") from e
-        if not isinstance(card, dict) or card.get("kind", KIND) != KIND:
-            raise ModelError(f"{p}: expected a card with \"kind\": \"{KIND}\"")
-        return card
 
     @property
     def chords(self) -> ChordVocabulary:

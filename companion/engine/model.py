@@ -15,7 +15,7 @@ import numpy as np
 
 from companion.encoding import meter
 from companion.encoding.curves import Vocabulary
-from companion.packages import ModelError
+from companion.packages import ModelError, read_card
 
 INPUTS = {"token": "int64", "h": "float", "c": "float"}
 OUTPUTS = ("logits", "h_out", "c_out")
@@ -79,7 +79,7 @@ class StepModel:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{onnx_path}: not a loadable ONNX model ({first[:160]})") from e
         self._check_signature(onnx_path)
-        self.card = self._read_card()
+        self.card = read_card(self.dir)
         self._check_format()
         self._bind_step(ort)
 
@@ -145,18 +145,6 @@ class StepModel:
                 f"{self.dir / 'vocab.json'}: {self.vocab.size} tokens, "
                 f"but model.onnx outputs {v} logits (expected one per token)"
             )
-
-    def _read_card(self) -> dict:
-        p = self.dir / "card.json"
-        if not p.exists():
-            return {}
-        try:
-            card = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{p}: not valid JSON ({e})") from e
-        if not isinstance(card, dict):
-            raise ModelError(f"{p}: expected a JSON object, got {type(card).__name__}")
-        return card
 
     @property
     def format(self) -> int:
