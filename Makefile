@@ -57,13 +57,14 @@ run: $(RUN_STAMP)
 dev: $(VENV)/.all
 	@echo "make dev: $(VENV) holds every extra: $(PY) -m train --help, $(PY) -m pytest, $(VENV)/bin/companion"
 
-# the tests that need the machine to themselves run first, one at a time; then the JACK tests,
-# which mostly wait on the music, on two workers (the clock tests on one), the rest shared by all
-TEST_WORKERS ?= 3
+# the tests that need the machine to themselves run first, one at a time; then the rest on
+# workers that mostly wait on the music: the clock tests, the JACK floods and the other JACK
+# tests each on one, started first, every other module whole on one (tests/conftest.py)
+TEST_WORKERS ?= 4
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check companion train tests bench lab
 	$(PY) -m pytest -q -ra -m alone $(PYTEST_ARGS)
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup -m "not alone" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not alone" $(PYTEST_ARGS)
 
 # the unit tier, in under a minute: the engine, the encoding, the config and the model on the
 # virtual clock (no JACK, no real-time loopback, no subprocess, no TensorFlow: tests/conftest.py)

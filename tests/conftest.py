@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import os
 import shutil
@@ -18,6 +19,37 @@ from bench.jackserver import LOG_KEY
 from companion.midi.jacklib import load_rtmidi
 
 load_rtmidi()  # before any test imports rtmidi: JACK by the system's libjack
+
+
+# -- each worker its own /dev/shm ------------------------------------------------------------
+# JACK2 names a client's socket /dev/shm/jack_CLIENT_UID_0, without its server's name:
+# same-named clients (companion, jack_lsp, RtMidiIn Client) of two workers' servers take each
+# other's sockets, and one's open fails ("JACK server not running?": lab/README.md).
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+
+
+def private_shm() -> str | None:
+    """This thread (and what it starts) in a mount namespace of its own with an empty tmpfs
+    on /dev/shm, so that its JACK servers and clients share nothing with another worker's.
+    Returns why not where that cannot be had (not root, not Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    libc = ctypes.CDLL(None, use_errno=True)
+    for call in (lambda: libc.unshare(CLONE_NEWNS),
+                 lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None),
+                 lambda: libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", 0, b"mode=1777")):
+        if call() != 0:
+            return os.strerror(ctypes.get_errno())
+    return None
+
+
+def pytest_configure(config) -> None:
+    """An xdist worker of `make test` gets its own /dev/shm (`private_shm`); where it cannot
+    (not root), its JACK tests share the one and may collide with another worker's."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and shutil.which("jackd"):
+        why = private_shm()
+        if why is not None:
+            sys.stderr.write(f"note: JACK tests of parallel workers share /dev/shm ({why})\n")
 
 # -- no test hangs the suite ---------------------------------------------------------------
 #: A test still running after this long ends the whole run, every thread's stack on stderr:
@@ -45,13 +77,24 @@ REALTIME_MODULES = frozenset({
 })
 
 
+#: The JACK tests that flood the companion with MIDI (a core's worth of work while they
+#: run): one group, so that no two floods run at once; the other JACK tests are another.
+FLOOD_MODULES = frozenset({"test_reliability_jack", "test_midi_in", "test_sysex"})
+#: `make test`'s groups (below) that take longest, started first (xdist takes the groups in
+#: collection order: ``--no-loadscope-reorder``), so that none of them is left for the end.
+LONG_GROUPS = ("jack-sync", "jack-floods", "jack", "test_nottingham", "test_bench",
+               "test_reliability_midi", "test_link", "test_ui_server", "test_osc",
+               "test_musicianship", "test_learn", "test_hands")
+
+
 def pytest_itemcollected(item) -> None:
     """``realtime`` on the tests of REALTIME_MODULES; ``jack`` on every test that takes a
     JACK server, marked or not. `make test` runs workers (pytest-xdist, ``--dist
-    loadgroup``): the clock tests (``jack_sync``) on one, the other JACK tests on another,
-    each with one server at a time, and each other module whole on one, so that its module
-    and session fixtures (a training run, the quick bench) are made once (marked here, as
-    each is collected: before xdist reads the groups)."""
+    loadgroup``): the clock tests (``jack_sync``), the JACK floods (FLOOD_MODULES) and the
+    other JACK tests each on one worker, each with one server at a time, and each other
+    module whole on one, so that its module and session fixtures (a training run, the quick
+    bench) are made once (marked here, as each is collected: before xdist reads the
+    groups)."""
     name = getattr(item.module, "__name__", None)
     if name in REALTIME_MODULES:
         item.add_marker(pytest.mark.realtime)
@@ -60,10 +103,20 @@ def pytest_itemcollected(item) -> None:
     if item.get_closest_marker("jack_sync") is not None:
         group = "jack-sync"  # the clock tests, on synchronous servers of their own
     elif item.get_closest_marker("jack") is not None:
-        group = "jack"
+        group = "jack-floods" if name in FLOOD_MODULES else "jack"
     else:
         group = name or item.nodeid
+    item.stash[_GROUP] = group
     item.add_marker(pytest.mark.xdist_group(group))
+
+
+_GROUP = pytest.StashKey[str]()
+
+
+def _start_rank(item) -> int:
+    """Where a test's group starts: LONG_GROUPS in their order, then the rest."""
+    group = item.stash.get(_GROUP, "")
+    return LONG_GROUPS.index(group) if group in LONG_GROUPS else len(LONG_GROUPS)
 
 
 # -- TensorFlow last ----------------------------------------------------------------------
@@ -76,13 +129,14 @@ def pytest_itemcollected(item) -> None:
 @pytest.hookimpl(tryfirst=True)  # the marks before -m selects by them
 def pytest_collection_modifyitems(config, items):
     """TensorFlow's tests last, and the modules that hold any of them after every other (each
-    module stays whole on one xdist worker: see ``pytest_itemcollected``)."""
+    module stays whole on one xdist worker: see ``pytest_itemcollected``); before them, the
+    LONG_GROUPS first."""
     def tf(item) -> bool:
         return item.get_closest_marker("tensorflow") is not None
 
     tf_modules = {item.module.__name__ for item in items if tf(item) and item.module}
     items.sort(key=lambda item: (getattr(item.module, "__name__", None) in tf_modules,
-                                 tf(item)))
+                                 tf(item), _start_rank(item)))
 
 
 @pytest.fixture(autouse=True)
