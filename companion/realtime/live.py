@@ -308,10 +308,11 @@ class Live:
         return old
 
     def all_notes_off(self) -> None:
-        """Note-off for every note we echoed, then All Notes Off (CC 123) on our channel and
-        on the accompaniment's (accompany.channel, bass_channel)."""
+        """Note-off for every note we echoed, then All Notes Off (CC 123) on our channel and,
+        once it has accompanied, on the accompaniment's (accompany.channel, bass_channel)."""
         ac = self.engine.settings_of("accompany")
-        channels = dict.fromkeys([self.channel, ac.channel - 1, ac.bass_channel - 1])
+        channels = dict.fromkeys([self.channel] + ([ac.channel - 1, ac.bass_channel - 1]
+                                                   if self.engine.along is not None else []))
         with self.scheduler.lock:
             for p in sorted(self._echoed):
                 self._send(mido.Message("note_off", channel=self.channel, note=p, velocity=0))
