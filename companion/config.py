@@ -259,6 +259,8 @@ class AccompanyConfig:
 
     mode: str = _choice("off", "off", "chords", "chords_bass", "bass")
     style: str = _choice("block", "block", "bar", "broken")
+    #: `companion live`: accompany each call, then answer it (call), or accompany only.
+    during: str = _choice("call", "call", "only")
     model: str = _text("models/harmony_nottingham")
     channel: int = _num(1, 16, 2)
     bass_channel: int = _num(1, 16, 3)

@@ -183,6 +183,22 @@ def model_pkg(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def harmony_pkg(tmp_path_factory) -> Path:
+    """A harmony package with random weights (train.harmony.random_package): the curves of the
+    first of support.TUNES, the common chords of G major; no TensorFlow, no training."""
+    from companion.encoding.chords import Chord, ChordVocabulary
+    from companion.encoding.curves import Vocabulary, curves_from_notes
+    from companion.encoding.harmony import StepVocab
+    from train.harmony import random_package
+
+    m = tunes(1, 1)[0]
+    chords = [Chord(7, "maj"), Chord(2, "7"), Chord(0, "maj"), Chord(4, "min"), Chord(9, "min")]
+    v = StepVocab(Vocabulary.build([curves_from_notes(m.pitches, m.onsets)]),
+                  ChordVocabulary.build(chords, min_count=1))
+    return random_package(v, tmp_path_factory.mktemp("harmony") / "h", units=24, seed=3)
+
+
+@pytest.fixture(scope="session")
 def model(model_pkg):
     from companion.engine.model import StepModel
 

@@ -32,6 +32,7 @@ from bench.jackserver import (
     dummy_server,
 )
 from companion.engine.engine import Answer, Engine
+from companion.engine.harmony import HarmonyModel
 from companion.midi.input import open_input
 from companion.midi.jacklib import SETTLE_S, close_in_turn
 from companion.realtime.clock import VirtualClock
@@ -144,14 +145,16 @@ class EngineRig:
     (time, message) as sent; ``events`` (kind, time, data) from the engine's event hook.
     """
 
-    def __init__(self, model: StepModel, cfg: Config, seed: int | None = 1) -> None:
+    def __init__(self, model: StepModel, cfg: Config, seed: int | None = 1,
+                 harmony: Path | None = None) -> None:
         self.clock = VirtualClock()
         self.sent: list[tuple[float, mido.Message]] = []
         self.player = VirtualScheduler(lambda m: self.sent.append((self.clock.now(), m)),
                                        self.clock, 0)
         self.events: list[tuple[str, float, dict]] = []
         self.engine = Engine(model, cfg, self.player, self.clock, seed,
-                             on_event=lambda k, t, **d: self.events.append((k, t, d)))
+                             on_event=lambda k, t, **d: self.events.append((k, t, d)),
+                             harmony=None if harmony is None else lambda: HarmonyModel(harmony))
         self.beat = 60.0 / cfg.listen.tempo_bpm  # seconds: ``play`` counts in these beats
 
     def to(self, t: float) -> None:

@@ -55,9 +55,10 @@ def a_value(key: str):
 
 
 @pytest.fixture
-def rig(model, model_pkg):
+def rig(model, model_pkg, harmony_pkg):
     """A Live (not started) with every CC-able control mapped; the controls it applied."""
-    cfg = make_config(model_pkg, controls={**MAPPED, "temperature_max": 3.0})
+    cfg = make_config(model_pkg, controls={**MAPPED, "temperature_max": 3.0},
+                      accompany={"model": str(harmony_pkg)})
     applied: list[tuple[str, object]] = []
 
     def event(kind, t, **data):
@@ -176,7 +177,8 @@ def moves_as_mapped(lv: Live, applied: list, control: Control, number: int) -> N
             steps = sorted(set(reached), key=reached.index)
             if control.cc == "choice":
                 assert steps == check_of(control.key)["choices"]
-                assert [reached.count(s) for s in steps] == [128 // len(steps)] * len(steps)
+                counts = [reached.count(s) for s in steps]  # as even as 128 allows
+                assert max(counts) - min(counts) <= 1, counts
             else:
                 whole = [s for s in steps if isinstance(s, int | float)]
                 assert whole == list(range(round(whole[0]), round(top(lv, control)) + 1))

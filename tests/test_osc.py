@@ -148,7 +148,8 @@ def test_each_control(rig):
               "max_beats": 8.0, "articulation": 0.5, "max_note_beats": 1.0, "range_widen": 7,
               "barge_in": "keep", "cadence": 0.5, "register_pull": 1.5, "style_weight": 0.25,
               "max_repeat": 2, "key_strength": 0.1, "meter": 3, "held_limit": 12,
-                  "start": "beat"}
+                  "start": "beat", "accompany": "off", "accompany_style": "broken",
+              "accompany_during": "only", "chord_adventure": 1.5}
     assert set(values) | set(ACTIONS) | {"model", "learn"} == set(SHORT_NAMES)
     for short, v in values.items():
         client.send_message(f"/companion/{short}", v)
@@ -196,6 +197,8 @@ def test_each_control(rig):
     ("/companion/panic", [1, 2], "expected no value or one"),
     ("/companion/model", ["../beta"], "model: expected the name of a model package"),
     ("/companion/length", [0.1], "answer.length: expected"),
+    ("/companion/accompany", ["loud"], "accompany.mode: expected one of"),
+    ("/companion/accompany_style", [2], "accompany.style: expected text"),
 ])
 def test_a_bad_message_changes_nothing_and_is_said_once(rig, address, args, why):
     live, server, client, receiver, events, lines, inport = rig()

@@ -18,7 +18,7 @@ def test_timeline_orders_offs_before_ons_and_handles_overlaps():
     tl.add(1, TimedNote(64, 1.5, 2.0, 82))
     tl.add(1, TimedNote(64, 2.0, 0.5, 83))  # overlaps the sounding 64
     got = tl.pop_due(10.0)
-    kinds = [(k, p) for k, _, _, p, _ in got]
+    kinds = [(k, p) for k, _, _, p, _, _ in got]
     assert kinds == [(1, 60), (0, 60), (1, 60), (1, 64), (0, 60), (0, 64), (1, 64), (0, 64)]
     assert tl.sounding == {} and tl.started[1] == 4
 
@@ -148,3 +148,25 @@ def test_observer_sees_each_note_handed_over_until_removed():
     assert seen == [(3, 60, 1.5), (3, 62, 1.5)]
     vs.flush()  # it only watches: every note is played all the same
     assert [m.note for m in sent if m.type == "note_on"] == [60, 62, 64]
+
+
+def test_notes_on_their_own_channels_and_the_accompaniment_outlives_an_answer():
+    """A note names its channel (else the player's); the same pitch on two channels is two
+    notes; a new answer never stops the accompaniment, a cancel of it does."""
+    from companion.engine.protocols import ACCOMPANIMENT
+
+    clock = VirtualClock()
+    sent = []
+    vs = VirtualScheduler(lambda m: sent.append((clock.now(), m)), clock, channel=0)
+    vs.add(ACCOMPANIMENT, TimedNote(60, 0.0, 4.0, 70, channel=1))
+    vs.begin(1)
+    vs.add(1, TimedNote(60, 1.0, 1.0, 80))
+    vs.advance(1.5)
+    assert [(m.type, m.note, m.channel) for _, m in sent] == [
+        ("note_on", 60, 1), ("note_on", 60, 0)]
+    vs.begin(2)  # the answer stops, the accompaniment goes on
+    assert [(m.type, m.channel) for _, m in sent[2:]] == [("note_off", 0)]
+    assert vs.busy(ACCOMPANIMENT)
+    vs.cancel(ACCOMPANIMENT)
+    assert [(m.type, m.note, m.channel) for _, m in sent[3:]] == [("note_off", 60, 1)]
+    assert not vs.busy(ACCOMPANIMENT)

@@ -26,7 +26,10 @@ from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
 from companion.encoding.names import key_name, note_name, parse_key
+from companion.engine.accompany import Accompanist, settings_from
+from companion.engine.along import PlayAlong
 from companion.engine.grid import Grid
+from companion.engine.harmony import HarmonyModel
 from companion.engine.key import STABLE, KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
 from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
@@ -68,8 +71,12 @@ LIVE_SETTINGS = live_controls.LIVE_SETTINGS
 #: "held" (a call not answered: the Link session's transport is stopped; ``call``),
 #: "stuck" (keys that stopped counting as held at the held limit, listen.held_limit_beats:
 #: ``keys`` pressed without their note-off, ``pedal`` the keys the sustain pedal held, each
-#: (channel 0..15, note); ``beats``, the limit).
+#: (channel 0..15, note); ``beats``, the limit),
+#: "chord" (accompanying: a new chord decided, ``chord`` its symbol, ``beat`` its beat's time,
+#: ``decided``, ``notes`` each [pitch, start, duration, velocity, channel 0..15]).
 EventHook = Callable[..., None]
+#: Loads the harmony package of ``accompany.model`` (called once, when accompanying starts).
+HarmonyLoader = Callable[[], HarmonyModel]
 
 
 @dataclass
@@ -104,6 +111,7 @@ class Engine:
         clock: Clock,
         seed: int | None = None,
         on_event: EventHook | None = None,
+        harmony: HarmonyLoader | None = None,
     ):
         self.player = player
         self.clock = clock
@@ -145,6 +153,12 @@ class Engine:
         self.state = model.zero_state()
         self.prev: tuple[int, float] | None = None  # last melody note the state has seen
         self._restart()
+        self._harmony = harmony
+        self._seed = seed
+        #: accompanying live (companion.engine.along): None until accompany.mode is first on
+        self.along: PlayAlong | None = None
+        if cfg.accompany.mode != "off":
+            self._accompany()
 
     def _init_musicianship(self, cfg: Config) -> None:
         """Key awareness, absolute range, style memory and the repeat guard: all buffers
@@ -246,8 +260,15 @@ class Engine:
         others from the next answer. Like every change to the engine, call it on the thread
         that feeds the engine."""
         self.setting(name)  # a ConfigError unless it is one of LIVE_SETTINGS
+        before = self.setting(name)
         override(self._cfg, name, value)
         cfg = self._cfg
+        if name.startswith("accompany."):
+            try:
+                self._accompany()
+            except ConfigError:
+                override(cfg, name, before)
+                raise
         self.sampler.temperature = cfg.answer.temperature
         self.sampler.top_p = cfg.answer.top_p
         self.style.weight = cfg.style.weight
@@ -256,6 +277,55 @@ class Engine:
         self.listener.held_limit_beats = cfg.listen.held_limit_beats
         return self.setting(name)
 
+    # -- accompanying (companion.engine.along) -----------------------------------------------
+
+    def _accompany(self) -> None:
+        """The accompaniment as ``accompany:`` says now: off stops it; on, the harmony package
+        is loaded the first time (a ConfigError where there is none to load)."""
+        ac = self._cfg.accompany
+        if ac.mode == "off":
+            self.stop_accompaniment()
+            return
+        if self.along is None:
+            if self._harmony is None:
+                raise ConfigError("accompany.mode: no harmony package to accompany with")
+            try:
+                harmony = self._harmony()
+            except Exception as e:  # noqa: BLE001 - ModelError, or the package's own
+                raise ConfigError(f"accompany.mode: harmony package not loaded ({e})") from e
+            self.along = PlayAlong(Accompanist(harmony, settings_from(self._cfg), self._seed),
+                                   self.timekeeper, self.player, ac.lookahead_ms / 1000.0,
+                                   self._decided)
+        self.along.acc.settings = settings_from(self._cfg)
+
+    @property
+    def accompanying(self) -> bool:
+        """accompany.mode is not off (and the harmony package is loaded)."""
+        return self.along is not None and self._cfg.accompany.mode != "off"
+
+    @property
+    def accompany_only(self) -> bool:
+        """Accompanying with accompany.during: only: the calls are never answered."""
+        return self.accompanying and self._cfg.accompany.during == "only"
+
+    def stop_accompaniment(self) -> None:
+        """The accompaniment's run ends now, every note of it off (panic, mute, mode off); the
+        next melody note starts another while accompany.mode is on."""
+        if self.along is not None and self.along.running:
+            self.along.stop()
+
+    def chord_name(self) -> str:
+        """The accompaniment's chord sounding now (``-``: none)."""
+        return self.along.chord_name() if self.accompanying else "-"
+
+    def _decided(self, d, at: float) -> None:
+        if d.changed and d.chord is not None and self.on_event is not None:
+            self.on_event("chord", self.clock.now(), chord=d.chord.name, beat=at,
+                          decided=d.decided, notes=[
+                              [n.pitch, at + (n.start - d.beat) * self.beat_s,
+                               n.duration * self.beat_s, n.velocity, n.channel]
+                              for n in d.notes])
+
     def setting(self, name: str) -> Any:
         """The value of one of LIVE_SETTINGS now."""
         if name not in LIVE_SETTINGS:
@@ -263,6 +333,10 @@ class Engine:
                               f"are: {', '.join(LIVE_SETTINGS)})")
         section, key = name.split(".")
         return getattr(getattr(self._cfg, section), key)
+
+    def settings_of(self, section: str) -> Any:
+        """A section of the engine's own config (read only: change it with ``set``)."""
+        return getattr(self._cfg, section)
 
     def settings(self) -> dict[str, Any]:
         """Every one of LIVE_SETTINGS and its value now."""
@@ -277,6 +351,8 @@ class Engine:
         """Mute or unmute; True if that changed anything."""
         changed = bool(muted) != self._muted
         self._muted = bool(muted)
+        if self._muted:
+            self.stop_accompaniment()
         return changed
 
     def reset_style(self) -> None:
@@ -358,6 +434,9 @@ class Engine:
         code = self.listener.feed(msg, t)
         if msg.type == "note_on" and msg.velocity > 0:
             self._not_end = None  # a bar line judged not the end counts until played past
+        along = self.along if self.accompanying and not self._muted else None
+        if along is not None and msg.type in ("note_on", "note_off"):
+            along.keys(t, bool(self.listener.held_keys()))
         if code == NOTHING:
             return
         note = self.listener.notes[-1]
@@ -366,6 +445,8 @@ class Engine:
                 self._call_starts(t)
             self._follow_tempo(t, self.listener.notes)
             self._advance(note)
+            if along is not None:
+                along.hear(note.pitch, note.velocity, note.time, self.beat_s)
         elif code == TOP_CHANGED:
             self._restep(note)
         if self.on_event is not None:
@@ -377,7 +458,9 @@ class Engine:
         the call may end on (``bar_plan``); else the end of the phrase-end silence (keys still
         held counted as released at the held limit); None while nothing is played."""
         p = self.bar_plan()
-        return p.decide if p is not None else self.listener.deadline()
+        d = p.decide if p is not None else self.listener.deadline()
+        a = self.along.deadline() if self.along is not None else None
+        return d if a is None else a if d is None else min(a, d)
 
     def bar_plan(self) -> BarPlan | None:
         """Where the call in progress may end when trading bars (companion.engine.turn):
@@ -533,7 +616,17 @@ class Engine:
     def poll(self, t: float) -> Answer | None:
         """At ``t``: if the phrase has ended, decide, and generate the answer into the player.
         Trading bars, the answer starts on the bar line the call ended on and lasts as many
-        bars (``answer.length: call``)."""
+        bars (``answer.length: call``). Accompanying, the chords stop where an answer is
+        decided, else the next slot's chord is decided when it is due."""
+        answer = self._poll_turn(t)
+        if self.along is not None:
+            if answer is not None:
+                self.stop_accompaniment()
+            elif self.accompanying and not self._muted:
+                self.along.poll(t, self.beat_s)
+        return answer
+
+    def _poll_turn(self, t: float) -> Answer | None:
         self._swap_if_due()
         self._forget_stuck(t)
         lst = self.listener
@@ -561,7 +654,7 @@ class Engine:
         self.last_sound = call_end
         self._follow_tempo(t, call, lead=True)
         self._learn(call, call_end, accompaniment, learned)
-        if self._muted:
+        if self._muted or self.accompany_only:
             return None  # the state stays after the call, as if the answer had been cut
         if self.link_stopped(t):
             if self.on_event is not None:
@@ -582,6 +675,9 @@ class Engine:
         page shows them). It only reads: the plans as last made by the engine's thread."""
         if self._muted:
             return "muted: listening, not answering"
+        if self.accompany_only:
+            return ("accompanying: chords under what you play" if self.along.running
+                    else "accompanying: play and it follows")
         a = self.answer
         if a is not None and self.player.busy(a.id):
             if a.start > t:

@@ -15,10 +15,16 @@ class TimedNote:
     start: float  # seconds on the clock
     duration: float  # seconds
     velocity: int
+    channel: int | None = None  # 0..15; None: the player's own channel (the answers')
 
     @property
     def end(self) -> float:
         return self.start + self.duration
+
+
+#: The "answer" id the accompaniment's notes are played under (answers count from 1): a new
+#: answer (``Player.begin``) never stops it; ``Player.cancel(ACCOMPANIMENT)`` does.
+ACCOMPANIMENT = 0
 
 
 class Cancel(Protocol):
@@ -41,7 +47,7 @@ class Player(Protocol):
     and their notes handed over one by one as they are sampled."""
 
     def begin(self, answer: int) -> None:
-        """A new answer starts: what is left of earlier ones stops."""
+        """A new answer starts: what is left of earlier ones stops (not the accompaniment)."""
         ...
 
     def add(self, answer: int, note: TimedNote) -> None: ...

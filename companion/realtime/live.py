@@ -40,12 +40,13 @@ import mido
 from companion.config import Config, ConfigError
 from companion.encoding.names import note_name
 from companion.engine.engine import Engine, EventHook
+from companion.engine.harmony import HarmonyModel
 from companion.engine.midiclock import CLOCK_TYPES
 from companion.engine.model import ModelError, StepModel
 from companion.engine.protocols import Clock
 from companion.midi.jacklib import SETTLE_S
 from companion.midi.session import SessionRecorder
-from companion.packages import find_package, list_packages, package_folders
+from companion.packages import find_package, list_packages, locate, package_folders
 from companion.realtime.clock import RealClock, StopFlag, realtime_thread
 from companion.realtime.controls import ACTIONS, ANSWERING, LISTENING, Controls, StateOut
 from companion.realtime.echo import EchoGuard
@@ -88,6 +89,11 @@ def _ends_notes(msg) -> bool:
 #: Controls that ``Live.apply`` takes besides LIVE_SETTINGS and ACTIONS: the ports to listen
 #: to and play to, by name (a substring, as --input/--output), or null for our own virtual port.
 PORT_CONTROLS = ("input", "output")
+
+
+def load_harmony(cfg: Config) -> HarmonyModel:
+    """The harmony package of ``accompany.model``, found as `companion accompany` finds it."""
+    return HarmonyModel(locate(cfg.accompany.model, cfg.base_dir))
 
 
 class Tap:
@@ -149,6 +155,7 @@ class Live:
         log: Callable[[str], None] | None = None,
         clockport=None,
         ports: Any = None,
+        harmony: Callable[[], HarmonyModel] | None = None,
     ):
         self.cfg = cfg
         self.inport = inport
@@ -171,7 +178,8 @@ class Live:
         self.passthrough = cfg.midi.passthrough
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.scheduler = Scheduler(self._send, self.clock, self.channel, on_event=self._played)
-        self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event)
+        self.engine = Engine(model, cfg, self.scheduler, self.clock, seed, on_event=self._event,
+                             harmony=harmony or (lambda: load_harmony(cfg)))
         #: The Ableton Link session joined for time.clock link / auto (None otherwise).
         self.link = open_link(cfg.time, cfg.listen.tempo_bpm, self.log)
         self.engine.use_link(self.link)
@@ -300,13 +308,17 @@ class Live:
         return old
 
     def all_notes_off(self) -> None:
-        """Note-off for every note we echoed, then All Notes Off (CC 123) on our channel."""
+        """Note-off for every note we echoed, then All Notes Off (CC 123) on our channel and,
+        once it has accompanied, on the accompaniment's (accompany.channel, bass_channel)."""
+        ac = self.engine.settings_of("accompany")
+        channels = dict.fromkeys([self.channel] + ([ac.channel - 1, ac.bass_channel - 1]
+                                                   if self.engine.along is not None else []))
         with self.scheduler.lock:
             for p in sorted(self._echoed):
                 self._send(mido.Message("note_off", channel=self.channel, note=p, velocity=0))
             self._echoed.clear()
-            self._send(mido.Message("control_change", channel=self.channel, control=123,
-                                    value=0))
+            for ch in channels:
+                self._send(mido.Message("control_change", channel=ch, control=123, value=0))
 
     # -- the engine thread -----------------------------------------------------------------
 
@@ -576,6 +588,7 @@ class Live:
             "notes_heard": self.notes_heard, "answers": self.answers,
             "dropped": self.dropped + self._flood + self.dropped_queue_full,
             "feedback_loop": self.echo.looping(now),
+            "accompany": engine.setting("accompany.mode"), "chord": engine.chord_name(),
             "now": now,
         }
 
@@ -600,7 +613,9 @@ class Live:
             self._set_turn(LISTENING)
 
     def panic(self) -> None:
-        """Every answer dropped, every note off (ours and echoed), back to listening."""
+        """Every answer and the accompaniment dropped, every note off (ours and echoed), back
+        to listening."""
+        self.engine.stop_accompaniment()
         self.scheduler.cancel()
         self.all_notes_off()
         self._set_turn(LISTENING)

@@ -14,20 +14,23 @@ from collections.abc import Callable
 
 import mido
 
-from companion.engine.protocols import Clock, TimedNote
+from companion.engine.protocols import ACCOMPANIMENT, Clock, TimedNote
 from companion.realtime.clock import SPIN_S, RealClock, realtime_thread
 
 NOTE_OFF, NOTE_ON = 0, 1  # at equal times a note-off goes first: a repeated pitch re-strikes
 
 
 class Timeline:
-    """Pending note events, in time order, and the notes they leave sounding."""
+    """Pending note events, in time order, and the notes they leave sounding (by channel and
+    pitch: the same pitch on two channels is two notes)."""
 
-    def __init__(self) -> None:
-        # (time, NOTE_OFF|NOTE_ON, seq, answer, index, pitch, velocity)
-        self._heap: list[tuple[float, int, int, int, int, int, int]] = []
+    def __init__(self, channel: int = 0) -> None:
+        self.channel = channel  # a note's channel when it names none
+        # (time, NOTE_OFF|NOTE_ON, seq, answer, index, pitch, velocity, channel)
+        self._heap: list[tuple[float, int, int, int, int, int, int, int]] = []
         self._seq = 0
-        self.sounding: dict[int, tuple[int, int]] = {}  # pitch -> (answer, seq of its note-on)
+        #: (channel, pitch) -> (answer, seq of its note-on)
+        self.sounding: dict[tuple[int, int], tuple[int, int]] = {}
         self.started: dict[int, int] = {}  # answer -> note-ons sent
         self.added: dict[int, int] = {}  # answer -> notes added
 
@@ -37,8 +40,9 @@ class Timeline:
         self._seq += 1
         s = self._seq
         p, v = note.pitch, note.velocity
-        heapq.heappush(self._heap, (note.start, NOTE_ON, s, answer, index, p, v))
-        heapq.heappush(self._heap, (note.end, NOTE_OFF, s, answer, index, p, 0))
+        ch = self.channel if note.channel is None else note.channel
+        heapq.heappush(self._heap, (note.start, NOTE_ON, s, answer, index, p, v, ch))
+        heapq.heappush(self._heap, (note.end, NOTE_OFF, s, answer, index, p, 0, ch))
 
     def next_time(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -54,43 +58,46 @@ class Timeline:
         self._heap = [(e[0] + dt, *e[1:]) if e[0] > after else e for e in self._heap]
         heapq.heapify(self._heap)
 
-    def pop_due(self, now: float, mute: bool = False) -> list[tuple[int, int, int, int, int]]:
-        """Events due at ``now``, as (kind, answer, index, pitch, velocity), marking what sounds.
+    def pop_due(self, now: float,
+                mute: bool = False) -> list[tuple[int, int, int, int, int, int]]:
+        """Events due at ``now``, as (kind, answer, index, pitch, velocity, channel), marking
+        what sounds.
 
-        A note-off whose pitch was re-struck since is dropped: it would cut the new note.
+        A note-off whose note was re-struck since is dropped: it would cut the new note.
         With ``mute`` (shutting down) note-ons are dropped, and so their note-offs.
         """
         out = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, kind, seq, answer, index, pitch, vel = heapq.heappop(heap)
+            _, kind, seq, answer, index, pitch, vel, ch = heapq.heappop(heap)
+            key = (ch, pitch)
             if kind == NOTE_ON:
                 if mute:
                     continue
-                if pitch in self.sounding:  # overlapping same pitch: end the old one first
-                    out.append((NOTE_OFF, answer, index, pitch, 0))
-                self.sounding[pitch] = (answer, seq)
+                if key in self.sounding:  # overlapping same note: end the old one first
+                    out.append((NOTE_OFF, answer, index, pitch, 0, ch))
+                self.sounding[key] = (answer, seq)
                 self.started[answer] = self.started.get(answer, 0) + 1
-                out.append((NOTE_ON, answer, index, pitch, vel))
-            elif self.sounding.get(pitch, (None, None))[1] == seq:
-                del self.sounding[pitch]
-                out.append((NOTE_OFF, answer, index, pitch, 0))
+                out.append((NOTE_ON, answer, index, pitch, vel, ch))
+            elif self.sounding.get(key, (None, None))[1] == seq:
+                del self.sounding[key]
+                out.append((NOTE_OFF, answer, index, pitch, 0, ch))
         return out
 
-    def cancel(self, answer: int | None = None) -> list[int]:
-        """Drop the pending events (of ``answer``, or all); return the pitches left sounding
-        by it, which the caller turns off."""
+    def cancel(self, answer: int | None = None) -> list[tuple[int, int]]:
+        """Drop the pending events (of ``answer``, or all); return the notes (channel, pitch)
+        left sounding by it, which the caller turns off."""
         if answer is None:
             self._heap.clear()
-            pitches = list(self.sounding)
+            notes = list(self.sounding)
             self.sounding.clear()
-            return pitches
+            return notes
         self._heap = [e for e in self._heap if e[3] != answer]
         heapq.heapify(self._heap)
-        pitches = [p for p, (a, _) in self.sounding.items() if a == answer]
-        for p in pitches:
-            del self.sounding[p]
-        return pitches
+        notes = [k for k, (a, _) in self.sounding.items() if a == answer]
+        for k in notes:
+            del self.sounding[k]
+        return notes
 
 
 #: ``on_event(kind, t, **data)``: "note_on" / "note_off" right after the send, with
@@ -120,7 +127,7 @@ class PortPlayer:
         self.channel = channel  # 0-based
         self.on_event = on_event
         self.lock = threading.RLock()
-        self.timeline = Timeline()
+        self.timeline = Timeline(channel)
         #: Set (signal-safe, no lock) at shutdown: no note-on is sent after it.
         self.halted = False
         self._on_added: AddedHook | None = None
@@ -139,9 +146,9 @@ class PortPlayer:
         self._wake()
 
     def begin(self, answer: int) -> None:
-        """A new answer starts: what is left of earlier ones stops."""
+        """A new answer starts: what is left of earlier ones stops (not the accompaniment)."""
         with self.lock:
-            for a in [a for a in self.timeline.added if a != answer]:
+            for a in [a for a in self.timeline.added if a not in (answer, ACCOMPANIMENT)]:
                 self._off(self.timeline.cancel(a))
                 del self.timeline.added[a]
                 self.timeline.started.pop(a, None)
@@ -173,30 +180,28 @@ class PortPlayer:
         with self.lock:
             self._send(msg)
 
-    def _off(self, pitches: list[int]) -> None:
-        for p in pitches:
-            self._send(mido.Message("note_off", channel=self.channel, note=p, velocity=0))
+    def _off(self, notes: list[tuple[int, int]]) -> None:
+        for ch, p in notes:
+            self._send(mido.Message("note_off", channel=ch, note=p, velocity=0))
 
-    def _play_due(self, now: float) -> list[tuple[str, float, int, int, int]]:
+    def _play_due(self, now: float) -> list[tuple[str, float, int, int, int, int]]:
         """Send what is due; the events for the hook, to be reported outside the lock."""
         done = []
         with self.lock:
-            for kind, answer, index, pitch, vel in self.timeline.pop_due(now, self.halted):
+            for kind, answer, index, pitch, vel, ch in self.timeline.pop_due(now, self.halted):
                 if kind == NOTE_ON:
-                    self._send(mido.Message("note_on", channel=self.channel, note=pitch,
-                                            velocity=vel))
+                    self._send(mido.Message("note_on", channel=ch, note=pitch, velocity=vel))
                 else:
-                    self._send(mido.Message("note_off", channel=self.channel, note=pitch,
-                                            velocity=0))
+                    self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0))
                 if self.on_event is not None:
                     done.append(("note_on" if kind == NOTE_ON else "note_off",
-                                 self.clock.now(), answer, index, pitch))
+                                 self.clock.now(), answer, index, pitch, ch))
         return done
 
-    def _report(self, done: list[tuple[str, float, int, int, int]]) -> None:
+    def _report(self, done: list[tuple[str, float, int, int, int, int]]) -> None:
         if self.on_event is not None:
-            for kind, t, answer, index, pitch in done:
-                self.on_event(kind, t, answer=answer, index=index, pitch=pitch)
+            for kind, t, answer, index, pitch, ch in done:
+                self.on_event(kind, t, answer=answer, index=index, pitch=pitch, channel=ch)
 
     def _wake(self) -> None:
         pass

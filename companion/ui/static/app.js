@@ -16,14 +16,16 @@ const TICK_MS = 25;         // and looked at this often
 const OFFSET_WINDOW_S = 10; // the clocks' offset: the best frame of the last 10 s
 
 const notes = [];           // {pitch, start, end, who}
-const sounding = {performer: new Map(), companion: new Map()};
+const sounding = {performer: new Map(), companion: new Map(), chords: new Map()};
 const phraseEnds = [];
 const planned = [];         // the answers' notes as decided: {answer, index, pitch, start, dur, velocity, ...}
 let offset = null;          // the server's clock minus ours, seconds
 const offsets = [];         // [our time, offset seen] of the last OFFSET_WINDOW_S
 let status = {}, settings = {}, controls = {};
 let ws = null, nextId = 1, dragging = null, connected = false;
-const counts = {performer: 0, companion: 0};
+const counts = {performer: 0, companion: 0, chords: 0};
+// the roll's colours: you, the answers, the accompaniment (answer 0: its chords and bass)
+const COLOURS = {performer: "#4fa3ff", companion: "#ffae3d", chords: "#b58cff"};
 const synth = new window.Synth();
 let soundOn = false;        // the page's piano plays the answers
 let view = null;            // the session roll's end time; null: follows now
@@ -58,8 +60,8 @@ function onEvent([kind, t, d], live) {
   if (kind === "heard") {
     if (d.velocity > 0) noteOn("performer", d.pitch, t); else noteOff("performer", d.pitch, t);
     heardNote(d.pitch, d.velocity);
-  } else if (kind === "note_on") noteOn("companion", d.pitch, t);
-  else if (kind === "note_off") noteOff("companion", d.pitch, t);
+  } else if (kind === "note_on") noteOn(d.answer === 0 ? "chords" : "companion", d.pitch, t);
+  else if (kind === "note_off") noteOff(d.answer === 0 ? "chords" : "companion", d.pitch, t);
   else if (kind === "phrase_end") phraseEnds.push(d.deadline);
   else if (kind === "answer") plan(d.answer, d.notes);
   else if (kind === "barge_in") cancelAnswers((a) => a === d.answer);
@@ -272,6 +274,8 @@ function showStatus(s) {
   const st = status.state || "listening";
   $("state").textContent = st; $("state").className = "badge " + st;
   $("key").textContent = status.key || "–";
+  $("chord").textContent = status.chord || "–";
+  $("chord-box").hidden = !status.accompany || status.accompany === "off";
   $("tempo").textContent = status.tempo_bpm ? Math.round(status.tempo_bpm) + " BPM" : "–";
   $("tempo-box").title = status.tempo_source ? "tempo from " + status.tempo_source : "";
   $("tempo-source").textContent = status.tempo_source || "–";
@@ -532,7 +536,7 @@ function draw(canvas, t0, t1, opts) {
   for (const n of notes) {
     const end = n.end ?? opts.now;
     if (end < t0 || n.start > t1) continue;
-    g.fillStyle = n.who === "performer" ? "#4fa3ff" : "#ffae3d";
+    g.fillStyle = COLOURS[n.who];
     g.fillRect(x(n.start), y(n.pitch) + 1, Math.max(2, x(end) - x(n.start)), Math.max(2, rh - 2));
   }
   if (opts.next) {  // what is still to sound, outlined
@@ -566,7 +570,7 @@ function drawTimeline(canvas, first, now, t0, t1) {
   const x = (t) => (t - first) / span * W;
   g.fillStyle = "#11141a"; g.fillRect(0, 0, W, H);
   for (const n of notes) {
-    g.fillStyle = n.who === "performer" ? "#4fa3ff" : "#ffae3d";
+    g.fillStyle = COLOURS[n.who];
     g.fillRect(x(n.start), n.who === "performer" ? H * 0.35 : H * 0.55, Math.max(1, x(n.end ?? now) - x(n.start)), H * 0.12);
   }
   const step = span > 600 ? 60 : span > 120 ? 30 : 10;
