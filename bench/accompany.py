@@ -52,6 +52,9 @@ DATA = ROOT.parent / "shared" / "data" / "nottingham-chords"
 #: on a tie: I, V, IV, vi, ii in major; i, V, iv, VI, III in minor.
 RULE_TRIADS = {True: ((0, "maj"), (7, "maj"), (5, "maj"), (9, "min"), (2, "min")),
                False: ((0, "min"), (7, "maj"), (5, "min"), (8, "maj"), (3, "maj"))}
+#: The accompanist's settings that choose its chords (each an option of its own).
+TUNING = ("change_bias", "temperature", "fit_weight", "fit_beats", "key_weight", "form_weight",
+          "form_beats", "common_weight")
 FIGURES = ("note_in_chord", "note_in_chord_strong", "agreement", "changes_per_bar",
            "rhythm_ratio", "distinct", "decided_before")
 
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-weight", type=float, default=None)
     p.add_argument("--fit-beats", type=float, default=None)
     p.add_argument("--key-weight", type=float, default=None)
+    p.add_argument("--form-weight", type=float, default=None)
+    p.add_argument("--form-beats", type=float, default=None)
+    p.add_argument("--common-weight", type=float, default=None)
     p.add_argument("--train-tunes", type=int, default=None, metavar="N",
                    help="measure on N tunes the package trained on instead (to choose "
                         "settings without looking at the held-out tunes)")
@@ -254,16 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(a.config) if a.config else config_mod.Config()
     settings = settings_from(cfg)
     settings.mode = "chords_bass"
-    if a.change_bias is not None:
-        settings.change_bias = a.change_bias
-    if a.temperature is not None:
-        settings.temperature = a.temperature
-    if a.fit_weight is not None:
-        settings.fit_weight = a.fit_weight
-    if a.key_weight is not None:
-        settings.key_weight = a.key_weight
-    if a.fit_beats is not None:
-        settings.fit_beats = a.fit_beats
+    for k in TUNING:
+        if getattr(a, k) is not None:
+            setattr(settings, k, getattr(a, k))
     look = cfg.accompany.lookahead_ms if a.lookahead_ms is None else a.lookahead_ms
     names = None
     if a.train_tunes:
@@ -274,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                  if t.melody.name not in test][::7][:a.train_tunes]
     r = run(Path(a.harmony), Path(a.corpus), a.tempo, a.jitter_ms, look, settings, a.limit,
             a.seed, names)
-    r["change_bias"], r["temperature"] = settings.change_bias, settings.temperature
-    r["fit_weight"], r["fit_beats"] = settings.fit_weight, settings.fit_beats
-    r["key_weight"] = settings.key_weight
+    r.update({k: getattr(settings, k) for k in TUNING})
     if a.json:
         print(json.dumps(r, indent=1))
     else:
@@ -284,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['tempo_bpm']:g} BPM, human timing ±{r['jitter_ms']:g} ms, chords decided "
               f"{r['lookahead_ms']:g} ms ahead, change bias {r['change_bias']:g}, "
               f"temperature {r['temperature']:g}, fit {r['fit_weight']:g} over "
-              f"{r['fit_beats']:g} beats, key {r['key_weight']:g}\n")
+              f"{r['fit_beats']:g} beats, key {r['key_weight']:g}, form {r['form_weight']:g} "
+              f"over {r['form_beats']:g} beats, common {r['common_weight']:g}\n")
         print(table(r))
     return 0
 
