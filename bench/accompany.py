@@ -175,7 +175,21 @@ def held_out(package: Path) -> list[str]:
     return list(card["split"]["test_tunes"])
 
 
-def run(package: Path, corpus: Path, tempo: float, jitter_ms: float, lookahead_ms: float,
+def chords_from(package: Path) -> str:
+    """How the harmony package's corpus gives its chords (its card: "symbols", "voices")."""
+    card = json.loads((package / "card.json").read_text())
+    return str(card.get("chords_from", ["symbols"])[0])
+
+
+def corpus_of(package: Path) -> str:
+    """The harmony package's corpus (its card's first; a path relative to the repository
+    where it names one): the Nottingham tunes where the card names none."""
+    card = json.loads((package / "card.json").read_text())
+    spec = (card.get("corpora") or [str(DATA)])[0]
+    return str(ROOT / spec) if spec.startswith("..") else spec
+
+
+def run(package: Path, corpus: Path | str, tempo: float, jitter_ms: float, lookahead_ms: float,
         settings, limit: int | None = None, seed: int = 0,
         names: Sequence[str] | None = None) -> dict:
     from companion.commands.accompany import play_along
@@ -184,7 +198,7 @@ def run(package: Path, corpus: Path, tempo: float, jitter_ms: float, lookahead_m
     from train.harmony_corpus import load_tunes
 
     want = list(names if names is not None else held_out(package))
-    corpus_tunes = load_tunes([str(corpus)], "symbols", workers=1).tunes
+    corpus_tunes = load_tunes([str(corpus)], chords_from(package), workers=1).tunes
     by_name = {}
     for t in corpus_tunes:
         by_name.setdefault(t.melody.name, t)
@@ -236,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--harmony", default=str(ROOT / "models" / "harmony_nottingham"),
                    help="harmony package (its card names the held-out tunes)")
-    p.add_argument("--corpus", default=str(DATA), help="the Nottingham ABC files with chords")
+    p.add_argument("--corpus", default=None,
+                   help="the tunes (default: the package card's corpus, e.g. "
+                        "../shared/data/nottingham-chords or music21:bach)")
     p.add_argument("--config", help="config file whose accompany: settings are used")
     p.add_argument("--tempo", type=float, default=120.0)
     p.add_argument("--jitter-ms", type=float, default=15.0)
@@ -265,13 +281,15 @@ def main(argv: list[str] | None = None) -> int:
             setattr(settings, k, getattr(a, k))
     look = cfg.accompany.lookahead_ms if a.lookahead_ms is None else a.lookahead_ms
     names = None
+    corpus = a.corpus or corpus_of(Path(a.harmony))
     if a.train_tunes:
         from train.harmony_corpus import load_tunes
 
         test = set(held_out(Path(a.harmony)))
-        names = [t.melody.name for t in load_tunes([a.corpus], "symbols", workers=1).tunes
+        names = [t.melody.name for t in load_tunes([corpus], chords_from(Path(a.harmony)),
+                                                    workers=1).tunes
                  if t.melody.name not in test][::7][:a.train_tunes]
-    r = run(Path(a.harmony), Path(a.corpus), a.tempo, a.jitter_ms, look, settings, a.limit,
+    r = run(Path(a.harmony), corpus, a.tempo, a.jitter_ms, look, settings, a.limit,
             a.seed, names)
     r.update({k: getattr(settings, k) for k in TUNING})
     if a.json:
