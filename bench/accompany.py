@@ -52,6 +52,9 @@ DATA = ROOT.parent / "shared" / "data" / "nottingham-chords"
 #: on a tie: I, V, IV, vi, ii in major; i, V, iv, VI, III in minor.
 RULE_TRIADS = {True: ((0, "maj"), (7, "maj"), (5, "maj"), (9, "min"), (2, "min")),
                False: ((0, "min"), (7, "maj"), (5, "min"), (8, "maj"), (3, "maj"))}
+#: The accompanist's settings that choose its chords (each an option of its own).
+TUNING = ("change_bias", "temperature", "fit_weight", "fit_beats", "key_weight", "form_weight",
+          "form_beats", "common_weight")
 FIGURES = ("note_in_chord", "note_in_chord_strong", "agreement", "changes_per_bar",
            "rhythm_ratio", "distinct", "decided_before")
 
@@ -172,7 +175,21 @@ def held_out(package: Path) -> list[str]:
     return list(card["split"]["test_tunes"])
 
 
-def run(package: Path, corpus: Path, tempo: float, jitter_ms: float, lookahead_ms: float,
+def chords_from(package: Path) -> str:
+    """How the harmony package's corpus gives its chords (its card: "symbols", "voices")."""
+    card = json.loads((package / "card.json").read_text())
+    return str(card.get("chords_from", ["symbols"])[0])
+
+
+def corpus_of(package: Path) -> str:
+    """The harmony package's corpus (its card's first; a path relative to the repository
+    where it names one): the Nottingham tunes where the card names none."""
+    card = json.loads((package / "card.json").read_text())
+    spec = (card.get("corpora") or [str(DATA)])[0]
+    return str(ROOT / spec) if spec.startswith("..") else spec
+
+
+def run(package: Path, corpus: Path | str, tempo: float, jitter_ms: float, lookahead_ms: float,
         settings, limit: int | None = None, seed: int = 0,
         names: Sequence[str] | None = None) -> dict:
     from companion.commands.accompany import play_along
@@ -181,7 +198,7 @@ def run(package: Path, corpus: Path, tempo: float, jitter_ms: float, lookahead_m
     from train.harmony_corpus import load_tunes
 
     want = list(names if names is not None else held_out(package))
-    corpus_tunes = load_tunes([str(corpus)], "symbols", workers=1).tunes
+    corpus_tunes = load_tunes([str(corpus)], chords_from(package), workers=1).tunes
     by_name = {}
     for t in corpus_tunes:
         by_name.setdefault(t.melody.name, t)
@@ -233,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--harmony", default=str(ROOT / "models" / "harmony_nottingham"),
                    help="harmony package (its card names the held-out tunes)")
-    p.add_argument("--corpus", default=str(DATA), help="the Nottingham ABC files with chords")
+    p.add_argument("--corpus", default=None,
+                   help="the tunes (default: the package card's corpus, e.g. "
+                        "../shared/data/nottingham-chords or music21:bach)")
     p.add_argument("--config", help="config file whose accompany: settings are used")
     p.add_argument("--tempo", type=float, default=120.0)
     p.add_argument("--jitter-ms", type=float, default=15.0)
@@ -244,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-weight", type=float, default=None)
     p.add_argument("--fit-beats", type=float, default=None)
     p.add_argument("--key-weight", type=float, default=None)
+    p.add_argument("--form-weight", type=float, default=None)
+    p.add_argument("--form-beats", type=float, default=None)
+    p.add_argument("--common-weight", type=float, default=None)
     p.add_argument("--train-tunes", type=int, default=None, metavar="N",
                    help="measure on N tunes the package trained on instead (to choose "
                         "settings without looking at the held-out tunes)")
@@ -254,29 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(a.config) if a.config else config_mod.Config()
     settings = settings_from(cfg)
     settings.mode = "chords_bass"
-    if a.change_bias is not None:
-        settings.change_bias = a.change_bias
-    if a.temperature is not None:
-        settings.temperature = a.temperature
-    if a.fit_weight is not None:
-        settings.fit_weight = a.fit_weight
-    if a.key_weight is not None:
-        settings.key_weight = a.key_weight
-    if a.fit_beats is not None:
-        settings.fit_beats = a.fit_beats
+    for k in TUNING:
+        if getattr(a, k) is not None:
+            setattr(settings, k, getattr(a, k))
     look = cfg.accompany.lookahead_ms if a.lookahead_ms is None else a.lookahead_ms
     names = None
+    corpus = a.corpus or corpus_of(Path(a.harmony))
     if a.train_tunes:
         from train.harmony_corpus import load_tunes
 
         test = set(held_out(Path(a.harmony)))
-        names = [t.melody.name for t in load_tunes([a.corpus], "symbols", workers=1).tunes
+        names = [t.melody.name for t in load_tunes([corpus], chords_from(Path(a.harmony)),
+                                                    workers=1).tunes
                  if t.melody.name not in test][::7][:a.train_tunes]
-    r = run(Path(a.harmony), Path(a.corpus), a.tempo, a.jitter_ms, look, settings, a.limit,
+    r = run(Path(a.harmony), corpus, a.tempo, a.jitter_ms, look, settings, a.limit,
             a.seed, names)
-    r["change_bias"], r["temperature"] = settings.change_bias, settings.temperature
-    r["fit_weight"], r["fit_beats"] = settings.fit_weight, settings.fit_beats
-    r["key_weight"] = settings.key_weight
+    r.update({k: getattr(settings, k) for k in TUNING})
     if a.json:
         print(json.dumps(r, indent=1))
     else:
@@ -284,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['tempo_bpm']:g} BPM, human timing ±{r['jitter_ms']:g} ms, chords decided "
               f"{r['lookahead_ms']:g} ms ahead, change bias {r['change_bias']:g}, "
               f"temperature {r['temperature']:g}, fit {r['fit_weight']:g} over "
-              f"{r['fit_beats']:g} beats, key {r['key_weight']:g}\n")
+              f"{r['fit_beats']:g} beats, key {r['key_weight']:g}, form {r['form_weight']:g} "
+              f"over {r['form_beats']:g} beats, common {r['common_weight']:g}\n")
         print(table(r))
     return 0
 

@@ -16,7 +16,15 @@ from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.curves import Vocabulary, curves_from_notes
 from companion.encoding.harmony import StepVocab
 from companion.encoding.melody import Melody
-from companion.engine.accompany import Accompanist, AccompanySettings, motion, voice, voicings
+from companion.engine.accompany import (
+    Accompanist,
+    AccompanySettings,
+    match,
+    motion,
+    voice,
+    voicings,
+    window,
+)
 from companion.engine.harmony import HarmonyModel
 
 C, D, E, F, G, A, B = 0, 2, 4, 5, 7, 9, 11
@@ -147,3 +155,63 @@ def test_the_figures_on_a_hand_made_case():
     assert measure(m, own, own).figures()["note_in_chord"] == pytest.approx(1.0)
     # the rule baseline: per bar, I, IV, V, vi, ii covering most of it (I, V, IV... on ties)
     assert rule_changes(m) == [(1.0, Chord(C, "maj")), (4.0, Chord(F, "maj"))]
+
+
+def _notes(notes) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([o for _, o in notes], float), np.array([p for p, _ in notes])
+
+
+def test_two_passages_match_where_their_notes_are_twins():
+    on, pit = _notes([(60, 0), (64, 1), (67, 2), (72, 3), (60, 8), (64, 9.1), (67, 10),
+                      (72, 11), (60, 16), (65, 17), (67, 18), (71, 19)])
+    a, b, c = (window(on, pit, x, x + 4) for x in (0, 8, 16))
+    assert match(a, b, 4, 0, 8) == pytest.approx(1.0)  # onsets 0.1 apart: twins
+    assert match(a, c, 4, 0, 16) == pytest.approx(0.5)  # two of four notes differ
+    assert match(a, b, 4, 0, 7) == 0.0  # the same notes a beat off: none are twins
+    assert match(a, window(on, pit, 4, 8), 4, 0, 4) == 0.0  # silence: nothing to match
+
+
+#: Four bars of 4/4 (C, F, G, C), then the same four again.
+FORM = [(p, 4 * bar + k, 1) for _ in range(2) for bar, ps in enumerate(
+    [(60, 64, 67, 64), (65, 69, 72, 69), (67, 71, 74, 71), (72, 67, 64, 60)])
+    for k, p in enumerate(ps)]
+FORM = [(p, o + 16 * (i >= 16), d) for i, (p, o, d) in enumerate(FORM)]
+
+
+def test_the_form_takes_what_followed_the_passage_heard_again(pkg):
+    acc = accompanist(pkg, temperature=0.0, change_bias=0.0, key_weight=0.0, fit_weight=0.0,
+                      common_weight=0.0, form_weight=1000.0)
+    notes = sorted(FORM, key=lambda n: n[1])
+    matched, chords = {}, {}
+    for beat in range(1, 32):  # each slot decided 0.1 beat ahead, the notes before it heard
+        # (the next change left unknown: a span ends where the next begins)
+        while notes and notes[0][1] < beat - 0.1:
+            p, o, _ = notes.pop(0)
+            acc.hear(p, 90, float(o), (int(o) % 4) * 12)
+        d = acc.slot(float(beat), (beat % 4) * 12, 4.0, beat - 0.1)
+        if beat % 2 == 0:
+            matched[beat] = acc.form_match
+            chords[beat] = set(d.chord.pitch_classes())
+    # the first time through nothing matches; the second, bar 2 is heard again from beat
+    # 20 on: its chords are taken from what followed the first time (F, A; G, B)
+    assert all(matched[b] is None for b in range(2, 16, 2))
+    assert matched[20] == (pytest.approx(1.0), 4.0) and matched[24][1] == 8.0
+    assert {F, A} <= chords[20] and {G, B} <= chords[24]
+    # only what was heard before the decision counts: a note after it changes nothing
+    got = acc._form(32.0, 0, 4.0, 31.9)
+    acc.hear(61, 90, 32.0, 0)
+    assert np.array_equal(acc._form(32.0, 0, 4.0, 31.9), got)
+
+
+def test_the_common_triads_of_the_key_heard(pkg):
+    acc = accompanist(pkg)
+    for k, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60]):
+        acc.hear(p, 90, float(k), None)
+    acc.harmonizer.query(None)
+    common = acc._common()
+    v, ref = acc.model.chords, acc.harmonizer.ref
+    for chord, want in ((Chord(C, "maj"), 1), (Chord(F, "maj"), 1), (Chord(G, "7"), 1),
+                        (Chord(A, "min"), 1), (Chord(D, "min"), 1), (Chord(E, "min"), 0),
+                        (Chord(D, "maj"), 0), (Chord(G, "min"), 0)):
+        assert common[v.token(chord, ref)] == want, chord
+    assert common[ChordVocabulary.NONE] == 0

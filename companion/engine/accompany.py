@@ -14,12 +14,16 @@ after it, in the order the model was trained on.
   beat, and the middle of a bar of four quarters (every two beats where the bar is
   unknown). Elsewhere the chord sounding goes on (and is what the model is fed).
 - **Which chord.** The model's best (``temperature`` 0), else a draw at that temperature,
-  after three nudges to its log-probabilities (chosen on tunes the model trained on, with
-  bench.accompany's ``--train-tunes``): ``change_bias`` added to every chord but the one
-  sounding (the model alone holds a chord far longer than the tunes do);
-  ``key_weight`` added to the chords whose triad lies in the key heard so far
-  (companion.engine.key); ``fit_weight`` times the share of the melody of the last
-  ``fit_beats`` beats that lies on the chord's notes.
+  after nudges to its logits (chosen on tunes the model trained on, with bench.accompany's
+  ``--train-tunes``): ``change_bias`` added to every chord but the one sounding (the model
+  alone holds a chord far longer than the tunes do); ``key_weight`` added to the chords
+  whose triad lies in the key heard so far (companion.engine.key), ``common_weight`` to
+  those that are one of its five common triads (I, IV, V, vi, ii; minor i, iv, V, VI, III);
+  ``fit_weight`` times the share of the melody of the last ``fit_beats`` beats on the
+  chord's notes; and the *form*, ``form_weight`` times the share on the chord's notes of
+  the melody that followed the same place in an earlier passage whose last ``form_beats``
+  beats match those just heard (tunes repeat: the second time through, the companion
+  knows what comes; ``Accompanist._form``).
 - **Voicing.** The chord's notes once each, in close position, the highest under the lowest
   melody note heard in the last ``MELODY_MEMORY_BEATS`` beats (and never above ``highest``),
   and of the inversions that fit, the one that moves least from the chord before (the sum
@@ -54,6 +58,16 @@ MELODY_MEMORY_BEATS = 8.0
 LEGATO = 0.95
 MODES = ("off", "chords", "chords_bass", "bass")
 STYLES = ("block", "bar", "broken")
+#: The form: an earlier passage counts as the one now heard where they match at least this.
+FORM_MIN = 0.7
+EPS_BEAT = 1e-6
+#: Two notes are twins in two passages where their onsets differ by at most this (beats).
+MATCH_TOLERANCE = 0.25
+#: In the passage the form predicts, the note on its first beat counts this much extra.
+DOWNBEAT = 1.0
+#: The key's five common triads (semitones above the tonic, quality): major, minor.
+COMMON = (((0, "maj"), (5, "maj"), (7, "maj"), (9, "min"), (2, "min")),
+          ((0, "min"), (5, "min"), (7, "maj"), (8, "maj"), (3, "maj")))
 
 
 @dataclass(slots=True)
@@ -93,13 +107,52 @@ class AccompanySettings:
     bass_channel: int = 3  # 1..16
     temperature: float = 0.0
     change_bias: float = 1.0
-    fit_weight: float = 2.0
+    fit_weight: float = 1.0
     fit_beats: float = 4.0
     key_weight: float = 3.0
+    form_weight: float = 8.0
+    form_beats: float = 4.0
+    common_weight: float = 2.0
     level: float = 0.7
     lowest: int = 48
     highest: int = 72
     bass_low: int = 36
+
+
+def _phase(position: int | None) -> int:
+    """A change slot's place in the bar (its quarter; the bar unknown: ``UNKNOWN_BAR``)."""
+    if position is None or position // meter.PHASES >= meter.UNKNOWN_BAR:
+        return meter.UNKNOWN_BAR
+    return int(position // meter.PHASES)
+
+
+def window(on: np.ndarray, pitch: np.ndarray, start: float, stop: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The notes (onsets ``on``, sorted, and ``pitch``) sounding in ``start..stop``: each
+    note's onset, how long it sounds there (to the next onset, cut to the window), pitch."""
+    i0 = max(int(np.searchsorted(on, start, "right")) - 1, 0)
+    i1 = int(np.searchsorted(on, stop, "left"))
+    o = on[i0:i1]
+    nxt = np.append(on[i0 + 1:i1 + 1], stop)[:len(o)] if len(o) else o
+    a, b = np.maximum(o, start), np.minimum(nxt, stop)
+    keep = b > a
+    return o[keep], (b - a)[keep], pitch[i0:i1][keep]
+
+
+def match(x: tuple[np.ndarray, np.ndarray, np.ndarray],
+          y: tuple[np.ndarray, np.ndarray, np.ndarray], width: float,
+          x0: float, y0: float, tolerance: float = MATCH_TOLERANCE) -> float:
+    """How alike two windows of melody (``window``'s) are, their onsets taken from ``x0``
+    and ``y0``: the share of each window's time whose note has a twin in the other (the
+    same pitch, onset within ``tolerance`` beats), the smaller of the two; 0 where either
+    covers under half of ``width`` beats."""
+    (ox, dx, px), (oy, dy, py) = x, y
+    if dx.sum() < width / 2 or dy.sum() < width / 2:
+        return 0.0
+    twin = (px[:, None] == py[None, :]) & \
+        (np.abs((ox - x0)[:, None] - (oy - y0)[None, :]) <= tolerance)
+    return float(min(dx[twin.any(axis=1)].sum() / dx.sum(),
+                     dy[twin.any(axis=0)].sum() / dy.sum()))
 
 
 def can_change(position: int | None, bar_beats: float | None, index: int) -> bool:
@@ -182,6 +235,11 @@ class Accompanist:
         self._masks: np.ndarray | None = None  # [chords, 12] pitch classes under this ref
         self.key = KeyEstimator(half_life_beats=32.0)
         self._last: tuple[float, int] | None = None  # the last note heard, for its length
+        self.heard: list[tuple[float, int]] = []  # every melody note: (beat, pitch)
+        # each slot where the chord may change: (beat, phase, bar beats, the next change's
+        # beat: inf until known)
+        self.spans: list[tuple[float, int, float | None, float]] = []
+        self.form_match: tuple[float, float] | None = None  # (how well, the beat matched)
 
     # -- hearing ---------------------------------------------------------------------
 
@@ -194,6 +252,7 @@ class Accompanist:
             b0, p0 = self._last
             self.key.add(p0, b0, min(beat - b0, 4.0))
         self._last = (float(beat), int(pitch))
+        self.heard.append((float(beat), int(pitch)))
         self.recent.append((float(beat), int(pitch), int(velocity)))
         while self.recent and self.recent[0][0] < beat - MELODY_MEMORY_BEATS:
             self.recent.popleft()
@@ -237,8 +296,13 @@ class Accompanist:
             return d
         may = can_change(position, bar_beats, index) or held == ChordVocabulary.NONE
         if may:
-            z = np.asarray(logits, np.float64).copy()
+            z = np.asarray(logits, np.float64)
+            z = z.copy()
             z[ChordVocabulary.NONE] = -np.inf  # under a melody that sounds, always a chord
+            if s.form_weight:
+                z += s.form_weight * self._form(beat, position, bar_beats, now)
+            if s.common_weight:
+                z += s.common_weight * self._common()
             if s.fit_weight:
                 z += s.fit_weight * self._fit(now)
             if s.key_weight:
@@ -253,6 +317,10 @@ class Accompanist:
                 token = int(self.rng.choice(len(p), p=p / p.sum()))
             else:
                 token = int(np.argmax(z))
+            if self.spans and self.spans[-1][3] == np.inf:  # its end unknown until now
+                self.spans[-1] = (*self.spans[-1][:3], float(beat))
+            self.spans.append((float(beat), _phase(position), bar_beats,
+                               float(next_change) if next_change is not None else np.inf))
         else:
             token = held
         chord = h.commit(token)
@@ -277,6 +345,58 @@ class Accompanist:
         scale = np.array([(d - tonic) % 12 in SCALES[mode] for d in range(12)], np.float64)
         outside = self._triads @ (1.0 - scale)
         return (outside == 0).astype(np.float64)
+
+    def _key(self) -> tuple[int, int] | None:
+        return self.key.estimate() if self._last is not None else None
+
+    def _common(self) -> np.ndarray:
+        """Per chord token, 1 where its triad is one of the key's common five (I, IV, V, vi,
+        ii; minor: i, iv, V, VI, III) in the key heard so far, else 0 (all 0 before)."""
+        self._chord_masks()
+        k = self._key()
+        if k is None:
+            return np.zeros(len(self._masks))
+        tonic, mode = k
+        want = np.zeros((5, 12))
+        for r, (deg, quality) in enumerate(COMMON[mode]):
+            want[r, list(Chord((tonic + deg) % 12, quality).triad())] = 1.0
+        return (self._triads @ want.T == 3).any(axis=1).astype(np.float64) \
+            * (self._triads.sum(axis=1) == 3)
+
+    def _form(self, beat: float, position: int | None, bar_beats: float | None,
+              now: float) -> np.ndarray:
+        """The form: where the melody of the last ``form_beats`` before ``now`` matches the
+        melody before an earlier chord change at the same place in the bar, whose span has
+        been heard whole, the share of that span's melody on each chord's notes, times how
+        well it matched (``match``; the best match, the latest on a tie; the note on that
+        span's first beat counts ``1 + DOWNBEAT`` times); zeros where none matches at
+        least ``FORM_MIN``. Only the melody heard before ``now`` is read."""
+        self._chord_masks()
+        self.form_match = None
+        out = np.zeros(len(self._masks))
+        if not self.heard:
+            return out
+        on = np.array([b for b, _ in self.heard])
+        pit = np.array([p for _, p in self.heard])
+        width, ahead = self.settings.form_beats, beat - now
+        phase = _phase(position)
+        cur = window(on, pit, beat - width, now)
+        best, where = 0.0, None
+        for b0, ph0, bar0, end0 in reversed(self.spans):
+            if end0 > now + EPS_BEAT or ph0 != phase or bar0 != bar_beats:
+                continue
+            score = match(cur, window(on, pit, b0 - width, b0 - ahead), width - ahead,
+                          beat, b0)
+            if score >= FORM_MIN and score > best + 1e-9:
+                best, where = score, (b0, end0)
+        self.form_match = None if where is None else (best, where[0])
+        if where is None:
+            return out
+        hist = np.zeros(12)
+        for o, d, p in zip(*window(on, pit, where[0], where[1]), strict=True):
+            hist[p % 12] += d * (1.0 + DOWNBEAT * (o <= where[0] + MATCH_TOLERANCE))
+        total = hist.sum()
+        return best * (self._masks @ hist) / total if total > 0 else out
 
     def _chord_masks(self) -> None:
         if self._masks is not None:
@@ -347,9 +467,10 @@ def settings_from(cfg) -> AccompanySettings:
     return AccompanySettings(
         mode=a.mode, style=a.style, channel=a.channel, bass_channel=a.bass_channel,
         temperature=a.temperature, change_bias=a.change_bias, fit_weight=a.fit_weight,
-        fit_beats=a.fit_beats, key_weight=a.key_weight, level=a.level,
+        fit_beats=a.fit_beats, key_weight=a.key_weight, common_weight=a.common_weight,
+        form_weight=a.form_weight, form_beats=a.form_beats, level=a.level,
         lowest=a.lowest, highest=a.highest, bass_low=a.bass_low)
 
 
 __all__ = ["AccNote", "Accompanist", "AccompanySettings", "Decision", "MODES", "STYLES",
-           "can_change", "motion", "settings_from", "voice", "voicings"]
+           "can_change", "match", "motion", "settings_from", "voice", "voicings", "window"]
