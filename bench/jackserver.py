@@ -24,6 +24,7 @@ nothing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -157,6 +158,27 @@ def client_env(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+#: unshare(2) and mount(2) flags: a mount namespace; mounts private to it.
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+
+
+def private_shm() -> str | None:
+    """This thread (and what it starts from now on) in a mount namespace of its own with an
+    empty tmpfs on /dev/shm: its JACK servers and clients share no socket, semaphore or
+    registry with another process's. JACK2 names a client's socket /dev/shm/jack_CLIENT_UID_0,
+    without its server's name, so same-named clients of two servers take each other's
+    sockets (lab/README.md). Returns why not where it cannot be had (not root, not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    libc = ctypes.CDLL(None, use_errno=True)
+    for call in (lambda: libc.unshare(CLONE_NEWNS),
+                 lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None),
+                 lambda: libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", 0, b"mode=1777")):
+        if call() != 0:
+            return os.strerror(ctypes.get_errno())
+    return None
 
 
 def stop_orphans(prefix: str, timeout_s: float = STOP_TIMEOUT_S) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import faulthandler
 import os
 import shutil
@@ -15,41 +14,23 @@ import pytest
 from support import LOG_FROM_KEY, jack_ports, jack_server_or_skip, server_log, tunes
 
 from bench.clockrig import STALLED
-from bench.jackserver import LOG_KEY
+from bench.jackserver import LOG_KEY, private_shm
 from companion.midi.jacklib import load_rtmidi
 
 load_rtmidi()  # before any test imports rtmidi: JACK by the system's libjack
 
 
 # -- each worker its own /dev/shm ------------------------------------------------------------
-# JACK2 names a client's socket /dev/shm/jack_CLIENT_UID_0, without its server's name:
-# same-named clients (companion, jack_lsp, RtMidiIn Client) of two workers' servers take each
-# other's sockets, and one's open fails ("JACK server not running?": lab/README.md).
-CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
-
-
-def private_shm() -> str | None:
-    """This thread (and what it starts) in a mount namespace of its own with an empty tmpfs
-    on /dev/shm, so that its JACK servers and clients share nothing with another worker's.
-    Returns why not where that cannot be had (not root, not Linux), else None."""
-    if not sys.platform.startswith("linux"):
-        return "not Linux"
-    libc = ctypes.CDLL(None, use_errno=True)
-    for call in (lambda: libc.unshare(CLONE_NEWNS),
-                 lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None),
-                 lambda: libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", 0, b"mode=1777")):
-        if call() != 0:
-            return os.strerror(ctypes.get_errno())
-    return None
-
-
 def pytest_configure(config) -> None:
-    """An xdist worker of `make test` gets its own /dev/shm (`private_shm`); where it cannot
-    (not root), its JACK tests share the one and may collide with another worker's."""
+    """An xdist worker of `make test` gets its own /dev/shm (bench.jackserver.private_shm:
+    JACK2 names a client's socket by client and uid, not server, so same-named clients of two
+    workers' servers would take each other's sockets); where it cannot (not root), its JACK
+    tests share the one and may collide with another worker's."""
     if os.environ.get("PYTEST_XDIST_WORKER") and shutil.which("jackd"):
         why = private_shm()
         if why is not None:
             sys.stderr.write(f"note: JACK tests of parallel workers share /dev/shm ({why})\n")
+
 
 # -- no test hangs the suite ---------------------------------------------------------------
 #: A test still running after this long ends the whole run, every thread's stack on stderr:
