@@ -53,6 +53,10 @@ def test_options_override_config(tmp_path, model_pkg):
     assert cfg.model_dir() == model_pkg
     cfg = load_config(_parser().parse_args(["live", "--config", str(cfg_path), "--input", "k2"]))
     assert cfg.midi.input == "k2" and cfg.midi.output == "synth"
+    assert cfg.accompany.mode == "off"
+    cfg = load_config(_parser().parse_args(["live", "--config", str(cfg_path),
+                                            "--accompany", "chords_bass"]))
+    assert cfg.accompany.mode == "chords_bass"
 
 
 def test_bad_option_value(capsys):
@@ -60,6 +64,8 @@ def test_bad_option_value(capsys):
     assert "--backend" in one_error_line(capsys)
     assert main(["respond", "x.mid", "--tempo", "5"]) == 2
     assert "--tempo" in one_error_line(capsys)
+    assert main(["live", "--accompany", "organ"]) == 2
+    assert "--accompany" in one_error_line(capsys)
 
 
 def test_missing_model_is_exit_2(tmp_path, capsys):

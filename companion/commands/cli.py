@@ -20,6 +20,8 @@ from companion.live_controls import CC_CONTROLS, LEARN_ALL
 
 # auto, or a MIDI system by name: what the config key midi.backend accepts
 BACKEND_CHOICES = config_mod.MidiConfig.__dataclass_fields__["backend"].metadata["choices"]
+# what the config key accompany.mode accepts
+ACCOMPANY_MODES = config_mod.AccompanyConfig.__dataclass_fields__["mode"].metadata["choices"]
 
 
 class UsageError(Exception):
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     ui_help = ("serve the control surface in the browser and print its URL (config ui:; "
                "0.0.0.0:PORT for a tablet on the network)")
     live.add_argument("--ui", nargs="?", const="", metavar="[HOST:]PORT", help=ui_help)
+    live.add_argument("--accompany", metavar="MODE", choices=ACCOMPANY_MODES,
+                      help="play along: chords (and a bass) under what you play, "
+                      f"{' | '.join(ACCOMPANY_MODES)} (config key: accompany.mode)")
     live.add_argument("--learn", action="append", metavar="NAME",
                       help=f"MIDI learn: the next CC that moves becomes this control "
                       f"({', '.join(CC_CONTROLS)}; all: {', '.join(LEARN_ALL)}, in turn), "
@@ -140,7 +145,7 @@ def load_config(args: argparse.Namespace) -> Config:
     if getattr(args, "tempo", None) is not None:
         _set(cfg, "listen.tempo_bpm", args.tempo, "--tempo")
     for opt, key in (("harmony", "accompany.model"), ("mode", "accompany.mode"),
-                     ("style", "accompany.style")):
+                     ("accompany", "accompany.mode"), ("style", "accompany.style")):
         if getattr(args, opt, None) is not None:
             _set(cfg, key, getattr(args, opt), f"--{opt}")
     if getattr(args, "ui", None):
