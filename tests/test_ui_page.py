@@ -88,17 +88,26 @@ def test_the_page_plays_the_answer_through_its_synth_at_the_notes_times(browser,
     page.context.close()
 
 
-def test_the_next_lane_shows_the_answer_before_its_first_note_sounds(browser, rig):
+#: A note planned this long before it sounds is drawn in the "next" lane before it sounds:
+#: a few frames of a page on a loaded machine. (An answer may start as little as
+#: turn.DECIDE_AHEAD_S after it is decided: its first note may sound before a frame.)
+AHEAD_S = 0.1
+
+
+def test_the_next_lane_shows_the_answer_before_its_notes_sound(browser, rig):
     page = open_page(browser, rig.url)
     rig.play(UI_CALL)
     notes = answered(rig)
-    first_sent = next(t for t, m in rig.outport.messages() if m.type == "note_on")
+    sent = [t for t, m in rig.outport.messages() if m.type == "note_on" and m.velocity]
     planned = page.evaluate("companion.planned.map(n => ({pitch: n.pitch, start: n.start, "
-                            "shownAt: n.shownAt, index: n.index}))")
+                            "shownAt: n.shownAt, heardAt: n.heardAt, index: n.index}))")
     assert [p["pitch"] for p in planned] == [n.pitch for n in notes]
-    first = planned[0]
-    assert first["shownAt"] is not None, planned
-    assert first["shownAt"] < first["start"] and first["shownAt"] < first_sent, planned
+    ahead = [(p, t) for p, t in zip(planned, sent, strict=True)
+             if p["start"] > p["heardAt"] + AHEAD_S]
+    assert ahead, planned  # 240 BPM: the answer's later notes come a beat or more after
+    for p, t in ahead:
+        assert p["shownAt"] is not None, planned
+        assert p["shownAt"] < p["start"] and p["shownAt"] < t, planned
     page.context.close()
 
 
