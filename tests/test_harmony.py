@@ -13,7 +13,17 @@ import pytest
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary, chord_pitches, parse_symbol
 from companion.encoding.curves import Vocabulary, curves_from_notes
-from companion.encoding.harmony import NO_PITCH, StepVocab, chords_at, slots, tune_steps
+from companion.encoding.harmony import (
+    KEYS,
+    NO_PITCH,
+    PITCHES,
+    KeyTrack,
+    StepVocab,
+    chords_at,
+    key_input,
+    slots,
+    tune_steps,
+)
 from companion.encoding.melody import Melody
 from companion.engine.harmony import Harmonizer, HarmonyModel, choose
 from companion.packages import ModelError, list_packages
@@ -127,7 +137,14 @@ def test_steps_put_each_slot_before_the_notes_on_its_beat():
     kinds = ["slot" if t >= 0 else "note" for t in s.targets]
     assert kinds[:5] == ["note", "slot", "note", "slot", "note"]
     assert s.tokens[0] == v.bos and s.pitches[0] == 0
-    assert (s.pitches[s.is_slot] == NO_PITCH).all()
+    # a slot step reads the key heard so far (none before a note has ended), relative to ref
+    keys = s.pitches[s.is_slot]
+    assert keys[0] == NO_PITCH and ((keys[1:] >= KEYS) & (keys[1:] < PITCHES)).all()
+    track = KeyTrack()
+    for p, t in zip(m.pitches, m.onsets, strict=True):
+        if t < sl.times[-1]:
+            track.note(int(p), float(t))
+    assert keys[-1] == key_input(track.key(), s.ref)
     # teacher forcing: each slot is fed the chord before it, N at the first
     y = s.targets[s.is_slot]
     fed = s.tokens[s.is_slot] - (v.bos + 1)
@@ -242,7 +259,7 @@ def test_a_broken_harmony_package_is_a_model_error(pkg, tmp_path):
     with pytest.raises(ValueError):
         model.step(model.vocab.input_size, 0, 0, model.zero_state())
     with pytest.raises(ValueError):
-        model.step(0, 13, 0, model.zero_state())
+        model.step(0, PITCHES, 0, model.zero_state())
 
 
 def test_harmony_packages_are_not_listed_as_models_to_answer_with(pkg, model_pkg, tmp_path):
@@ -251,3 +268,36 @@ def test_harmony_packages_are_not_listed_as_models_to_answer_with(pkg, model_pkg
     shutil.copytree(pkg, tmp_path / "harmony")
     shutil.copytree(model_pkg, tmp_path / "melody")
     assert [p.name for p in list_packages([tmp_path])] == ["melody"]
+
+
+def test_a_slot_step_reads_the_key_heard_so_far_relative_to_the_first_note():
+    """A tune in D major that starts on its fifth (A): once its notes have been heard, a
+    slot step is fed D major, seven semitones above the reference A, not the first note."""
+    d_major = [69, 71, 73, 74, 76, 78, 73, 74, 69, 74, 78, 74]
+    m = melody([(p, k, 1) for k, p in enumerate(d_major)], bar=4.0)
+    sl = slots(m)
+    v = vocab_for([m], [Chord(D, "maj")])
+    s = tune_steps(m, [Chord(D, "maj")] * len(sl), sl, v)
+    assert s.ref == 69 % 12
+    assert s.pitches[s.is_slot][-1] == key_input((D, 0), s.ref) == KEYS + 5
+    assert key_input(None, s.ref) == NO_PITCH
+    assert key_input((D, 1), s.ref) == KEYS + 12 + 5
+
+
+def test_training_weighs_the_slots_where_the_live_chord_may_change():
+    """Slots on a bar's first beat or the middle of a bar of four weigh 1, the others the
+    off-beat weight, note steps nothing; the windows carry these weights."""
+    from train.harmony import step_weights, windows
+    from train.harmony_eval import EvalTune
+
+    m = melody(TUNE, bar=4.0, start=1.0)
+    sl = slots(m)
+    v = vocab_for([m], [c for _, c in CHANGES])
+    s = tune_steps(m, chords_at(sl.times, CHANGES), sl, v)
+    w = step_weights(EvalTune(m, sl, s), 0.25)
+    assert (w[~s.is_slot] == 0).all()
+    strong = [float(t - 1.0) % 4 in (0.0, 2.0) for t in sl.times]
+    assert list(w[s.is_slot]) == [1.0 if x else 0.25 for x in strong]
+    assert any(strong) and not all(strong)
+    win = windows([s], 64, weights=[w])
+    assert np.array_equal(win[4][0, :len(s)], w) and (win[4][0, len(s):] == 0).all()

@@ -37,11 +37,15 @@ log = logging.getLogger("train.harmony")
 
 PARITY_TOL = 1e-4
 #: Bumped when training changes what it does with the same settings.
-PROCEDURE = 2  # 2: slots fed a wrong chord
+PROCEDURE = 4  # 2: slots fed a wrong chord; 3: a slot step reads the key heard so far;
+#  4: slots where the live chord never changes weigh offbeat_weight
 #: The share of training windows whose bar is hidden (meter.hide_bar), drawn each epoch.
 BAR_HIDDEN = 0.3
 #: The share of training slots fed a wrong chord (``tf_dataset``), drawn each epoch.
 WRONG_CHORD = 0.75
+#: The loss weight of a slot where the live accompanist never changes the chord (not a
+#: bar's first beat or the middle of a bar of four), against 1 where it may.
+OFFBEAT_WEIGHT = 0.3
 
 
 def parse_args(argv):
@@ -69,6 +73,9 @@ def parse_args(argv):
     p.add_argument("--wrong-chord", type=float, default=WRONG_CHORD,
                    help="the share of training slots fed a wrong previous chord (the target "
                         "kept), drawn each epoch")
+    p.add_argument("--offbeat-weight", type=float, default=OFFBEAT_WEIGHT,
+                   help="the loss weight of a slot where the live chord never changes (not "
+                        "a bar's first beat or the middle of a bar of four), against 1")
     p.add_argument("--min-chord-count", type=int, default=5,
                    help="a chord shape (quality and bass) seen fewer times in the training "
                         "tunes takes its nearest plainer shape")
@@ -140,22 +147,34 @@ def wrong_chords(s, vocab: StepVocab, rng: np.random.Generator) -> np.ndarray:
     return alt
 
 
-def windows(steps, length: int, vocab: StepVocab | None = None, seed: int = 0):
+def step_weights(t: EvalTune, offbeat: float) -> np.ndarray:
+    """Each step's loss weight: 1 at a slot where the live chord may change (a bar's first
+    beat, the middle of a bar of four: ``Slots.strong``), ``offbeat`` at the other slots, 0
+    at note steps."""
+    w = np.zeros(len(t.steps), np.float32)
+    w[t.steps.is_slot] = np.where(t.slots.strong(), 1.0, offbeat)
+    return w
+
+
+def windows(steps, length: int, vocab: StepVocab | None = None, seed: int = 0,
+            weights=None):
     """(tokens, pitches, positions, targets, weights, wrong), each ``[N, length]``:
-    consecutive windows of each tune's steps, padded; weights 1 at slot steps, 0 elsewhere;
+    consecutive windows of each tune's steps, padded; weights ``weights`` (one array per
+    tune; None: 1 at slot steps), 0 at note steps and padding;
     ``wrong`` the tokens with each slot fed a wrong chord (``wrong_chords``; with no
     ``vocab``, the tokens)."""
     rng = np.random.default_rng(seed)
     cols = [[], [], [], [], [], []]
-    for s in steps:
+    for k, s in enumerate(steps):
         alt = s.tokens if vocab is None else wrong_chords(s, vocab, rng)
+        wt = (s.targets >= 0).astype(np.float32) if weights is None else weights[k]
         for a in range(0, len(s), length):
             n = min(length, len(s) - a)
             pad = length - n
             y = s.targets[a:a + n]
             for col, arr in zip(cols, (s.tokens[a:a + n], s.pitches[a:a + n],
                                        s.positions[a:a + n], np.maximum(y, 0),
-                                       (y >= 0).astype(np.float32), alt[a:a + n]), strict=True):
+                                       wt[a:a + n], alt[a:a + n]), strict=True):
                 col.append(np.pad(arr, (0, pad)))
     return tuple(np.array(c, np.float32 if i == 4 else np.int32) for i, c in enumerate(cols))
 
@@ -334,11 +353,13 @@ def run(args) -> int:
     key = json.dumps({k: getattr(args, k) for k in (
         "corpus", "chords", "batch", "window", "embed", "pitch_embed", "position_embed", "units",
         "layers", "dropout", "lr", "seed", "val_frac", "test_frac", "epochs", "patience",
-        "min_chord_count", "wrong_chord")} | {"procedure": PROCEDURE})
+        "min_chord_count", "wrong_chord", "offbeat_weight")} | {"procedure": PROCEDURE})
     key += json.dumps(vocab_json(vocab))
     _prepare_work(work, hashlib.sha1(key.encode()).hexdigest())
-    wtr = windows([s.steps for s in tr], args.window, vocab, args.seed)
-    wva = windows([s.steps for s in va or tr[:4]], args.window)
+    wtr = windows([s.steps for s in tr], args.window, vocab, args.seed,
+                  [step_weights(s, args.offbeat_weight) for s in tr])
+    wva = windows([s.steps for s in va or tr[:4]], args.window, weights=[
+        step_weights(s, args.offbeat_weight) for s in va or tr[:4]])
     steps_per_epoch = -(-len(wtr[0]) // args.batch)
     model = build_model(vocab, args)
     compile_model(model, schedule(args.lr, steps_per_epoch, args.epochs))
@@ -389,6 +410,7 @@ def run(args) -> int:
         "chords_from": sorted({t.source for t in tunes}),
         "extraction": EXTRACTION,
         "steps": {"slot_quarters": SLOT, "reference": "the melody's first note",
+                  "slot_input": "the key heard so far",
                   "order": "a slot step before the notes starting on its beat"},
         "corpus_sizes": {"files": corpus.files, "unreadable": len(corpus.failed),
                          "tunes": len(tunes), "without_chords": corpus.no_chords,
@@ -407,6 +429,7 @@ def run(args) -> int:
         "training": {"epochs_run": len(history), "best_epoch": _best_epoch(history),
                      "best_val_nll": min((h["val_nll"] for h in history), default=None),
                      "bar_hidden": BAR_HIDDEN, "wrong_chord": args.wrong_chord,
+                     "offbeat_weight": args.offbeat_weight,
                      "batch": args.batch, "window": args.window,
                      "learning_rate": args.lr, "patience": args.patience,
                      "max_epochs": args.epochs, "seed": args.seed,

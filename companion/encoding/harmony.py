@@ -10,9 +10,11 @@ beat grid). Its one stream of steps holds two kinds, in the order of their times
   onset, companion.encoding.meter) and the note's pitch class relative to ``ref``, the
   first note's pitch class;
 - **a slot step** at each slot, before the notes that start on it: its input is the chord
-  that sounded until then (the previous slot's, ``N`` at the first) and the slot's
-  metrical position; its output is the chord of this slot. So each chord is decided from
-  the melody heard before its slot, and the chord chosen is fed back at the next slot.
+  that sounded until then (the previous slot's, ``N`` at the first), the slot's metrical
+  position and the key heard so far (``KeyTrack``: its tonic relative to ``ref`` and its
+  mode, the same online estimate live); its output is the chord of this slot. So each
+  chord is decided from the melody heard before its slot, and the chord chosen is fed
+  back at the next slot.
 
 Slots start at the first grid point after the melody's first onset (a chord needs a note
 heard) and last while the melody sounds. Chords are tokens of a ``ChordVocabulary`` with
@@ -21,7 +23,8 @@ key estimate and no transposition of its corpus).
 
 Input token layout (``StepVocab``): curves ``0..Vc-1`` (the package's curve vocabulary),
 ``bos`` ``Vc``, then a slot step fed chord token ``k`` is ``Vc + 1 + k``. The pitch input is
-``0..11`` for a note step and ``NO_PITCH`` (12) for a slot step.
+``0..11`` for a note step; for a slot step ``NO_PITCH`` (12) before any key is heard, else
+``KEYS + 12 * mode + (tonic - ref) % 12`` (``key_input``).
 """
 
 from __future__ import annotations
@@ -35,12 +38,19 @@ from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.curves import Vocabulary, curves_from_notes
 from companion.encoding.melody import Melody
+from companion.engine.key import KeyEstimator
 
 #: The slots' grid, in quarter notes: one chord decision a quarter note.
 SLOT = 1.0
 #: The pitch input of a slot step (notes take 0..11).
 NO_PITCH = 12
-PITCHES = 13
+#: A slot step's key input: ``KEYS + 12 * mode + tonic above ref`` (24 keys).
+KEYS = 13
+PITCHES = KEYS + 24
+#: The key heard so far: a note's evidence halves every this many quarters.
+KEY_HALF_LIFE = 32.0
+#: A note counts for the time to the next onset, at most this many quarters.
+KEY_NOTE_MAX = 4.0
 #: Times within this many quarters are one time (score offsets carry float noise).
 EPS = 1e-6
 
@@ -91,6 +101,36 @@ class Slots:
 
     def __len__(self) -> int:
         return len(self.times)
+
+
+def key_input(key: tuple[int, int] | None, ref: int) -> int:
+    """A slot step's pitch input for ``key`` (tonic pitch class, mode; None: no key heard):
+    ``NO_PITCH``, else ``KEYS + 12 * mode + (tonic - ref) % 12``."""
+    if key is None:
+        return NO_PITCH
+    tonic, mode = key
+    return KEYS + 12 * int(mode) + (int(tonic) - int(ref)) % 12
+
+
+class KeyTrack:
+    """The key heard so far, the same in training and live: each melody note counts (into
+    companion.engine.key's estimator, half-life ``KEY_HALF_LIFE``) once the next note
+    starts, for the time between their onsets (at most ``KEY_NOTE_MAX``)."""
+
+    def __init__(self) -> None:
+        self.estimator = KeyEstimator(half_life_beats=KEY_HALF_LIFE)
+        self._last: tuple[int, float] | None = None
+
+    def note(self, pitch: int, onset: float) -> None:
+        """A melody note starting at ``onset`` (quarters): the note before it now counts."""
+        if self._last is not None:
+            p0, t0 = self._last
+            self.estimator.add(p0, t0, min(onset - t0, KEY_NOTE_MAX))
+        self._last = (int(pitch), float(onset))
+
+    def key(self) -> tuple[int, int] | None:
+        """(tonic, mode) of the notes counted so far; None before any."""
+        return self.estimator.estimate()
 
 
 def _q(x):
@@ -197,8 +237,10 @@ def tune_steps(m: Melody, chords: list[Chord | None], sl: Slots, vocab: StepVoca
     events.sort()
     tok, pit, pos, tgt, tim = [], [], [], [], []
     prev = ChordVocabulary.NONE
+    keys = KeyTrack()
     for _, kind, i in events:
         if kind == 1:
+            keys.note(int(m.pitches[i]), float(m.onsets[i]))
             tok.append(int(curve_tokens[i]))
             pit.append((int(m.pitches[i]) - ref) % 12)
             pos.append(int(note_pos[i]))
@@ -206,7 +248,7 @@ def tune_steps(m: Melody, chords: list[Chord | None], sl: Slots, vocab: StepVoca
             tim.append(float(m.onsets[i]))
         else:
             tok.append(vocab.slot_token(prev))
-            pit.append(NO_PITCH)
+            pit.append(key_input(keys.key(), ref))
             pos.append(int(sl.positions[i]))
             tgt.append(chord_tokens[i])
             tim.append(float(sl.times[i]))

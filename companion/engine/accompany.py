@@ -106,13 +106,13 @@ class AccompanySettings:
     channel: int = 2  # 1..16
     bass_channel: int = 3  # 1..16
     temperature: float = 0.0
-    change_bias: float = 1.0
+    change_bias: float = 0.85
     fit_weight: float = 1.0
     fit_beats: float = 4.0
     key_weight: float = 3.0
-    form_weight: float = 8.0
+    form_weight: float = 12.0
     form_beats: float = 4.0
-    common_weight: float = 2.0
+    common_weight: float = 1.0
     level: float = 0.7
     lowest: int = 48
     highest: int = 72

@@ -29,7 +29,8 @@ it, one that starts on or after the slot's beat after it (training puts a slot b
 notes on its beat). Slots are every quarter note from the first after the first note;
 before the first note there is nothing to harmonise: ``decide`` gives ``N`` without a
 step. ``reset()`` starts a fresh melody (a new reference pitch class: chords are relative
-to the first note heard, so the model needs no key estimate).
+to the first note heard; each slot step also reads the key heard so far relative to it,
+companion.encoding.harmony's ``KeyTrack``, the same estimate as in training).
 
 ``HarmonyModel.step(token, pitch, position, state)`` is the raw step (inputs as
 companion.encoding.harmony lays them out). A step of the shipped model costs about 40
@@ -47,7 +48,7 @@ import numpy as np
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.curves import Vocabulary, curve
-from companion.encoding.harmony import NO_PITCH, PITCHES, SLOT, StepVocab
+from companion.encoding.harmony import PITCHES, SLOT, KeyTrack, StepVocab, key_input
 from companion.engine.model import DEFAULT_POSITION, State
 from companion.packages import ModelError, read_card
 
@@ -190,6 +191,7 @@ class Harmonizer:
         self.state = self.model.zero_state()
         self.ref: int | None = None
         self._prev: tuple[int, float] | None = None
+        self.keys = KeyTrack()  # the key heard so far (a slot step's input)
         #: The chord token committed at the last slot (``N``, 0, at first).
         self.chord = ChordVocabulary.NONE
 
@@ -203,6 +205,7 @@ class Harmonizer:
         else:
             token = v.curves.token(*curve(*self._prev, int(pitch), float(onset)))
         self._prev = (int(pitch), float(onset))
+        self.keys.note(int(pitch), float(onset))
         self.model.step(token, (int(pitch) - self.ref) % 12, position, self.state)
 
     def query(self, position: int | None) -> np.ndarray | None:
@@ -210,8 +213,8 @@ class Harmonizer:
         note: no step). Commit the chord that will sound with ``commit``."""
         if self.ref is None:
             return None
-        return self.model.step(self.model.vocab.slot_token(self.chord), NO_PITCH, position,
-                               self.state)
+        return self.model.step(self.model.vocab.slot_token(self.chord),
+                               key_input(self.keys.key(), self.ref), position, self.state)
 
     def commit(self, token: int) -> Chord | None:
         """The chord that sounds from this slot on (fed to the next slot step)."""
