@@ -42,9 +42,9 @@ import numpy as np
 
 from companion.encoding.chords import Chord
 from companion.encoding.harmony import EPS, chords_at, slots
+from companion.encoding.key import KeyEstimator
 from companion.encoding.melody import Melody
 from companion.encoding.names import MAJOR
-from companion.engine.key import KeyEstimator
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "nottingham-chords"

@@ -31,8 +31,8 @@ import numpy as np
 
 from bench.data import nottingham_files
 from companion.config import Config
+from companion.encoding.key import SCALES, KeyEstimator
 from companion.encoding.phrases import Phrase, PhraseNote, read_call
-from companion.engine.key import SCALES, KeyEstimator
 from companion.engine.listener import Listener
 
 MATCH_S = 0.03

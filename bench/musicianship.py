@@ -26,9 +26,9 @@ from bench.data import ORIGIN, nottingham_dir
 from companion import config as config_mod
 from companion.commands.respond import Response, respond
 from companion.config import Config, ConfigError
+from companion.encoding.key import in_scale
 from companion.encoding.names import parse_key
 from companion.encoding.phrases import Phrase, PhraseNote, read_call
-from companion.engine.key import in_scale
 from companion.engine.model import ModelError, StepModel
 
 GOAL_IN_KEY = 0.95

@@ -134,7 +134,7 @@ class TimeConfig:
 
 @dataclass
 class KeyConfig:
-    """Key awareness (companion/engine/key.py; key names: companion/encoding/names.py)."""
+    """Key awareness (companion/encoding/key.py; key names: companion/encoding/names.py)."""
 
     fixed: str | None = None
     strength: float = _num(0, 1, 0.9)

@@ -9,8 +9,8 @@ from support import EngineRig, make_config
 
 from companion.config import ConfigError
 from companion.encoding.curves import Vocabulary
+from companion.encoding.key import STABLE, KeyBias
 from companion.encoding.names import parse_key
-from companion.engine.key import STABLE, KeyBias
 from companion.engine.sampler import Sampler
 
 TEMPO = 120.0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from companion.encoding.curves import Vocabulary
+from companion.encoding.key import KeyBias, KeyEstimator, in_scale
 from companion.encoding.names import MAJOR, MINOR, key_name, note_name, parse_key
-from companion.engine.key import KeyBias, KeyEstimator, in_scale
 from companion.engine.sampler import Sampler
 
 

@@ -9,8 +9,8 @@ from support import ENGINE_CALL as CALL
 from support import ROOT, EngineRig, make_config, touch
 
 from bench.musicianship import GOAL_IN_KEY, degenerate, held_out_calls, measure
+from companion.encoding.key import in_scale
 from companion.encoding.names import parse_key
-from companion.engine.key import in_scale
 from companion.engine.model import StepModel
 
 TEMPO = 120.0

@@ -28,9 +28,9 @@ import numpy as np
 
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.harmony import NO_PITCH, Slots, StepVocab, TuneSteps
+from companion.encoding.key import KeyEstimator
 from companion.encoding.melody import Melody
 from companion.encoding.names import MAJOR, MINOR
-from companion.engine.key import KeyEstimator
 
 
 @dataclass
@@ -191,7 +191,7 @@ RULE_TRIADS = {MAJOR: ((0, "maj"), (7, "maj"), (5, "maj"), (9, "min"), (2, "min"
 def rule_chords(chords: ChordVocabulary, t: EvalTune) -> np.ndarray:
     """A chord token per slot of ``t``: per bar (from a slot on a bar's first beat to the
     next; every 4 slots where the bar is unknown), the triad of RULE_TRIADS in the key of the
-    whole melody (companion.engine.key, not faded) whose notes cover most of the bar's
+    whole melody (companion.encoding.key, not faded) whose notes cover most of the bar's
     melody time."""
     m, sl = t.melody, t.slots
     key = KeyEstimator(half_life_beats=0)

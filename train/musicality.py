@@ -38,10 +38,10 @@ import numpy as np
 from companion import config as config_mod
 from companion.config import Config, ConfigError
 from companion.encoding.curves import MIN_TIME, curves_from_notes, write_atomic
+from companion.encoding.key import STABLE, KeyEstimator
 from companion.encoding.melody import Melody
 from companion.encoding.names import parse_key
 from companion.encoding.phrases import Phrase, PhraseNote
-from companion.engine.key import STABLE, KeyEstimator
 from companion.engine.model import ModelError, StepModel
 from train.corpus import CorpusError
 from train.evaluate import held_out_data

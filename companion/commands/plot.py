@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from companion.encoding.key import SCALES
 from companion.encoding.names import note_name, parse_key
 from companion.encoding.phrases import PhraseNote
-from companion.engine.key import SCALES
 
 CALL_COLOUR = "#3b6ea8"
 ANSWER_COLOUR = "#d9822b"

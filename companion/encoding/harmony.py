@@ -37,8 +37,8 @@ import numpy as np
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
 from companion.encoding.curves import Vocabulary, curves_from_notes
+from companion.encoding.key import KeyEstimator
 from companion.encoding.melody import Melody
-from companion.engine.key import KeyEstimator
 
 #: The slots' grid, in quarter notes: one chord decision a quarter note.
 SLOT = 1.0
@@ -114,7 +114,7 @@ def key_input(key: tuple[int, int] | None, ref: int) -> int:
 
 class KeyTrack:
     """The key heard so far, the same in training and live: each melody note counts (into
-    companion.engine.key's estimator, half-life ``KEY_HALF_LIFE``) once the next note
+    companion.encoding.key's estimator, half-life ``KEY_HALF_LIFE``) once the next note
     starts, for the time between their onsets (at most ``KEY_NOTE_MAX``)."""
 
     def __init__(self) -> None:

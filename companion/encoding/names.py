@@ -1,5 +1,5 @@
 """Names of pitches and keys, read and written: "F#4", "D major", "Em". The config checks
-``key.fixed`` with ``parse_key``; the engine's key awareness (companion.engine.key) counts
+``key.fixed`` with ``parse_key``; the engine's key awareness (companion.encoding.key) counts
 keys as (tonic pitch class, mode), MAJOR or MINOR.
 """
 

@@ -17,7 +17,7 @@ after it, in the order the model was trained on.
   after nudges to its logits (chosen on tunes the model trained on, with bench.accompany's
   ``--train-tunes``): ``change_bias`` added to every chord but the one sounding (the model
   alone holds a chord far longer than the tunes do); ``key_weight`` added to the chords
-  whose triad lies in the key heard so far (companion.engine.key), ``common_weight`` to
+  whose triad lies in the key heard so far (companion.encoding.key), ``common_weight`` to
   those that are one of its five common triads (I, IV, V, vi, ii; minor i, iv, V, VI, III);
   ``fit_weight`` times the share of the melody of the last ``fit_beats`` beats on the
   chord's notes; and the *form*, ``form_weight`` times the share on the chord's notes of
@@ -49,8 +49,8 @@ import numpy as np
 
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
+from companion.encoding.key import SCALES, KeyEstimator
 from companion.engine.harmony import Harmonizer, HarmonyModel
-from companion.engine.key import SCALES, KeyEstimator
 
 #: The melody notes of the last this-many beats set the ceiling of the chords' register.
 MELODY_MEMORY_BEATS = 8.0

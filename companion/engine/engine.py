@@ -25,12 +25,12 @@ from companion import live_controls
 from companion.config import Config, ConfigError, override
 from companion.encoding import meter
 from companion.encoding.curves import curve
+from companion.encoding.key import STABLE, KeyBias, KeyEstimator
 from companion.encoding.names import key_name, note_name, parse_key
 from companion.engine.accompany import Accompanist, settings_from
 from companion.engine.along import PlayAlong
 from companion.engine.grid import Grid
 from companion.engine.harmony import HarmonyModel
-from companion.engine.key import STABLE, KeyBias, KeyEstimator
 from companion.engine.listener import NEW_NOTE, NOTHING, TOP_CHANGED, Listener, MelodyNote
 from companion.engine.midiclock import CLOCK_TYPES, ClockFollower
 from companion.engine.model import State, StepModel

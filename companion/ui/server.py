@@ -33,7 +33,7 @@ from typing import Any
 import mido
 
 from companion.config import Config, ConfigError, check_of
-from companion.engine.key import SCALES
+from companion.encoding.key import SCALES
 from companion.live_controls import CONTROLS, LIVE_SETTINGS, stops
 from companion.realtime.controls import ACTIONS
 from companion.realtime.live import PORT_CONTROLS, Live
