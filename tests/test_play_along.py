@@ -133,3 +133,26 @@ def test_bad_accompany_values_change_nothing(model, model_pkg, harmony_pkg):
     with pytest.raises(ConfigError, match="accompany.mode"):
         bare.engine.set("accompany.mode", "chords")
     assert bare.engine.setting("accompany.mode") == "off"
+
+
+def test_the_next_run_goes_on_with_the_tune_heard_until_the_mode_is_off(
+        model, model_pkg, harmony_pkg):
+    rig = rig_for(model, model_pkg, harmony_pkg, during="only")
+    rig.play(MELODY[:8], live=True)  # two bars
+    rig.until(13 * BEAT)  # a bar of silence after the last release: the run is over
+    along, acc = rig.engine.along, rig.engine.along.acc
+    assert not along.running and acc.heard_any()  # its key and form kept
+    first_run = [d.beat for d in acc.decisions]
+    t2 = 13.3 * BEAT  # the second phrase, off the first's grid
+    rig.play(MELODY[8:], t0=t2 - MELODY[8][1] * BEAT, live=True)
+    rig.until(t2 + 16 * BEAT)  # its last release, then a bar of silence
+    heard = [b for b, _ in acc.heard]
+    assert len(heard) == len(MELODY)  # both phrases, one tune
+    start = heard[8]  # the second phrase's first note: the next bar line of the count
+    assert start % 4 == 0 and start > max(first_run), (start, first_run)
+    second = [t for t, _ in ons(rig) if t >= t2]
+    assert second and all(abs((t - t2) / BEAT - round((t - t2) / BEAT)) < 1e-6
+                          for t in second)  # on the second phrase's own grid
+    assert_all_off(rig)
+    assert rig.engine.set("accompany.mode", "off") == "off"
+    assert not acc.heard_any()  # the mode off forgets the tune

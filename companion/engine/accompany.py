@@ -241,6 +241,20 @@ class Accompanist:
         self.spans: list[tuple[float, int, float | None, float]] = []
         self.form_match: tuple[float, float] | None = None  # (how well, the beat matched)
 
+    def rest(self) -> None:
+        """The melody paused (a run of the live accompaniment ended): nothing sounds and no
+        chord is held, so the next slot may take any; what was heard of the tune (its key,
+        its form, the model's state) is kept for the next run."""
+        self.harmonizer.rest()
+        self.chord = None
+        self.voicing = []
+        self.sounding = []
+        self.form_match = None
+
+    def heard_any(self) -> bool:
+        """Whether a melody note was heard since the last ``reset``."""
+        return bool(self.heard)
+
     # -- hearing ---------------------------------------------------------------------
 
     def hear(self, pitch: int, velocity: int, beat: float, position: int | None) -> list[AccNote]:

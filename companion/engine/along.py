@@ -5,9 +5,10 @@ drives it from its own ``on_message`` and ``poll`` (deadline to deadline).
 The rules it keeps:
 
 - **The grid.** An external time's beat count while one leads (a MIDI clock, a Link
-  session: ``Timekeeper.grid_at``); else the performer's own: beat 0 is the first note of
-  the accompaniment's run (taken as a downbeat, as turn.py takes a call's first onset), at
-  the tempo the engine follows (a change of tempo keeps the beat count reached). Bars of
+  session: ``Timekeeper.grid_at``); else the performer's own: the first note of each run
+  is a downbeat (as turn.py takes a call's first onset), beat 0 for the first, else the
+  next bar line of the count reached (so that the tune's form, heard across runs, keeps
+  its bars), at the tempo the engine follows (a change of tempo keeps the count). Bars of
   ``time.meter`` beats (Link: its quantum), else ``turn.DEFAULT_BAR_BEATS``.
 - **Slots.** Each whole beat of the grid is a slot, decided ``lookahead_s`` (at most one
   beat) before its beat, at the first poll at or after that (``deadline`` says when); the
@@ -15,10 +16,11 @@ The rules it keeps:
   are placed from the beat's time as the grid gives it at the decision.
 - **Where they sound.** Under ``ACCOMPANIMENT`` (a new answer never stops them), on their
   own channels (``accompany.channel``, ``bass_channel``).
-- **A run stops** (every accompaniment note off, the accompanist reset) when the slot to
-  decide comes a bar after the performer let go of the last key, or when told (``stop``:
-  the engine's phrase end when it answers, mute, panic, the mode turned off). The next
-  note heard starts a new run.
+- **A run stops** (every accompaniment note off) when the slot to decide comes a bar after
+  the performer let go of the last key, or when told (``stop``: the engine's phrase end
+  when it answers, mute, panic, the mode turned off). The next note heard starts a new run,
+  which goes on with what the accompanist heard of the tune (its key, its form); the mode
+  turned off forgets it.
 """
 
 from __future__ import annotations
@@ -82,8 +84,13 @@ class PlayAlong:
         """A melody note at ``t``: into the accompanist at its beat (a run starts with it)."""
         if not self.running:
             self.running = True
-            self.acc.reset()
-            self._ref = (t, 0.0)
+            if self.acc.heard_any():  # the tune goes on: this note starts the next bar
+                t0, b0 = self._ref
+                _, bar = self._grid(t, beat_s)
+                count = b0 + (t - t0) / beat_s
+                self._ref = (t, math.ceil(count / bar - 1e-9) * bar)
+            else:
+                self._ref = (t, 0.0)
             beats, _ = self._grid(t, beat_s)
             self._slot = math.floor(beats + self._look(beat_s) / beat_s + 1e-9) + 1
         self._rebase(t, beat_s)
@@ -137,12 +144,17 @@ class PlayAlong:
             self.on_decision(d, at)
         return d
 
-    def stop(self) -> None:
-        """The run ends: every accompaniment note off, nothing more decided until a note."""
+    def stop(self, forget: bool = False) -> None:
+        """The run ends: every accompaniment note off, nothing more decided until a note.
+        What was heard of the tune is kept for the next run (`Accompanist.rest`), unless
+        ``forget``."""
         self.player.cancel(ACCOMPANIMENT)
         self.running = False
         self._deadline = None
-        self.acc.reset()
+        if forget:
+            self.acc.reset()
+        else:
+            self.acc.rest()
 
     def chord_name(self) -> str:
         """The chord sounding (``-``: none)."""

@@ -284,7 +284,7 @@ class Engine:
         is loaded the first time (a ConfigError where there is none to load)."""
         ac = self._cfg.accompany
         if ac.mode == "off":
-            self.stop_accompaniment()
+            self.stop_accompaniment(forget=True)
             return
         if self.along is None:
             if self._harmony is None:
@@ -308,11 +308,12 @@ class Engine:
         """Accompanying with accompany.during: only: the calls are never answered."""
         return self.accompanying and self._cfg.accompany.during == "only"
 
-    def stop_accompaniment(self) -> None:
+    def stop_accompaniment(self, forget: bool = False) -> None:
         """The accompaniment's run ends now, every note of it off (panic, mute, mode off); the
-        next melody note starts another while accompany.mode is on."""
-        if self.along is not None and self.along.running:
-            self.along.stop()
+        next melody note starts another while accompany.mode is on, with what was heard of
+        the tune (its key and form) unless ``forget`` (mode off)."""
+        if self.along is not None and (self.along.running or forget):
+            self.along.stop(forget)
 
     def chord_name(self) -> str:
         """The accompaniment's chord sounding now (``-``: none)."""

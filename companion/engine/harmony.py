@@ -195,6 +195,11 @@ class Harmonizer:
         #: The chord token committed at the last slot (``N``, 0, at first).
         self.chord = ChordVocabulary.NONE
 
+    def rest(self) -> None:
+        """No chord sounds any more (the melody paused): the next slot may take any. What
+        was heard (the state, the reference, the key) is kept."""
+        self.chord = ChordVocabulary.NONE
+
     def note(self, pitch: int, onset: float, position: int | None = None) -> None:
         """A melody note that starts: MIDI ``pitch``, ``onset`` in beats, ``position`` its
         metrical position (meter.position; None: bar unknown, on the beat)."""
