@@ -32,6 +32,7 @@ from train.corpus import CorpusError
 from train.dataset import FAMILY_CURVES, split_songs
 from train.harmony_corpus import load_tunes
 from train.harmony_eval import EvalTune, figures
+from train.train import add_split_options, command
 
 log = logging.getLogger("train.harmony")
 
@@ -79,26 +80,12 @@ def parse_args(argv):
     p.add_argument("--min-chord-count", type=int, default=5,
                    help="a chord shape (quality and bass) seen fewer times in the training "
                         "tunes takes its nearest plainer shape")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--val-frac", type=float, default=0.05)
-    p.add_argument("--test-frac", type=float, default=0.1)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    add_split_options(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (CorpusError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last epoch", file=sys.stderr)
-        return 1
+    return command(run, parse_args, argv)
 
 
 def prepare(tunes, seed: int, val_frac: float, test_frac: float):

@@ -18,6 +18,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -63,26 +64,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-2,
                    help="learning rate, held, then decayed linearly to 1%% of it over the "
                         "last quarter of --epochs")
+    add_split_options(p)
+    return p.parse_args(argv)
+
+
+def add_split_options(p: argparse.ArgumentParser) -> None:
+    """The options every training command shares: the seed, the split, reading the corpus."""
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--val-frac", type=float, default=0.05)
     p.add_argument("--test-frac", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=None, help="corpus parsing processes")
     p.add_argument("--no-cache", action="store_true", help="re-read every file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def command(run_args: Callable[[argparse.Namespace], int],
+            parse: Callable[[list[str] | None], argparse.Namespace],
+            argv: list[str] | None) -> int:
+    """A training command: its arguments parsed, run; a bad corpus or value is one line and
+    exit 2, an interruption exit 1 (the same command resumes)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    args = parse_args(argv)
+    args = parse(argv)
     try:
-        return run(args)
+        return run_args(args)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last epoch", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command(run, parse_args, argv)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ import numpy as np
 
 from companion.encoding import meter
 from companion.encoding.chords import Chord, ChordVocabulary
-from companion.encoding.key import SCALES, KeyEstimator
+from companion.encoding.key import SCALES
 from companion.engine.harmony import Harmonizer, HarmonyModel
 
 #: The melody notes of the last this-many beats set the ceiling of the chords' register.
@@ -233,9 +233,10 @@ class Accompanist:
         self.slots = 0
         self.melody_now: tuple[float, int] | None = None
         self._masks: np.ndarray | None = None  # [chords, 12] pitch classes under this ref
-        self.key = KeyEstimator(half_life_beats=32.0)
-        self._last: tuple[float, int] | None = None  # the last note heard, for its length
-        self.heard: list[tuple[float, int]] = []  # every melody note: (beat, pitch)
+        # every melody note's onset (beats) and pitch, grown as heard (read per slot)
+        self._on = np.empty(64)
+        self._pit = np.empty(64, np.int64)
+        self._n = 0
         # each slot where the chord may change: (beat, phase, bar beats, the next change's
         # beat: inf until known)
         self.spans: list[tuple[float, int, float | None, float]] = []
@@ -253,7 +254,13 @@ class Accompanist:
 
     def heard_any(self) -> bool:
         """Whether a melody note was heard since the last ``reset``."""
-        return bool(self.heard)
+        return self._n > 0
+
+    @property
+    def heard(self) -> list[tuple[float, int]]:
+        """Every melody note heard since the last ``reset``: (beat, pitch)."""
+        return list(zip(self._on[:self._n].tolist(), self._pit[:self._n].tolist(),
+                        strict=True))
 
     # -- hearing ---------------------------------------------------------------------
 
@@ -262,11 +269,11 @@ class Accompanist:
         unknown). Returns the chord notes it cut short: those sounding at or above it,
         now ending at ``beat`` (so the chords never cross the melody)."""
         self.harmonizer.note(int(pitch), float(beat), position)
-        if self._last is not None:
-            b0, p0 = self._last
-            self.key.add(p0, b0, min(beat - b0, 4.0))
-        self._last = (float(beat), int(pitch))
-        self.heard.append((float(beat), int(pitch)))
+        if self._n == len(self._on):  # room for twice as many
+            self._on = np.resize(self._on, 2 * self._n)
+            self._pit = np.resize(self._pit, 2 * self._n)
+        self._on[self._n], self._pit[self._n] = beat, pitch
+        self._n += 1
         self.recent.append((float(beat), int(pitch), int(velocity)))
         while self.recent and self.recent[0][0] < beat - MELODY_MEMORY_BEATS:
             self.recent.popleft()
@@ -352,7 +359,7 @@ class Accompanist:
         """Per chord token, 1 where the chord's triad lies in the key heard so far (its
         scale; minor with its raised seventh), else 0 (all 1 before any key is heard)."""
         self._chord_masks()
-        k = self.key.estimate() if self._last is not None else None
+        k = self._key()
         if k is None:
             return np.ones(len(self._masks))
         tonic, mode = k
@@ -361,7 +368,7 @@ class Accompanist:
         return (outside == 0).astype(np.float64)
 
     def _key(self) -> tuple[int, int] | None:
-        return self.key.estimate() if self._last is not None else None
+        return self.harmonizer.key()
 
     def _common(self) -> np.ndarray:
         """Per chord token, 1 where its triad is one of the key's common five (I, IV, V, vi,
@@ -388,10 +395,9 @@ class Accompanist:
         self._chord_masks()
         self.form_match = None
         out = np.zeros(len(self._masks))
-        if not self.heard:
+        if not self._n:
             return out
-        on = np.array([b for b, _ in self.heard])
-        pit = np.array([p for _, p in self.heard])
+        on, pit = self._on[:self._n], self._pit[:self._n]
         width, ahead = self.settings.form_beats, beat - now
         phase = _phase(position)
         cur = window(on, pit, beat - width, now)

@@ -221,6 +221,11 @@ class Harmonizer:
         return self.model.step(self.model.vocab.slot_token(self.chord),
                                key_input(self.keys.key(), self.ref), position, self.state)
 
+    def key(self) -> tuple[int, int] | None:
+        """The key heard so far (tonic pitch class, mode; None before any evidence): the
+        slot steps' key input."""
+        return self.keys.key()
+
     def commit(self, token: int) -> Chord | None:
         """The chord that sounds from this slot on (fed to the next slot step)."""
         if not 0 <= token < self.model.chords.size:
